@@ -1,0 +1,4 @@
+from cni2cnm.entry import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The plugin's process boundary: environment + stdin in, one JSON document out.
+
+`dispatch` takes the environment and the streams as arguments so tests can
+drive every path in-process, the way libcni's skel does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from cni2cnm.cni import env as cnienv
+from cni2cnm.cni import logs
+from cni2cnm.cni import version as cniversion
+from cni2cnm.cni.errors import CNIError, Code
+
+if TYPE_CHECKING:
+    from cni2cnm.cni.config import NetConf
+    from cni2cnm.cni.result import Result
+
+log = logging.getLogger("cni2cnm.skel")
+
+
+class Plugin(Protocol):
+    """What a plugin implements; each method raises CNIError on failure."""
+
+    def add(self, env: cnienv.CNIEnv, conf: NetConf) -> Result: ...
+    def delete(self, env: cnienv.CNIEnv, conf: NetConf) -> None: ...
+    def check(self, env: cnienv.CNIEnv, conf: NetConf) -> None: ...
+    def gc(self, env: cnienv.CNIEnv, conf: NetConf) -> None: ...
+    def status(self, env: cnienv.CNIEnv, conf: NetConf) -> None: ...
+
+
+def dispatch(
+    load_plugin: Callable[[], Plugin],
+    environ: Mapping[str, str],
+    stdin: IO[bytes],
+    stdout: IO[str],
+) -> int:
+    """Run one CNI operation. Returns the process exit status (0 or 1)."""
+    version_for_errors = cniversion.LATEST
+    try:
+        try:
+            data = stdin.read()
+        except (OSError, ValueError) as e:
+            raise CNIError(Code.IO_FAILURE, "cannot read stdin", str(e)) from None
+        peek = _peek_version(data)
+        if peek in cniversion.SUPPORTED_VERSIONS:
+            version_for_errors = peek
+        env = cnienv.parse_env(environ)
+        if env.command == "VERSION":
+            _emit(stdout, _version_info(data))
+            return 0
+        return _run(load_plugin, env, data, stdout)
+    except CNIError as e:
+        log.warning("%s failed: %s (code %d)", environ.get("CNI_COMMAND", "?"), e, e.code)
+        _emit(stdout, e.to_dict(version_for_errors))
+        return 1
+    except Exception as e:  # the boundary: anything unexpected becomes 999
+        log.exception("unexpected error")
+        err = CNIError(Code.INTERNAL, "internal error", f"{type(e).__name__}: {e}".splitlines()[0])
+        _emit(stdout, err.to_dict(version_for_errors))
+        return 1
+
+
+def _run(load_plugin: Callable[[], Plugin], env: cnienv.CNIEnv, data: bytes,
+         stdout: IO[str]) -> int:
+    from cni2cnm.cni.config import decode_json_object, parse_netconf
+
+    doc = decode_json_object(data)
+    conf = parse_netconf(doc)
+    logs.setup(conf.logFile, conf.logLevel)
+    _require_command_version(env.command, conf.cniVersion)
+    plugin = load_plugin()
+    log.debug("%s container=%s ifname=%s netns=%s network=%s", env.command, env.container_id,
+              env.ifname, env.netns, conf.name)
+    if env.command == "ADD":
+        result = plugin.add(env, conf)
+        _emit(stdout, result.render(conf.cniVersion))
+    elif env.command == "DEL":
+        plugin.delete(env, conf)
+    elif env.command == "CHECK":
+        plugin.check(env, conf)
+    elif env.command == "GC":
+        plugin.gc(env, conf)
+    elif env.command == "STATUS":
+        plugin.status(env, conf)
+    return 0
+
+
+def _require_command_version(command: str, version: str) -> None:
+    if command == "CHECK" and not cniversion.has_check(version):
+        raise CNIError(Code.INCOMPATIBLE_VERSION, "config version does not allow CHECK",
+                       f"CHECK needs cniVersion >= 0.4.0, config is {version}")
+    if command in ("GC", "STATUS") and not cniversion.has_gc_and_status(version):
+        raise CNIError(Code.INCOMPATIBLE_VERSION, f"config version does not allow {command}",
+                       f"{command} needs cniVersion >= 1.1.0, config is {version}")
+
+
+def _peek_version(data: bytes) -> str | None:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    v = doc.get("cniVersion") if isinstance(doc, dict) else None
+    return v if isinstance(v, str) else None
+
+
+def _version_info(data: bytes) -> dict[str, Any]:
+    """VERSION: echo the request's cniVersion, list what we support."""
+    requested = cniversion.LATEST
+    if data.strip():
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CNIError(Code.DECODE_FAILURE, "cannot decode VERSION request", str(e)) from None
+        if not isinstance(doc, dict):
+            raise CNIError(Code.DECODE_FAILURE, "cannot decode VERSION request",
+                           f"expected a JSON object, got {type(doc).__name__}")
+        if isinstance(doc.get("cniVersion"), str):
+            requested = doc["cniVersion"]
+    return {"cniVersion": requested, "supportedVersions": list(cniversion.SUPPORTED_VERSIONS)}
+
+
+def _emit(stdout: IO[str], doc: dict[str, Any]) -> None:
+    try:
+        stdout.write(json.dumps(doc) + "\n")
+        stdout.flush()
+    except (BrokenPipeError, OSError):
+        log.warning("cannot write to stdout")

@@ -1,0 +1,161 @@
+"""Looking inside network namespaces (pyroute2, no shell)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+IFF_UP = 0x1
+RTPROT_KERNEL = 2
+RT_TABLE_MAIN = 254
+RTN_UNICAST = 1
+
+
+class NetnsError(Exception):
+    """A namespace could not be opened or read."""
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of a namespace path; equal for the same kernel namespace.
+
+    `/proc/<pid>/ns/net`, a container's SandboxKey and an `ip netns` bind mount of
+    the same namespace all give the same pair. None when the path does not exist.
+    """
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def is_namespace(path: str) -> bool:
+    """True when the path is a live network namespace (on nsfs), not a leftover file.
+
+    An `ip netns` file whose bind mount is gone is an empty regular file; a live
+    namespace has the same device as our own `/proc/self/ns/net`.
+    """
+    ident = identity(path)
+    own = identity("/proc/self/ns/net")
+    return ident is not None and own is not None and ident[0] == own[0]
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    mac: str
+    mtu: int
+    up: bool
+    addresses: tuple[str, ...] = ()  # CIDR, link-local IPv6 excluded
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    dst: str
+    gw: str | None
+    oif: int
+    priority: int | None = None
+    table: int | None = None
+    scope: int | None = None
+    mtu: int | None = None
+    advmss: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Netns:
+    """An open view of one network namespace: `with Netns(path) as ns: ns.links()`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._ipr: Any = None
+
+    def __enter__(self) -> Netns:
+        from pyroute2 import IPRoute
+
+        if not os.path.exists(self.path):
+            raise NetnsError(f"network namespace {self.path} does not exist")
+        try:
+            self._ipr = IPRoute(netns=self.path)
+        except Exception as e:  # pyroute2 raises many kinds
+            raise NetnsError(f"cannot open network namespace {self.path}: {e}") from None
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def links(self) -> list[Link]:
+        try:
+            raw_links = self._ipr.get_links()
+            raw_addrs = self._ipr.get_addr()
+        except Exception as e:
+            raise NetnsError(f"cannot read interfaces in {self.path}: {e}") from None
+        addrs: dict[int, list[str]] = {}
+        for a in raw_addrs:
+            ip = a.get_attr("IFA_ADDRESS")
+            if not ip:
+                continue
+            iface = ipaddress.ip_interface(f"{ip}/{a['prefixlen']}")
+            if iface.version == 6 and iface.ip.is_link_local:
+                continue
+            addrs.setdefault(a["index"], []).append(str(iface))
+        out = []
+        for m in raw_links:
+            out.append(
+                Link(
+                    index=m["index"],
+                    name=m.get_attr("IFLA_IFNAME") or "",
+                    mac=(m.get_attr("IFLA_ADDRESS") or "").lower(),
+                    mtu=int(m.get_attr("IFLA_MTU") or 0),
+                    up=bool(m["flags"] & IFF_UP),
+                    addresses=tuple(addrs.get(m["index"], ())),
+                )
+            )
+        return out
+
+    def link_named(self, name: str) -> Link | None:
+        return next((lk for lk in self.links() if lk.name == name), None)
+
+    def routes(self, oif: int) -> list[RouteEntry]:
+        """Routes through the interface in the main table, without the kernel's own
+        connected-subnet and IPv6 link-local routes (those come with the address)."""
+        out: list[RouteEntry] = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                raw = self._ipr.get_routes(family=family, table=RT_TABLE_MAIN)
+            except Exception as e:
+                raise NetnsError(f"cannot read routes in {self.path}: {e}") from None
+            for r in raw:
+                if r.get_attr("RTA_OIF") != oif or r["type"] != RTN_UNICAST:
+                    continue
+                if r["proto"] == RTPROT_KERNEL:
+                    continue
+                dst = r.get_attr("RTA_DST")
+                zero = "0.0.0.0" if family == socket.AF_INET else "::"
+                net = ipaddress.ip_network(f"{dst or zero}/{r['dst_len']}", strict=False)
+                if net.version == 6 and (net.is_link_local or net.is_multicast):
+                    continue
+                metrics = r.get_attr("RTA_METRICS")
+                mtu = advmss = None
+                if metrics is not None:
+                    mtu = metrics.get_attr("RTAX_MTU")
+                    advmss = metrics.get_attr("RTAX_ADVMSS")
+                out.append(
+                    RouteEntry(
+                        dst=str(net),
+                        gw=r.get_attr("RTA_GATEWAY"),
+                        oif=oif,
+                        priority=r.get_attr("RTA_PRIORITY"),
+                        table=RT_TABLE_MAIN,
+                        scope=r["scope"],
+                        mtu=mtu,
+                        advmss=advmss,
+                    )
+                )
+        return out

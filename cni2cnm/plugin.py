@@ -1,0 +1,565 @@
+"""The translation: CNI operations on Docker networks.
+
+    ADD    -> find the container's CNM sandbox, detach `none`, `network connect`,
+              verify the interface inside CNI_NETNS, record, print the result
+    DEL    -> `network disconnect --force` of what the store recorded, drop the record
+    CHECK  -> the recorded endpoint, the engine and the namespace still agree with prevResult
+    GC     -> DEL every recorded attachment of this network the runtime no longer lists
+    STATUS -> the engine answers and the network exists
+
+The engine adapter (engine.py) knows nothing of CNI; every EngineError becomes a
+CNIError here, in `engine_errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from cni2cnm import netns
+from cni2cnm.cni.config import DNS, NetConf
+from cni2cnm.cni.env import CNIEnv
+from cni2cnm.cni.errors import CNIError, Code
+from cni2cnm.cni.result import Interface, IPConfig, Result, Route, parse_result
+from cni2cnm.engine import (
+    DEFAULT_HOST,
+    IFNAME_OPTION,
+    Conflict,
+    Container,
+    Endpoint,
+    Engine,
+    EngineError,
+    EngineUnavailable,
+    Network,
+    NotFound,
+    TLSSettings,
+)
+from cni2cnm.request import EndpointRequest, endpoint_request
+from cni2cnm.store import ADDING, ATTACHED, Attachment, Store, StoreError
+
+log = logging.getLogger("cni2cnm.plugin")
+
+MIN_API = (1, 40)
+
+
+def engine_for(conf: NetConf, environ: Mapping[str, str]) -> Engine:
+    host = conf.dockerHost or environ.get("DOCKER_HOST") or DEFAULT_HOST
+    tls = None
+    if conf.tls is not None:
+        tls = TLSSettings(ca=conf.tls.ca, cert=conf.tls.cert, key=conf.tls.key,
+                          verify=conf.tls.verify)
+    return Engine(host, timeout=conf.dockerTimeout, tls=tls)
+
+
+@dataclass
+class _Attached:
+    """What ADD learned from the engine and the namespace after connecting."""
+
+    endpoint: Endpoint
+    link: netns.Link
+    routes: list[netns.RouteEntry]
+
+
+class DockerPlugin:
+    """The CNI plugin. `engine_factory` lets unit tests substitute a fake engine."""
+
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        engine_factory: Callable[[NetConf, Mapping[str, str]], Engine] = engine_for,
+    ) -> None:
+        self.environ = os.environ if environ is None else environ
+        self.engine_factory = engine_factory
+
+    # ==== ADD ================================================================
+
+    def add(self, env: CNIEnv, conf: NetConf) -> Result:
+        prev = parse_result(conf.prevResult, conf.cniVersion) if conf.prevResult else None
+        request = endpoint_request(env, conf)
+        self._require_mode(conf)
+        store = open_store(conf)
+        engine = self.engine_factory(conf, self.environ)
+        with store, lock(store, env.container_id), engine_errors(engine, "ADD"):
+            key = (conf.name, env.container_id, env.ifname)
+            existing = store.get(*key)
+            if existing is not None and existing.state == ATTACHED:
+                raise CNIError(Code.INTERFACE_EXISTS, "attachment already exists",
+                               f"{env.container_id}/{env.ifname} is already attached to network "
+                               f"{existing.network_name}; DEL it before adding it again")
+            if existing is not None:
+                log.warning("finishing an interrupted ADD of %s/%s first", *key[1:])
+                detach(engine, existing)
+                store.delete(*key)
+            container = find_container(engine, env)
+            refuse_shared_namespace(container)
+            network = find_network(engine, conf.docker_network)
+            refuse_taken_ifname(env)
+            detach_none = conf.detachNone and "none" in container.endpoints
+            att = store.put(Attachment(
+                network=conf.name, container_id=env.container_id, ifname=env.ifname,
+                state=ADDING, docker_network=conf.docker_network, network_id=network.id,
+                network_name=network.name, docker_id=container.id, docker_name=container.name,
+                netns=env.netns, none_detached=detach_none,
+            ))
+            done = False
+            try:
+                if detach_none:
+                    engine.disconnect(container.id, "none")
+                connect(engine, container, network, env, request)
+                attached = verify_attached(engine, container, network, env, request)
+                record_attached(store, att, attached, env)
+                done = True
+            finally:
+                if not done:
+                    rollback(engine, store, att)
+        return build_result(prev, env, conf, attached)
+
+    # ==== DEL ================================================================
+
+    def delete(self, env: CNIEnv, conf: NetConf) -> None:
+        engine = self.engine_factory(conf, self.environ)
+        try:
+            store = open_store(conf)
+        except CNIError as e:
+            log.error("DEL without the store (%s): detaching through the engine alone", e)
+            with engine_errors(engine, "DEL"):
+                delete_without_store(engine, env, conf)
+            return
+        with store, lock(store, env.container_id):
+            att = store.get(conf.name, env.container_id, env.ifname)
+            if att is None:
+                log.info("DEL %s/%s: nothing recorded, nothing to do", env.container_id,
+                         env.ifname)
+                return
+            with engine_errors(engine, "DEL"):
+                detach(engine, att)
+            store.delete(*att.key)
+
+    # ==== CHECK ==============================================================
+
+    def check(self, env: CNIEnv, conf: NetConf) -> None:
+        if not conf.prevResult:
+            raise CNIError(Code.INVALID_CONFIG, "CHECK needs prevResult",
+                           "the runtime must pass the ADD result as prevResult")
+        prev = parse_result(conf.prevResult, conf.cniVersion)
+        store = open_store(conf)
+        engine = self.engine_factory(conf, self.environ)
+        with store, lock(store, env.container_id), engine_errors(engine, "CHECK"):
+            att = store.get(conf.name, env.container_id, env.ifname)
+            if att is None or att.state != ATTACHED:
+                fail_check(f"no attachment of {env.container_id}/{env.ifname} to network "
+                           f"{conf.name} is recorded (was ADD run?)")
+            check_attachment(engine, att, prev, env)
+
+    # ==== GC =================================================================
+
+    def gc(self, env: CNIEnv, conf: NetConf) -> None:
+        valid = conf.valid_attachment_keys() or set()
+        store = open_store(conf)
+        engine = self.engine_factory(conf, self.environ)
+        errors: list[str] = []
+        unavailable = False
+        with store:
+            for att in store.list(conf.name):
+                try:
+                    with lock(store, att.container_id):
+                        current = store.get(*att.key)
+                        if current is None:
+                            continue
+                        if (att.container_id, att.ifname) in valid and (
+                            engine.container(att.docker_id) is not None
+                        ):
+                            continue
+                        detach(engine, current)
+                        store.delete(*att.key)
+                        log.info("GC removed %s/%s", att.container_id, att.ifname)
+                except EngineError as e:
+                    unavailable = unavailable or isinstance(e, EngineUnavailable)
+                    errors.append(f"{att.container_id}/{att.ifname}: {e.explanation}")
+                except (CNIError, StoreError) as e:
+                    errors.append(f"{att.container_id}/{att.ifname}: {e}")
+        engine.close()
+        if errors:
+            raise CNIError(Code.TRY_AGAIN_LATER if unavailable else Code.ENGINE_REFUSED,
+                           f"GC could not remove {len(errors)} attachment(s)", "; ".join(errors))
+
+    # ==== STATUS =============================================================
+
+    def status(self, env: CNIEnv, conf: NetConf) -> None:
+        engine = self.engine_factory(conf, self.environ)
+        try:
+            api = engine.api_version()
+            if api < MIN_API:
+                raise CNIError(Code.NOT_AVAILABLE, "Docker engine too old",
+                               f"{engine.base_url} speaks API {api[0]}.{api[1]}; cni2cnm needs "
+                               f"{MIN_API[0]}.{MIN_API[1]} or newer (Docker 19.03+)")
+            network = engine.network(conf.docker_network)
+        except EngineError as e:
+            raise CNIError(Code.NOT_AVAILABLE, "Docker engine not available",
+                           f"{e.explanation}; start dockerd or fix dockerHost/DOCKER_HOST"
+                           ) from None
+        if network is None:
+            recorded = []
+            with contextlib.suppress(CNIError, StoreError), open_store(conf) as store:
+                recorded = store.list(conf.name)
+            code = Code.LIMITED_CONNECTIVITY if recorded else Code.NOT_AVAILABLE
+            raise CNIError(code, "Docker network not found",
+                           f"network {conf.docker_network!r} does not exist on "
+                           f"{engine.base_url}" + (f"; {len(recorded)} recorded attachment(s) "
+                           "may have lost connectivity" if recorded else "")
+                           + "; create it with `docker network create`")
+
+    # ---- helpers ------------------------------------------------------------
+
+    @staticmethod
+    def _require_mode(conf: NetConf) -> None:
+        if conf.mode == "proxy":
+            raise CNIError(Code.UNSUPPORTED_FIELD, "unsupported mode",
+                           'mode "proxy" is not available in this version of cni2cnm; use '
+                           '"container" or "auto"')
+
+
+# ==== the steps, in the order ADD uses them ===================================
+
+
+def open_store(conf: NetConf) -> Store:
+    try:
+        return Store(conf.stateDir).open()
+    except StoreError as e:
+        raise CNIError(Code.IO_FAILURE, "state store unavailable", str(e)) from None
+
+
+@contextlib.contextmanager
+def lock(store: Store, container_id: str) -> Iterator[None]:
+    try:
+        with store.lock(container_id):
+            yield
+    except StoreError as e:
+        raise CNIError(Code.IO_FAILURE, "state store unavailable", str(e)) from None
+
+
+def find_container(engine: Engine, env: CNIEnv) -> Container:
+    """The Docker container that is the CNI container's CNM sandbox."""
+    wanted = netns.identity(env.netns) if env.netns else None
+    looked: list[str] = []
+    for ref in dict.fromkeys([env.container_id, env.args.get("K8S_POD_INFRA_CONTAINER_ID", "")]):
+        if not ref:
+            continue
+        looked.append(f"container {ref!r}")
+        c = engine.container(ref)
+        if c is None:
+            continue
+        if not c.running:
+            raise CNIError(Code.UNKNOWN_CONTAINER, "container not running",
+                           f"Docker container {c.name} ({c.short_id}) is {c.status or 'stopped'}"
+                           "; it must run before it can be attached")
+        if wanted is not None and netns.identity(f"/proc/{c.pid}/ns/net") != wanted:
+            raise CNIError(Code.INVALID_ENVIRONMENT, "CNI_NETNS is not the container's namespace",
+                           f"CNI_NETNS={env.netns} is not the network namespace of Docker "
+                           f"container {c.name} ({c.short_id}, pid {c.pid})")
+        return c
+    if wanted is not None:
+        looked.append(f"a running container whose network namespace is {env.netns}")
+        for cid in engine.running_container_ids():
+            c = engine.container(cid)
+            if c is not None and c.pid and netns.identity(f"/proc/{c.pid}/ns/net") == wanted:
+                return c
+    elif env.netns:
+        looked.append(f"CNI_NETNS {env.netns} (it does not exist)")
+    raise CNIError(Code.UNKNOWN_CONTAINER, "no Docker container for this CNI container",
+                   f"looked for {', '.join(looked)} on the Docker engine; none found")
+
+
+def refuse_shared_namespace(c: Container) -> None:
+    mode = c.network_mode
+    if mode == "host":
+        raise CNIError(Code.ENGINE_REFUSED, "container uses the host network",
+                       f"Docker container {c.name} ({c.short_id}) runs with network mode host; "
+                       "Docker cannot connect it to other networks")
+    if mode.startswith("container:"):
+        raise CNIError(Code.ENGINE_REFUSED, "container shares another's network namespace",
+                       f"Docker container {c.name} ({c.short_id}) runs with network mode {mode};"
+                       " attach the container that owns the namespace instead")
+
+
+def find_network(engine: Engine, ref: str) -> Network:
+    network = engine.network(ref)
+    if network is None:
+        raise CNIError(Code.INVALID_CONFIG, "Docker network not found",
+                       f"network {ref!r} does not exist on {engine.base_url}; create it with "
+                       "`docker network create` or set \"network\" in the config")
+    return network
+
+
+def refuse_taken_ifname(env: CNIEnv) -> None:
+    """The spec: an interface of the requested name already in the container is an error."""
+    if not netns.is_namespace(env.netns):
+        raise CNIError(Code.INVALID_ENVIRONMENT, "CNI_NETNS is not a network namespace",
+                       f"CNI_NETNS={env.netns} does not exist or is not a network namespace")
+    with open_netns(env.netns) as ns:
+        taken = ns.link_named(env.ifname)
+    if taken is not None:
+        raise CNIError(Code.INTERFACE_EXISTS, "interface already exists",
+                       f"an interface named {env.ifname} already exists in {env.netns}")
+
+
+def connect(engine: Engine, container: Container, network: Network, env: CNIEnv,
+            request: EndpointRequest) -> None:
+    opts = dict(request.driver_opts)
+    if engine.supports_ifname():
+        opts[IFNAME_OPTION] = env.ifname
+    engine.connect(container.id, network.id, ipv4=request.ipv4, ipv6=request.ipv6,
+                   aliases=list(request.aliases), mac=request.mac, driver_opts=opts)
+
+
+def verify_attached(engine: Engine, container: Container, network: Network, env: CNIEnv,
+                    request: EndpointRequest) -> _Attached:
+    """Check, inside CNI_NETNS, that Docker made the interface the runtime asked for."""
+    after = engine.container(container.id)
+    ep = after.endpoint_in(network.id) if after else None
+    if ep is None or not ep.attached:
+        raise CNIError(Code.ENGINE_REFUSED, "endpoint missing after connect",
+                       f"Docker reported no endpoint of {container.name} in {network.name}")
+    with open_netns(env.netns) as ns:
+        links = ns.links()
+        link = _link_of(ep, links)
+        if link is None:
+            raise CNIError(Code.INTERFACE_MISMATCH, "endpoint interface not found",
+                           f"no interface in {env.netns} carries MAC {ep.mac or '?'} or "
+                           f"addresses {ep.addresses} of the Docker endpoint")
+        routes = ns.routes(link.index)
+    api = engine.api_version()
+    if link.name != env.ifname:
+        why = ("this engine cannot choose interface names (API "
+               f"{api[0]}.{api[1]} < 1.48, Docker 28.0)" if not engine.supports_ifname()
+               else "the network's driver ignored the interface name option")
+        raise CNIError(Code.INTERFACE_MISMATCH, "Docker chose another interface name",
+                       f"Docker named the interface {link.name}, the runtime asked for "
+                       f"{env.ifname}: {why}; use CNI_IFNAME={link.name} or a newer engine")
+    if request.mac and link.mac != request.mac:
+        raise CNIError(Code.INTERFACE_MISMATCH, "requested MAC address not applied",
+                       f"asked for MAC {request.mac}, Docker set {link.mac} (engine API "
+                       f"{api[0]}.{api[1]}; MAC addresses on connect need API 1.54, Docker "
+                       "29.3); drop the MAC request or upgrade the engine")
+    missing = [a for a in ep.addresses if a not in link.addresses]
+    if missing:
+        raise CNIError(Code.INTERFACE_MISMATCH, "endpoint addresses missing",
+                       f"{link.name} in {env.netns} lacks {missing} reported by Docker")
+    return _Attached(endpoint=ep, link=link, routes=routes)
+
+
+def _link_of(ep: Endpoint, links: list[netns.Link]) -> netns.Link | None:
+    if ep.mac:
+        by_mac = [lk for lk in links if lk.mac == ep.mac]
+        if by_mac:
+            return by_mac[0]
+    # Remote CNM drivers may report no MAC: find the interface by address.
+    for lk in links:
+        if ep.addresses and all(a in lk.addresses for a in ep.addresses):
+            return lk
+    return None
+
+
+def record_attached(store: Store, att: Attachment, attached: _Attached, env: CNIEnv) -> None:
+    ident = netns.identity(env.netns) or (0, 0)
+    att.state = ATTACHED
+    att.endpoint_id = attached.endpoint.endpoint_id
+    att.interface = attached.link.name
+    att.mac = attached.link.mac
+    att.ips = attached.endpoint.addresses
+    att.netns_dev, att.netns_ino = ident
+    store.put(att)
+
+
+def rollback(engine: Engine, store: Store, att: Attachment) -> None:
+    """Undo a failed ADD: the container ends as it started, and no record is left.
+
+    If the engine cannot be reached to undo, the intent row stays so that the
+    DEL the runtime sends next (or GC) finishes the job.
+    """
+    try:
+        detach(engine, att)
+        if att.none_detached:
+            c = engine.container(att.docker_id)
+            if c is not None and "none" not in c.endpoints and not _attached_anywhere(c):
+                engine.connect(att.docker_id, "none")
+    except EngineError as e:
+        log.error("rollback of %s/%s incomplete (%s); the record stays for DEL/GC",
+                  att.container_id, att.ifname, e.explanation)
+        return
+    try:
+        store.delete(*att.key)
+    except StoreError as e:
+        log.error("rollback: cannot drop the record of %s/%s: %s", att.container_id,
+                  att.ifname, e)
+
+
+def _attached_anywhere(c: Container) -> bool:
+    return any(ep.attached for ep in c.endpoints.values())
+
+
+def detach(engine: Engine, att: Attachment) -> None:
+    """Disconnect what the record describes; success when it is already gone."""
+    network_ref = att.network_id or att.docker_network
+    container = engine.container(att.docker_id) if att.docker_id else None
+    if container is None:
+        if att.docker_name:
+            # Docker finds a removed container's endpoint by the container NAME.
+            _quiet_disconnect(engine, att.docker_name, network_ref)
+        return
+    ep = container.endpoint_in(att.network_id) if att.network_id else None
+    if ep is None and not att.network_id:
+        ep = container.endpoints.get(att.docker_network)
+    if ep is None or not ep.attached:
+        return
+    if att.state == ATTACHED and att.endpoint_id and ep.endpoint_id != att.endpoint_id:
+        log.warning("%s is connected to %s by another endpoint (%s, recorded %s); leaving it",
+                    container.name, att.network_name, ep.endpoint_id[:12], att.endpoint_id[:12])
+        return
+    _quiet_disconnect(engine, container.id, network_ref)
+
+
+def _quiet_disconnect(engine: Engine, container: str, network: str) -> None:
+    try:
+        engine.disconnect(container, network, force=True)
+    except NotFound:
+        pass
+    except EngineUnavailable:
+        raise
+    except EngineError as e:
+        if "is not connected" in e.explanation or "not found" in e.explanation:
+            return
+        raise
+
+
+def delete_without_store(engine: Engine, env: CNIEnv, conf: NetConf) -> None:
+    """DEL when the store cannot be read: detach this network from the container."""
+    try:
+        container = find_container(engine, env)
+    except CNIError:
+        return
+    network = engine.network(conf.docker_network)
+    if network is None:
+        return
+    ep = container.endpoint_in(network.id)
+    if ep is not None and ep.attached:
+        _quiet_disconnect(engine, container.id, network.id)
+
+
+def build_result(prev: Result | None, env: CNIEnv, conf: NetConf, attached: _Attached) -> Result:
+    result = prev.model_copy(deep=True) if prev is not None else Result()
+    ep, link = attached.endpoint, attached.link
+    index = result.add_interface(
+        Interface(name=link.name, mac=link.mac, mtu=link.mtu or None, sandbox=env.netns)
+    )
+    for addr in ep.addresses:
+        version = ipaddress.ip_interface(addr).version
+        gateway = ep.gateway if version == 4 else ep.ipv6_gateway
+        result.ips.append(IPConfig(address=addr, gateway=gateway, interface=index))
+    for r in attached.routes:
+        result.routes.append(Route(dst=r.dst, gw=r.gw, mtu=r.mtu, advmss=r.advmss,
+                                   priority=r.priority, table=r.table, scope=r.scope))
+    dns = result_dns(conf)
+    if dns is not None and not result.dns.model_dump(exclude_none=True):
+        result.dns = dns
+    return result
+
+
+def result_dns(conf: NetConf) -> DNS | None:
+    rc = conf.runtimeConfig
+    if rc is not None and rc.dns is not None and conf.capability("dns"):
+        return DNS(nameservers=rc.dns.servers, search=rc.dns.searches, options=rc.dns.options)
+    return conf.dns
+
+
+# ==== CHECK ===================================================================
+
+
+def fail_check(details: str) -> None:
+    raise CNIError(Code.CHECK_FAILED, "attachment check failed", details)
+
+
+def check_attachment(engine: Engine, att: Attachment, prev: Result, env: CNIEnv) -> None:
+    container = engine.container(att.docker_id)
+    if container is None:
+        fail_check(f"Docker container {att.docker_name} ({att.docker_id[:12]}) no longer exists")
+        return
+    if not container.running:
+        fail_check(f"Docker container {container.name} is {container.status}")
+    ep = container.endpoint_in(att.network_id)
+    if ep is None or not ep.attached:
+        fail_check(f"Docker container {container.name} is not attached to network "
+                   f"{att.network_name}")
+        return
+    if att.mac and ep.mac and ep.mac != att.mac:
+        fail_check(f"endpoint MAC is {ep.mac}, ADD recorded {att.mac}")
+    ours = [i for i, iface in enumerate(prev.interfaces)
+            if iface.name == env.ifname and (not iface.sandbox or iface.sandbox == env.netns)]
+    if not ours:
+        fail_check(f"prevResult lists no interface {env.ifname} in {env.netns}")
+    expected = sorted(ip.address for ip in prev.ips if ip.interface in ours)
+    if sorted(ep.addresses) != expected:
+        fail_check(f"endpoint addresses are {sorted(ep.addresses)}, prevResult says {expected}")
+    prev_mac = prev.interfaces[ours[0]].mac
+    if prev_mac and ep.mac and prev_mac.lower() != ep.mac:
+        fail_check(f"endpoint MAC is {ep.mac}, prevResult says {prev_mac}")
+    if not netns.is_namespace(env.netns):
+        fail_check(f"network namespace {env.netns} does not exist")
+    with open_netns(env.netns) as ns:
+        link = ns.link_named(env.ifname)
+    if link is None:
+        fail_check(f"no interface {env.ifname} in {env.netns}")
+        return
+    if ep.mac and link.mac != ep.mac:
+        fail_check(f"{env.ifname} in {env.netns} has MAC {link.mac}, the endpoint {ep.mac}")
+    missing = [a for a in ep.addresses if a not in link.addresses]
+    if missing:
+        fail_check(f"{env.ifname} in {env.netns} lacks addresses {missing}")
+
+
+# ==== errors ==================================================================
+
+
+@contextlib.contextmanager
+def open_netns(path: str) -> Iterator[netns.Netns]:
+    try:
+        with netns.Netns(path) as ns:
+            yield ns
+    except netns.NetnsError as e:
+        raise CNIError(Code.IO_FAILURE, "cannot read the network namespace", str(e)) from None
+
+
+@contextlib.contextmanager
+def engine_errors(engine: Engine, op: str) -> Iterator[None]:
+    """The one place engine and store errors become CNI errors."""
+    try:
+        yield
+    except EngineUnavailable as e:
+        raise CNIError(Code.TRY_AGAIN_LATER, "Docker engine unavailable",
+                       f"{e.explanation}; {op} can be retried once dockerd answers") from None
+    except NotFound as e:
+        raise CNIError(Code.INVALID_CONFIG, "not found by the Docker engine",
+                       e.explanation) from None
+    except Conflict as e:
+        text = e.explanation
+        code = Code.INTERFACE_EXISTS if "already exists" in text else Code.INVALID_CONFIG
+        raise CNIError(code, "refused by the Docker engine", text) from None
+    except EngineError as e:
+        text = e.explanation
+        code = Code.INVALID_CONFIG if _is_address_problem(text) else Code.ENGINE_REFUSED
+        raise CNIError(code, "refused by the Docker engine", text) from None
+    except StoreError as e:
+        raise CNIError(Code.IO_FAILURE, "state store unavailable", str(e)) from None
+    finally:
+        engine.close()
+
+
+def _is_address_problem(text: str) -> bool:
+    lowered = text.lower()
+    return any(s in lowered for s in ("invalid address", "address already in use",
+                                      "user specified ip address", "does not belong",
+                                      "no available", "invalid ip", "invalid mac"))
