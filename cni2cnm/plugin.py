@@ -17,6 +17,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -98,6 +99,8 @@ class DockerPlugin:
             refuse_shared_namespace(container)
             network = find_network(engine, conf.docker_network)
             refuse_taken_ifname(env)
+            refuse_unnameable(engine, env)
+            refuse_unusable_addresses(network, request)
             detach_none = conf.detachNone and "none" in container.endpoints
             att = store.put(Attachment(
                 network=conf.name, container_id=env.container_id, ifname=env.ifname,
@@ -307,6 +310,60 @@ def refuse_taken_ifname(env: CNIEnv) -> None:
                        f"an interface named {env.ifname} already exists in {env.netns}")
 
 
+def refuse_unnameable(engine: Engine, env: CNIEnv) -> None:
+    """Engines before API 1.48 name interfaces eth0, eth1, ... themselves: refuse other
+    names before connecting (a connect, even rolled back, uses up a name)."""
+    if engine.supports_ifname() or re.fullmatch(r"eth[0-9]+", env.ifname):
+        return
+    api = engine.api_version()
+    raise CNIError(Code.INTERFACE_MISMATCH, "this engine cannot name the interface",
+                   f"CNI_IFNAME={env.ifname}: Docker engines before API 1.48 (Docker 28.0) "
+                   f"name interfaces eth0, eth1, ... themselves, this one speaks API "
+                   f"{api[0]}.{api[1]}; use CNI_IFNAME=eth0 or upgrade the engine")
+
+
+def refuse_unusable_addresses(network: Network, request: EndpointRequest) -> None:
+    """Static addresses Docker would refuse, refused before connecting.
+
+    A failed connect on dockerd 20.10 leaves a stale entry behind (and on overlay
+    networks a taken address hangs for ~20 s), so check what can be known first.
+    """
+    in_use = {}
+    for info in network.containers.values():
+        for key in ("IPv4Address", "IPv6Address"):
+            if info.get(key):
+                in_use[str(ipaddress.ip_interface(info[key]).ip)] = info.get("Name") or "?"
+    for wanted in (request.ipv4, request.ipv6):
+        if wanted is None:
+            continue
+        addr = ipaddress.ip_address(wanted)
+        subnets = [s for s in network.subnets
+                   if s.subnet and ipaddress.ip_network(s.subnet).version == addr.version]
+        if not subnets:
+            raise CNIError(Code.INVALID_CONFIG, "static address not possible on this network",
+                           f"network {network.name} has no configured IPv{addr.version} "
+                           "subnet; Docker accepts static addresses only on networks created "
+                           "with --subnet")
+        if not any(addr in ipaddress.ip_network(s.subnet) for s in subnets):
+            raise CNIError(Code.INVALID_CONFIG, "invalid address requested",
+                           f"{addr} does not belong to any subnet of network {network.name} "
+                           f"({', '.join(s.subnet for s in subnets)})")
+        for s in subnets:
+            net = ipaddress.ip_network(s.subnet)
+            if addr.version == 4 and net.prefixlen < 31 and addr in (
+                net.network_address, net.broadcast_address
+            ):
+                raise CNIError(Code.INVALID_CONFIG, "invalid address requested",
+                               f"{addr} is the network or broadcast address of {s.subnet}")
+        if any(s.gateway == str(addr) for s in subnets):
+            raise CNIError(Code.INVALID_CONFIG, "address already in use",
+                           f"{addr} is the gateway of network {network.name}")
+        if str(addr) in in_use:
+            raise CNIError(Code.INVALID_CONFIG, "address already in use",
+                           f"{addr} is already in use on network {network.name} by container "
+                           f"{in_use[str(addr)]}")
+
+
 def connect(engine: Engine, container: Container, network: Network, env: CNIEnv,
             request: EndpointRequest) -> None:
     opts = dict(request.driver_opts)
@@ -383,10 +440,15 @@ def rollback(engine: Engine, store: Store, att: Attachment) -> None:
     """
     try:
         detach(engine, att)
-        if att.none_detached:
+        c = engine.container(att.docker_id)
+        stale = c.endpoints.get(att.network_name) if c is not None else None
+        if c is not None and stale is not None and not stale.attached:
+            clear_stale_entry(engine, c, att)
             c = engine.container(att.docker_id)
-            if c is not None and "none" not in c.endpoints and not _attached_anywhere(c):
-                engine.connect(att.docker_id, "none")
+        if att.none_detached and c is not None and "none" not in c.endpoints and not (
+            _attached_anywhere(c)
+        ):
+            engine.connect(att.docker_id, "none")
     except EngineError as e:
         log.error("rollback of %s/%s incomplete (%s); the record stays for DEL/GC",
                   att.container_id, att.ifname, e.explanation)
@@ -396,6 +458,17 @@ def rollback(engine: Engine, store: Store, att: Attachment) -> None:
     except StoreError as e:
         log.error("rollback: cannot drop the record of %s/%s: %s", att.container_id,
                   att.ifname, e)
+
+
+def clear_stale_entry(engine: Engine, c: Container, att: Attachment) -> None:
+    """dockerd 20.10 keeps a network entry with an empty EndpointID after a failed connect;
+    it cannot be disconnected, only overwritten by a successful connect. Connect plainly,
+    then disconnect, so the container ends as it started (Docker's interface counter
+    moves on: the next interface it makes is named eth<N+1>)."""
+    log.warning("clearing the stale %s entry a failed connect left on %s", att.network_name,
+                c.name)
+    engine.connect(c.id, att.network_id)
+    engine.disconnect(c.id, att.network_id, force=True)
 
 
 def _attached_anywhere(c: Container) -> bool:

@@ -1,0 +1,164 @@
+"""Run the cni2cnm executable exactly as a CNI runtime does: env + stdin, JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cni2cnm.store import Store
+
+CRI_DOCKERD_CNI_PATH = "/opt/cni/bin"
+
+
+def plugin_executable() -> str:
+    """The installed `cni2cnm` console script next to this interpreter (or on PATH)."""
+    beside = Path(sys.executable).parent / "cni2cnm"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("cni2cnm")
+    if not found:
+        raise RuntimeError("cni2cnm is not installed: run scripts/bootstrap.sh")
+    return found
+
+
+@dataclass
+class Outcome:
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        assert self.stdout.strip(), f"{self.command}: empty stdout (stderr: {self.stderr})"
+        return json.loads(self.stdout)
+
+    def ok(self) -> Outcome:
+        assert self.rc == 0, f"{self.command} failed rc={self.rc}: {self.stdout} {self.stderr}"
+        return self
+
+    def silent(self) -> Outcome:
+        """Success with nothing on stdout (DEL, CHECK, GC, STATUS)."""
+        self.ok()
+        assert self.stdout == "", f"{self.command} printed {self.stdout!r}"
+        return self
+
+    def error(self, code: int) -> dict[str, Any]:
+        assert self.rc != 0, f"{self.command} succeeded, expected error {code}: {self.stdout}"
+        doc = self.doc
+        assert isinstance(doc["code"], int)
+        assert doc["code"] == code, f"{self.command}: expected code {code}, got {doc}"
+        assert doc["msg"], doc
+        return doc
+
+
+@dataclass
+class Plugin:
+    """A CNI runtime's view of one network configuration that uses cni2cnm."""
+
+    docker_host: str
+    state_dir: str
+    name: str
+    cni_version: str = "1.0.0"
+    conf_extra: dict[str, Any] = field(default_factory=dict)
+
+    def conf(self, **overrides: Any) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "cniVersion": self.cni_version,
+            "name": self.name,
+            "type": "cni2cnm",
+            "stateDir": self.state_dir,
+            **self.conf_extra,
+        }
+        conf.update(overrides)
+        return {k: v for k, v in conf.items() if v is not None}
+
+    def run(
+        self,
+        command: str,
+        container_id: str,
+        netns: str,
+        ifname: str = "eth0",
+        cni_args: str = "",
+        conf: dict[str, Any] | None = None,
+        prev: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> Outcome:
+        doc = dict(conf if conf is not None else self.conf())
+        if prev is not None:
+            doc["prevResult"] = prev
+        environ = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "DOCKER_HOST": self.docker_host,
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": netns,
+            "CNI_IFNAME": ifname,
+            "CNI_ARGS": cni_args,
+            "CNI_PATH": CRI_DOCKERD_CNI_PATH,
+        }
+        if "CNI2CNM_LOG_LEVEL" in os.environ:
+            environ["CNI2CNM_LOG_LEVEL"] = os.environ["CNI2CNM_LOG_LEVEL"]
+        environ.update(env or {})
+        proc = subprocess.run(
+            [plugin_executable()],
+            input=json.dumps(doc).encode(),
+            env=environ,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        return Outcome(command, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+    # ---- the store, read directly -----------------------------------------------------
+
+    def records(self) -> list[Any]:
+        if not Path(self.state_dir, "attachments.db").exists():
+            return []
+        with Store(self.state_dir) as store:
+            return store.list(self.name)
+
+
+def cri_args(container_id: str, pod: str = "pod", namespace: str = "default") -> str:
+    """CNI_ARGS exactly as cri-dockerd sends them."""
+    return (
+        f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod};"
+        f"K8S_POD_INFRA_CONTAINER_ID={container_id}"
+    )
+
+
+def proc_netns(container: Any) -> str:
+    container.reload()
+    return f"/proc/{container.attrs['State']['Pid']}/ns/net"
+
+
+def ip_addrs(netns: str) -> dict[str, dict[str, Any]]:
+    """`ip -j addr` inside a namespace: ifname -> {mac, addrs (CIDR, global scope)}."""
+    out = subprocess.run(
+        ["nsenter", f"--net={netns}", "ip", "-j", "addr"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    links = {}
+    for link in json.loads(out):
+        addrs = [
+            f"{a['local']}/{a['prefixlen']}"
+            for a in link.get("addr_info", [])
+            if a.get("scope") == "global"
+        ]
+        links[link["ifname"]] = {"mac": link.get("address", ""), "addrs": addrs}
+    return links
+
+
+def endpoint(container: Any, network_name: str) -> dict[str, Any] | None:
+    container.reload()
+    return (container.attrs["NetworkSettings"]["Networks"] or {}).get(network_name)
