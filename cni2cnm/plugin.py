@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import re
+import signal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -98,6 +99,7 @@ class DockerPlugin:
             container = find_container(engine, env)
             refuse_shared_namespace(container)
             network = find_network(engine, conf.docker_network)
+            refuse_existing_endpoint(container, network)
             refuse_taken_ifname(env)
             refuse_unnameable(engine, env)
             refuse_unusable_addresses(network, request)
@@ -110,9 +112,11 @@ class DockerPlugin:
             ))
             done = False
             try:
+                stop_point(self.environ, "after-intent")
                 if detach_none:
                     engine.disconnect(container.id, "none")
                 connect(engine, container, network, env, request)
+                stop_point(self.environ, "after-connect")
                 attached = verify_attached(engine, container, network, env, request)
                 record_attached(store, att, attached, env)
                 done = True
@@ -193,6 +197,11 @@ class DockerPlugin:
     # ==== STATUS =============================================================
 
     def status(self, env: CNIEnv, conf: NetConf) -> None:
+        try:
+            open_store(conf).close()
+        except CNIError as e:
+            raise CNIError(Code.NOT_AVAILABLE, "state store unavailable",
+                           f"{e.details}; fix stateDir so ADD can record attachments") from None
         engine = self.engine_factory(conf, self.environ)
         try:
             api = engine.api_version()
@@ -227,6 +236,15 @@ class DockerPlugin:
 
 
 # ==== the steps, in the order ADD uses them ===================================
+
+
+def stop_point(environ: Mapping[str, str], name: str) -> None:
+    """Fault-injection point for the integration tests: with CNI2CNM_TEST_STOP_AT=<name>
+    the process stops itself (SIGSTOP) there, so a test can kill it or the engine at an
+    exact step and then let it continue. It does nothing else."""
+    if environ.get("CNI2CNM_TEST_STOP_AT") == name:
+        log.warning("stopping at test point %s (CNI2CNM_TEST_STOP_AT)", name)
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def open_store(conf: NetConf) -> Store:
@@ -296,6 +314,16 @@ def find_network(engine: Engine, ref: str) -> Network:
                        f"network {ref!r} does not exist on {engine.base_url}; create it with "
                        "`docker network create` or set \"network\" in the config")
     return network
+
+
+def refuse_existing_endpoint(container: Container, network: Network) -> None:
+    """A container has at most one endpoint per network; one we did not record is not ours."""
+    ep = container.endpoint_in(network.id)
+    if ep is not None and ep.attached:
+        raise CNIError(Code.INTERFACE_EXISTS, "container already attached to the network",
+                       f"Docker container {container.name} ({container.short_id}) is already "
+                       f"connected to {network.name} (endpoint {ep.endpoint_id[:12]}, "
+                       f"{', '.join(ep.addresses) or 'no address'}), not by cni2cnm")
 
 
 def refuse_taken_ifname(env: CNIEnv) -> None:
@@ -489,10 +517,8 @@ def detach(engine: Engine, att: Attachment) -> None:
         ep = container.endpoints.get(att.docker_network)
     if ep is None or not ep.attached:
         return
-    if att.state == ATTACHED and att.endpoint_id and ep.endpoint_id != att.endpoint_id:
-        log.warning("%s is connected to %s by another endpoint (%s, recorded %s); leaving it",
-                    container.name, att.network_name, ep.endpoint_id[:12], att.endpoint_id[:12])
-        return
+    # ADD refused containers already on the network, so the endpoint is ours even when its
+    # ID changed (dockerd re-creates endpoints when it restarts a container).
     _quiet_disconnect(engine, container.id, network_ref)
 
 

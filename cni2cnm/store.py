@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ log = logging.getLogger("cni2cnm.store")
 
 SCHEMA_VERSION = 1
 DB_NAME = "attachments.db"
+MARKER_NAME = "store-id"  # written with the database: its absence later means "lost"
 ADDING = "adding"
 ATTACHED = "attached"
 
@@ -102,6 +104,7 @@ class Store:
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB_NAME)
+        self.marker = os.path.join(state_dir, MARKER_NAME)
         self._db: sqlite3.Connection | None = None
 
     # ---- opening ----------------------------------------------------------
@@ -116,6 +119,11 @@ class Store:
             raise StoreError(f"cannot create state directory {self.state_dir}: {e.strerror}",
                              self.state_dir) from None
         new = not os.path.exists(self.path)
+        if new and os.path.exists(self.marker):
+            raise StoreError(
+                f"state database {self.path} is missing, but {self.marker} shows it existed: "
+                "the attachments it recorded are unknown. Restore it, or remove "
+                f"{self.marker} to start with an empty store", self.path)
         old_umask = os.umask(0o077)
         try:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -137,6 +145,15 @@ class Store:
             os.umask(old_umask)
         with contextlib.suppress(OSError):
             os.chmod(self.path, 0o600)
+        if new:
+            try:
+                with open(self.marker, "x") as f:
+                    f.write(uuid.uuid4().hex + "\n")
+            except FileExistsError:
+                pass
+            except OSError as e:
+                db.close()
+                raise StoreError(f"cannot write {self.marker}: {e.strerror}", self.path) from None
         self._db = db
         return self
 
@@ -146,10 +163,15 @@ class Store:
             aside = f"{self.path}.corrupt-{int(time.time())}"
             try:
                 os.rename(self.path, aside)
+                for suffix in ("-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(self.path + suffix, aside + suffix)
                 log.error("state database %s is corrupt (%s); moved it aside to %s",
                           self.path, text, aside)
                 return StoreError(f"state database {self.path} was corrupt ({text}); it was "
-                                  f"moved aside to {aside}", self.path)
+                                  f"moved aside to {aside}. ADD is refused until an operator "
+                                  f"removes {self.marker} (check for leftover endpoints with "
+                                  "`cni2cnm inspect` first)", self.path)
             except OSError as oe:
                 log.error("state database %s is corrupt (%s) and cannot be moved: %s",
                           self.path, text, oe)

@@ -1,0 +1,278 @@
+"""Staying correct through faults: engine down or restarted, plugin killed, state lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from c2ctest import Resources, pause_container, unique_name
+from pluginrun import Plugin, cri_args, endpoint, plugin_executable, proc_netns
+from privateengine import PrivateEngine, private_engine
+
+ALWAYS = {"Name": "always"}
+
+
+@pytest.fixture(scope="module")
+def peng(docker_host: str) -> Iterator[PrivateEngine]:
+    """An engine of this module's own: these tests kill and restart it."""
+    with private_engine() as engine:
+        yield engine
+
+
+@pytest.fixture
+def pres(peng: PrivateEngine) -> Iterator[Resources]:
+    res = Resources(peng.client)
+    try:
+        yield res
+    finally:
+        try:
+            peng.client.ping()
+        except Exception:
+            peng.up()
+        res.close()
+
+
+@pytest.fixture
+def pnet(pres: Resources) -> Any:
+    return pres.network()
+
+
+@pytest.fixture
+def pplugin(peng: PrivateEngine, pres: Resources, pnet: Any) -> Plugin:
+    return Plugin(peng.host, str(pres.tmpdir() / "state"), pnet.name)
+
+
+def networks_of(container: Any) -> list[str]:
+    container.reload()
+    return sorted(container.attrs["NetworkSettings"]["Networks"])
+
+
+def wait_stopped(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until the plugin process has stopped itself at its test point."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"plugin exited early: {out!r} {err!r}")
+        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return
+        time.sleep(0.02)
+    raise TimeoutError("plugin did not reach its test point")
+
+
+def start_add_until(plugin: Plugin, pod: Any, point: str) -> subprocess.Popen[bytes]:
+    """Start an ADD that stops itself (SIGSTOP) at a test point of the plugin."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DOCKER_HOST": plugin.docker_host,
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": pod.id,
+        "CNI_NETNS": proc_netns(pod),
+        "CNI_IFNAME": "eth0",
+        "CNI_ARGS": cri_args(pod.id),
+        "CNI_PATH": "/opt/cni/bin",
+        "CNI2CNM_TEST_STOP_AT": point,
+    }
+    proc = subprocess.Popen([plugin_executable()], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(plugin.conf(dockerTimeout=5)).encode())
+    proc.stdin.close()
+    proc.stdin = None  # written and closed: communicate() must not flush it again
+    wait_stopped(proc)
+    return proc
+
+
+# ---- 1. engine stopped before ADD -------------------------------------------------------
+
+
+def test_engine_down_before_add(peng: PrivateEngine, pres: Resources, pplugin: Plugin,
+                                pnet: Any) -> None:
+    pod = pause_container(pres, peng.images, restart_policy=ALWAYS)
+    netns = proc_netns(pod)
+    peng.down()
+    out = pplugin.run("ADD", pod.id, netns, cni_args=cri_args(pod.id))
+    assert peng.host.removeprefix("unix://") in out.error(11)["details"]
+    assert pplugin.records() == []
+    peng.up()
+    peng.wait_running(pod)
+    assert networks_of(pod) == ["none"]  # untouched
+    res = pplugin.run("ADD", pod.id, proc_netns(pod), cni_args=cri_args(pod.id)).ok().doc
+    assert endpoint(pod, pnet.name)["IPAddress"] == res["ips"][0]["address"].split("/")[0]
+
+
+# ---- 2. engine stopped between connect and the end of ADD ---------------------------------
+
+
+@pytest.mark.parametrize("cleanup", ["DEL", "GC"])
+def test_engine_dies_after_connect(peng: PrivateEngine, pres: Resources, pplugin: Plugin,
+                                   pnet: Any, cleanup: str) -> None:
+    pod = pause_container(pres, peng.images, restart_policy=ALWAYS)
+    proc = start_add_until(pplugin, pod, "after-connect")
+    peng.down()
+    proc.send_signal(signal.SIGCONT)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert json.loads(stdout)["code"] == 11
+    [rec] = pplugin.records()
+    assert rec.state == "adding"  # the rollback could not reach the engine: DEL/GC will
+    peng.up()
+    peng.wait_running(pod)
+    if cleanup == "DEL":
+        pplugin.run("DEL", pod.id, proc_netns(pod)).silent()
+    else:
+        conf = pplugin.conf(cniVersion="1.1.0")
+        pplugin.run("GC", "", "", ifname="", conf=conf).silent()
+    assert endpoint(pod, pnet.name) is None
+    assert pplugin.records() == []
+    pnet.reload()
+    assert pnet.attrs["Containers"] == {}
+
+
+# ---- 3. plugin SIGKILLed half-way ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("point", ["after-intent", "after-connect"])
+def test_plugin_killed_then_del_finishes(peng: PrivateEngine, pres: Resources,
+                                         pplugin: Plugin, pnet: Any, point: str) -> None:
+    pod = pause_container(pres, peng.images)
+    proc = start_add_until(pplugin, pod, point)
+    proc.kill()
+    proc.wait()
+    [rec] = pplugin.records()
+    assert rec.state == "adding" and rec.docker_id == pod.id
+    pplugin.run("DEL", pod.id, proc_netns(pod), cni_args=cri_args(pod.id)).silent()
+    assert endpoint(pod, pnet.name) is None and pplugin.records() == []
+    pnet.reload()
+    assert pnet.attrs["Containers"] == {}
+
+
+def test_plugin_killed_then_add_retried(peng: PrivateEngine, pres: Resources,
+                                        pplugin: Plugin, pnet: Any) -> None:
+    pod = pause_container(pres, peng.images)
+    proc = start_add_until(pplugin, pod, "after-connect")
+    proc.kill()
+    proc.wait()
+    res = pplugin.run("ADD", pod.id, proc_netns(pod), cni_args=cri_args(pod.id))
+    # The interrupted attachment is undone first; Docker's interface counter has moved on
+    # on engines that cannot name interfaces (API < 1.48), which the error then says.
+    if res.rc == 0:
+        [rec] = pplugin.records()
+        assert rec.state == "attached"
+        assert endpoint(pod, pnet.name)["EndpointID"] == rec.endpoint_id
+    else:
+        assert "Docker named the interface eth1" in res.error(102)["details"]
+        assert pplugin.records() == [] and endpoint(pod, pnet.name) is None
+    pnet.reload()
+    assert len(pnet.attrs["Containers"]) == len(pplugin.records())
+
+
+# ---- 7. dockerd restarted while containers run -------------------------------------------
+
+
+def test_engine_restart_check_tells_the_truth_and_del_works(
+    peng: PrivateEngine, pres: Resources, pplugin: Plugin, pnet: Any
+) -> None:
+    pod = pause_container(pres, peng.images, restart_policy=ALWAYS)
+    old_netns = proc_netns(pod)
+    res = pplugin.run("ADD", pod.id, old_netns, cni_args=cri_args(pod.id)).ok().doc
+    pplugin.run("CHECK", pod.id, old_netns, prev=res).silent()
+    peng.restart()
+    peng.wait_running(pod)
+    # Without live-restore the pause container was restarted: new process, new namespace.
+    out = pplugin.run("CHECK", pod.id, old_netns, prev=res)
+    assert old_netns in out.error(103)["details"]
+    assert endpoint(pod, pnet.name)["EndpointID"]  # Docker re-attached it on restart
+    pplugin.run("DEL", pod.id, proc_netns(pod), prev=res).silent()
+    assert endpoint(pod, pnet.name) is None and pplugin.records() == []
+
+
+# ---- 5. namespace gone before DEL ---------------------------------------------------------
+
+
+def test_del_after_ip_netns_bind_mount_deleted(peng: PrivateEngine, pres: Resources,
+                                               pplugin: Plugin, pnet: Any) -> None:
+    pod = pause_container(pres, peng.images)
+    name = unique_name("ns")
+    subprocess.run(["ip", "netns", "attach", name, str(pod.attrs["State"]["Pid"])], check=True)
+    pres.netns_names.append(name)
+    netns = f"/run/netns/{name}"
+    cid = "cnitool-" + "5e" * 10
+    res = pplugin.run("ADD", cid, netns).ok().doc
+    subprocess.run(["ip", "netns", "delete", name], check=True)
+    pplugin.run("DEL", cid, netns, prev=res).silent()
+    assert endpoint(pod, pnet.name) is None and pplugin.records() == []
+
+
+# ---- 8, 9. the state store lost, broken or read-only --------------------------------------
+
+
+def db_path(plugin: Plugin) -> Path:
+    return Path(plugin.state_dir) / "attachments.db"
+
+
+def test_corrupt_store_is_moved_aside(peng: PrivateEngine, pres: Resources, pplugin: Plugin,
+                                      pnet: Any) -> None:
+    pod1, pod2 = (pause_container(pres, peng.images) for _ in range(2))
+    pplugin.run("ADD", pod1.id, proc_netns(pod1)).ok()
+    for p in Path(pplugin.state_dir).glob("attachments.db*"):
+        p.write_bytes(b"this is not a database" * 100)
+    out = pplugin.run("ADD", pod2.id, proc_netns(pod2))
+    details = out.error(5)["details"]
+    assert str(db_path(pplugin)) in details and "moved aside" in details
+    assert list(Path(pplugin.state_dir).glob("attachments.db.corrupt-*"))
+    assert networks_of(pod2) == ["none"]
+    # DEL does its best through the engine alone.
+    pplugin.run("DEL", pod1.id, proc_netns(pod1)).silent()
+    assert endpoint(pod1, pnet.name) is None
+    # The corrupt file is never silently replaced: ADD stays refused until an operator
+    # removes the marker, then the store starts again empty.
+    assert "missing" in pplugin.run("ADD", pod2.id, proc_netns(pod2)).error(5)["details"]
+    (Path(pplugin.state_dir) / "store-id").unlink()
+    pplugin.run("ADD", pod2.id, proc_netns(pod2)).ok()
+    assert [r.docker_id for r in pplugin.records()] == [pod2.id]
+
+
+def test_missing_store_fails_add_and_del_still_detaches(
+    peng: PrivateEngine, pres: Resources, pplugin: Plugin, pnet: Any
+) -> None:
+    pod1, pod2 = (pause_container(pres, peng.images) for _ in range(2))
+    pplugin.run("ADD", pod1.id, proc_netns(pod1)).ok()
+    for p in Path(pplugin.state_dir).glob("attachments.db*"):
+        p.unlink()
+    out = pplugin.run("ADD", pod2.id, proc_netns(pod2))
+    details = out.error(5)["details"]
+    assert str(db_path(pplugin)) in details and "missing" in details
+    assert networks_of(pod2) == ["none"]
+    pplugin.run("DEL", pod1.id, proc_netns(pod1)).silent()
+    assert endpoint(pod1, pnet.name) is None
+
+
+def test_unreadable_store(peng: PrivateEngine, pres: Resources, pplugin: Plugin) -> None:
+    pod = pause_container(pres, peng.images)
+    db_path(pplugin).parent.mkdir(parents=True)
+    db_path(pplugin).mkdir()  # a directory where the database file should be
+    out = pplugin.run("ADD", pod.id, proc_netns(pod))
+    assert str(db_path(pplugin)) in out.error(5)["details"]
+    assert networks_of(pod) == ["none"]
+
+
+def test_read_only_state_dir(peng: PrivateEngine, pres: Resources, pplugin: Plugin) -> None:
+    pod = pause_container(pres, peng.images)
+    ro = pres.tmpdir() / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "c2ct-ro", str(ro)], check=True)
+    pres.add_cleanup(lambda: subprocess.run(["umount", "-l", str(ro)], check=True))
+    conf = pplugin.conf(stateDir=str(ro / "state"))
+    out = pplugin.run("ADD", pod.id, proc_netns(pod), conf=conf)
+    details = out.error(5)["details"]
+    assert str(ro / "state") in details and "Read-only" in details
+    assert networks_of(pod) == ["none"]
