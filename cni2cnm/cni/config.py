@@ -71,6 +71,9 @@ class Attachment(_Model):
 class NetConf(_Model):
     """One plugin's configuration, as the runtime sends it on stdin."""
 
+    # Only the JSON keys are config keys (not the Python names of aliased fields).
+    model_config = ConfigDict(extra="allow", populate_by_name=False)
+
     cniVersion: str
     name: str
     type: str
@@ -146,7 +149,7 @@ def decode_json_object(data: bytes) -> dict[str, Any]:
     """Decode stdin as one JSON object (error 6 otherwise)."""
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:
         raise CNIError(Code.DECODE_FAILURE, "cannot decode network config", str(e)) from None
     if not isinstance(doc, dict):
         raise CNIError(

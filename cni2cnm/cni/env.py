@@ -50,15 +50,16 @@ class CNIEnv:
 
 def validate_container_id(value: str) -> str | None:
     """Return why the value is not a valid CNI_CONTAINERID, or None."""
-    if not CONTAINER_ID_RE.match(value):
+    if not CONTAINER_ID_RE.fullmatch(value):
         return "must start with a letter or digit and contain only letters, digits, '_', '.', '-'"
     return None
 
 
 def validate_ifname(value: str) -> str | None:
     """Return why the value is not a valid CNI_IFNAME, or None."""
-    if len(value) > IFNAME_MAX:
-        return f"is {len(value)} characters long, at most {IFNAME_MAX} are allowed"
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size > IFNAME_MAX:
+        return f"is {size} bytes long, at most {IFNAME_MAX} are allowed"
     if value in (".", ".."):
         return "must not be '.' or '..'"
     if any(c == "/" or c == ":" or c.isspace() for c in value):

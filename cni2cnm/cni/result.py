@@ -196,7 +196,7 @@ def parse_result(doc: Any, cni_version: str) -> Result:
             "invalid prevResult",
             f"not a valid {cni_version} result: {render_validation_error(e)}",
         ) from None
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise CNIError(
             Code.INVALID_CONFIG, "invalid prevResult", f"not a valid {cni_version} result: {e}"
         ) from None
@@ -229,7 +229,10 @@ def _parse_020(doc: dict[str, Any]) -> Result:
             continue
         if not isinstance(block, dict) or "ip" not in block:
             raise ValueError(f"{key}: expected an object with 'ip'")
-        res.ips.append(IPConfig(address=block["ip"], gateway=block.get("gateway")))
+        ip = IPConfig(address=block["ip"], gateway=block.get("gateway"))
+        if ip.family != int(key[-1]):
+            raise ValueError(f"{key}: {ip.address} is not an IPv{key[-1]} address")
+        res.ips.append(ip)
         for r in block.get("routes") or []:
             res.routes.append(Route.model_validate(r))
     if doc.get("dns") is not None:

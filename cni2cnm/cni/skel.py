@@ -102,7 +102,7 @@ def _require_command_version(command: str, version: str) -> None:
 def _peek_version(data: bytes) -> str | None:
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return None
     v = doc.get("cniVersion") if isinstance(doc, dict) else None
     return v if isinstance(v, str) else None
@@ -114,7 +114,7 @@ def _version_info(data: bytes) -> dict[str, Any]:
     if data.strip():
         try:
             doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:
             raise CNIError(Code.DECODE_FAILURE, "cannot decode VERSION request", str(e)) from None
         if not isinstance(doc, dict):
             raise CNIError(Code.DECODE_FAILURE, "cannot decode VERSION request",

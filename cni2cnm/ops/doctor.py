@@ -1,0 +1,263 @@
+"""`cni2cnm doctor`: is this node ready for cni2cnm? One check per line: OK, WARN or FAIL,
+what was found and, when not OK, how to fix it. FAIL means ADD would fail (or the runtime
+would not find the plugin); WARN means a feature is missing or something looks risky.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cni2cnm.cni.version import SUPPORTED_VERSIONS
+from cni2cnm.engine import API_IFNAME, API_MAC_ON_CONNECT, Engine, EngineError
+from cni2cnm.ops import OpError
+from cni2cnm.ops.conflist import PLUGIN_TYPE, validate
+from cni2cnm.ops.files import read_json_object
+from cni2cnm.plugin import MIN_API
+from cni2cnm.store import Store
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+CONF_EXTENSIONS = (".conf", ".conflist", ".json")  # what libcni's ConfFiles reads
+VERSION_TIMEOUT = 10.0
+SLOW_VERSION = 2.0  # seconds; cri-dockerd calls VERSION every 5 s
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    message: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"check": self.name, "status": self.status, "message": self.message,
+                "fix": self.fix}
+
+
+def _v(api: tuple[int, int]) -> str:
+    return f"{api[0]}.{api[1]}"
+
+
+def run_checks(engine: Engine, state_dir: str, bin_dir: str, conf_dir: str,
+               network: str | None) -> list[Check]:
+    checks: list[Check] = []
+    checks.append(check_root())
+    checks += check_engine(engine, network)
+    checks.append(check_state_dir(state_dir))
+    checks.append(check_bin(bin_dir))
+    checks += check_conf_dir(conf_dir, network)
+    checks.append(check_version_call(bin_dir))
+    return checks
+
+
+def check_root() -> Check:
+    if os.geteuid() == 0:
+        return Check("root", OK, "running as root, as runtimes run the plugin")
+    return Check("root", WARN, f"running as uid {os.geteuid()}: namespaces and the state "
+                 "directory may not be readable, so some checks can be wrong",
+                 "run cni2cnm doctor as root")
+
+
+def check_engine(engine: Engine, network: str | None) -> list[Check]:
+    host = engine.base_url
+    try:
+        info = engine.version()
+        api = engine.api_version()
+    except EngineError as e:
+        return [Check("engine", FAIL, f"no Docker engine answers at {host}: {e.explanation}",
+                      "start dockerd, or point --docker-host / DOCKER_HOST (and the conflist's "
+                      "dockerHost) at the engine")]
+    server_api = str(info.get("ApiVersion") or "?")
+    out = [Check("engine", OK, f"{host} answers: Docker {info.get('Version', '?')}, API "
+                 f"{server_api}")]
+    if api >= MIN_API:
+        out.append(Check("api", OK, f"API {_v(api)} >= {_v(MIN_API)}"))
+    else:
+        out.append(Check("api", FAIL, f"API {_v(api)} is older than {_v(MIN_API)}: the plugin "
+                         "refuses this engine (STATUS answers 50)",
+                         "upgrade to Docker 19.03 or newer"))
+    if api >= API_IFNAME:
+        out.append(Check("ifname", OK, f"interface naming: API {_v(api)} >= {_v(API_IFNAME)}, "
+                         "CNI_IFNAME is honoured"))
+    else:
+        out.append(Check("ifname", WARN, f"interface naming: API {_v(api)} < {_v(API_IFNAME)} "
+                         "(Docker 28.0): Docker names interfaces eth0, eth1, ... in connect "
+                         "order; a CNI_IFNAME other than ethN is refused (code 102)",
+                         "upgrade to Docker 28.0+ for other interface names; eth0 for a "
+                         "pod's first network works as it is"))
+    if api >= API_MAC_ON_CONNECT:
+        out.append(Check("mac", OK, f"MAC on connect: API {_v(api)} >= "
+                         f"{_v(API_MAC_ON_CONNECT)}, requested MACs are honoured"))
+    else:
+        out.append(Check("mac", WARN, f"MAC on connect: API {_v(api)} < "
+                         f"{_v(API_MAC_ON_CONNECT)} (Docker 29.3): the engine ignores requested "
+                         "MACs, so ADD with runtimeConfig.mac or MAC= fails (code 102)",
+                         "upgrade to Docker 29.3+, or do not request MAC addresses"))
+    if network:
+        out.append(check_network(engine, network))
+    return out
+
+
+def check_network(engine: Engine, ref: str) -> Check:
+    try:
+        net = engine.network(ref)
+    except EngineError as e:
+        return Check("network", FAIL, f"cannot inspect network {ref!r}: {e.explanation}", "")
+    if net is None:
+        return Check("network", FAIL, f"Docker network {ref!r} does not exist on "
+                     f"{engine.base_url}", f"docker network create --subnet <CIDR> {ref}")
+    subnets = ", ".join(s.subnet for s in net.subnets if s.subnet) or "none configured"
+    what = f"network {net.name}: driver {net.driver}, scope {net.scope}, subnets {subnets}"
+    if net.scope == "swarm" and not net.attachable:
+        return Check("network", FAIL, f"{what}; not attachable: Docker refuses to connect "
+                     "containers to it", "re-create it with --attachable")
+    if not any(s.subnet for s in net.subnets):
+        return Check("network", WARN, f"{what}: static addresses (--ip, runtimeConfig.ips) "
+                     "are impossible", "create the network with --subnet for static addresses")
+    return Check("network", OK, what)
+
+
+def check_state_dir(state_dir: str) -> Check:
+    store = Store(state_dir)
+    marker = getattr(store, "marker", "")
+    if os.path.isdir(state_dir):
+        mode = os.stat(state_dir).st_mode & 0o777
+        if not os.access(state_dir, os.W_OK | os.X_OK):
+            return Check("state-dir", FAIL, f"{state_dir} is not writable",
+                         f"run as root, or chown/chmod {state_dir}")
+        if marker and os.path.exists(marker) and not os.path.exists(store.path):
+            return Check("state-dir", FAIL, f"{store.path} is missing but {marker} shows it "
+                         "existed: the recorded attachments are lost and ADD/DEL refuse to run",
+                         f"restore {store.path}, or remove {marker} and run `cni2cnm gc`")
+        if mode != 0o700:
+            return Check("state-dir", WARN, f"{state_dir} has mode {mode:04o}; the plugin "
+                         "creates it 0700 (it holds container IDs and lock files)",
+                         f"chmod 700 {state_dir}")
+        return Check("state-dir", OK, f"{state_dir} exists, mode 0700, writable")
+    if os.path.exists(state_dir):
+        return Check("state-dir", FAIL, f"{state_dir} exists and is not a directory",
+                     "remove it or set stateDir / --state-dir elsewhere")
+    parent = os.path.dirname(os.path.abspath(state_dir))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK):
+        return Check("state-dir", OK, f"{state_dir} does not exist yet; the first ADD creates "
+                     f"it (0700) under {parent}")
+    return Check("state-dir", FAIL, f"{state_dir} does not exist and {parent} is not writable",
+                 f"run as root, or create {state_dir} with mode 0700")
+
+
+def check_bin(bin_dir: str) -> Check:
+    path = os.path.join(bin_dir, PLUGIN_TYPE)
+    if not os.path.exists(path):
+        return Check("bin", FAIL, f"{path} does not exist: runtimes cannot find the plugin",
+                     f"cni2cnm install --bin-dir {bin_dir}")
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        return Check("bin", FAIL, f"{path} is not an executable file",
+                     f"chmod 755 {path}, or cni2cnm install --bin-dir {bin_dir} --force")
+    return Check("bin", OK, f"{path} is executable")
+
+
+def _conf_files(conf_dir: str) -> list[str]:
+    return sorted(os.path.join(conf_dir, n) for n in os.listdir(conf_dir)
+                  if n.endswith(CONF_EXTENSIONS) and os.path.isfile(os.path.join(conf_dir, n)))
+
+
+def _as_list(doc: dict[str, Any]) -> dict[str, Any]:
+    """A .conf file as a one-plugin list, as libcni's ConfListFromConf makes it."""
+    if "plugins" in doc:
+        return doc
+    return {"cniVersion": doc.get("cniVersion"), "name": doc.get("name"), "plugins": [doc]}
+
+
+def check_conf_dir(conf_dir: str, network: str | None) -> list[Check]:
+    if not os.path.isdir(conf_dir):
+        return [Check("conf", FAIL, f"{conf_dir} does not exist",
+                      f"cni2cnm install --conf-dir {conf_dir} --network <docker network>")]
+    try:
+        files = _conf_files(conf_dir)
+    except OSError as e:
+        return [Check("conf", FAIL, f"cannot list {conf_dir}: {e.strerror}", "run as root")]
+    out: list[Check] = []
+    first_valid: str | None = None
+    first_is_ours = False
+    targets: list[str] = []
+    for path in files:
+        try:
+            doc = _as_list(read_json_object(path))
+        except OpError as e:
+            out.append(Check("conf", WARN, f"{e}; runtimes skip it", f"fix or remove {path}"))
+            continue
+        plugins = doc.get("plugins") if isinstance(doc.get("plugins"), list) else []
+        ours = [p for p in plugins if isinstance(p, dict) and p.get("type") == PLUGIN_TYPE]
+        try:
+            parsed = validate(doc, path)
+        except OpError as e:
+            if ours:
+                out.append(Check("conf", FAIL, f"{e}", f"regenerate it: cni2cnm conflist "
+                                 f"<docker network> -o {path}"))
+            continue
+        if first_valid is None:
+            first_valid, first_is_ours = path, bool(ours)
+        for conf in parsed:
+            if conf.type == PLUGIN_TYPE:
+                targets.append(conf.docker_network)
+                out.append(Check("conf", OK, f"{path}: network {conf.name!r} -> Docker network "
+                                 f"{conf.docker_network!r} (cniVersion {conf.cniVersion})"))
+    if not targets:
+        out.append(Check("conf", FAIL, f"no valid config in {conf_dir} uses {PLUGIN_TYPE}",
+                         f"cni2cnm install --conf-dir {conf_dir} --network <docker network>"))
+    elif network and network not in targets:
+        out.append(Check("conf", FAIL, f"no config in {conf_dir} attaches to Docker network "
+                         f"{network!r} (found {', '.join(sorted(set(targets)))})",
+                         f"cni2cnm install --conf-dir {conf_dir} --network {network}"))
+    if targets and first_valid is not None and not first_is_ours:
+        out.append(Check("conf", WARN, f"{first_valid} comes first: cri-dockerd, containerd and "
+                         "CRI-O use only the first valid config file of the directory",
+                         "rename the cni2cnm conflist to sort first (e.g. 00-...) if pods "
+                         "should use it"))
+    return out
+
+
+def check_version_call(bin_dir: str) -> Check:
+    path = os.path.join(bin_dir, PLUGIN_TYPE)
+    if not os.access(path, os.X_OK):
+        return Check("version", FAIL, f"cannot run {path}", f"cni2cnm install --bin-dir {bin_dir}")
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+           "CNI_COMMAND": "VERSION", "CNI_PATH": bin_dir}
+    start = time.monotonic()
+    try:
+        proc = subprocess.run([path], input=b'{"cniVersion":"1.0.0"}', env=env,
+                              capture_output=True, timeout=VERSION_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        return Check("version", FAIL, f"{path} did not answer VERSION within "
+                     f"{VERSION_TIMEOUT:.0f} s", "check the interpreter the wrapper runs")
+    except OSError as e:
+        return Check("version", FAIL, f"cannot run {path}: {e.strerror}",
+                     f"cni2cnm install --bin-dir {bin_dir} --force")
+    took = time.monotonic() - start
+    stderr = proc.stderr.decode(errors="replace").strip().splitlines()
+    why = f" ({stderr[-1]})" if stderr else ""
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        doc = None
+    if proc.returncode != 0 or not isinstance(doc, dict):
+        return Check("version", FAIL, f"VERSION through {path} failed: exit "
+                     f"{proc.returncode}{why}", f"cni2cnm install --bin-dir {bin_dir} --force")
+    versions = doc.get("supportedVersions")
+    if versions != list(SUPPORTED_VERSIONS) or doc.get("cniVersion") != "1.0.0":
+        return Check("version", FAIL, f"VERSION through {path} answered {json.dumps(doc)}; "
+                     f"expected cniVersion 1.0.0 and {list(SUPPORTED_VERSIONS)}",
+                     "the installed plugin is another version: "
+                     f"cni2cnm install --bin-dir {bin_dir} --force")
+    message = (f"VERSION through {path}: {len(versions)} versions "
+               f"({versions[0]} ... {versions[-1]}) in {took * 1000:.0f} ms")
+    if took > SLOW_VERSION:
+        return Check("version", WARN, message + "; runtimes call VERSION often (cri-dockerd "
+                     "every 5 s)", "check the node's load and the interpreter's start-up")
+    return Check("version", OK, message)

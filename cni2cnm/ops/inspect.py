@@ -1,0 +1,511 @@
+"""`cni2cnm inspect`: what the store recorded, what the engine has, what the runtime believes.
+
+Every recorded attachment (one row of the store) is joined with the engine's live state
+(the Docker container, the network, the container's endpoint in it), with the network
+namespace, and with the runtime's result cache when one exists (libcni's
+`/var/lib/cni/results`, `/var/lib/cni/cache/results`, and the CLI's own
+`<state-dir>/cli-results`). Each row lists its drift: every way in which they disagree.
+
+JSON output (`-o json`): a list of objects, one per attachment, in the order they were
+recorded, then one per runtime-only cache entry. Every key is always present:
+
+    network          str         CNI network name (the config's "name"); part of the key
+    containerId      str         CNI_CONTAINERID; part of the key
+    ifname           str         CNI_IFNAME; part of the key
+    state            str|null    "attached", "adding" (an ADD in progress or interrupted),
+                                 null for a runtime-only row
+    mode             str|null    how the plugin attached it ("container")
+    dockerNetwork    object      {"name": str, "id": str, "exists": bool|null}
+    dockerContainer  object      {"name": str, "id": str, "exists": bool|null,
+                                  "status": str|null}  (status: Docker's, e.g. "running")
+    netns            str         CNI_NETNS as ADD recorded it ("" when none)
+    netnsExists      bool|null   the recorded namespace is still there (null: none recorded)
+    interface        str         interface name inside the namespace, as ADD recorded it
+    mac              str         MAC address, as ADD recorded it
+    ips              [str]       addresses (CIDR), as ADD recorded and returned them
+    endpointId       str         Docker endpoint ID, as ADD recorded it
+    engine           object|null the engine's view now: {"attached": bool, "endpointId": str,
+                                  "mac": str, "ips": [str]}; null when the engine was not
+                                 asked (unreachable) or the container is gone
+    runtime          object|null the runtime's cached result: {"cacheFile": str,
+                                  "ips": [str], "mac": str, "netns": str}; null: no cache
+    created          str|null    RFC 3339 UTC time of the ADD
+    updated          str|null    RFC 3339 UTC time of the last change of the record
+    ageSeconds       int|null    seconds since `created`
+    drift            [str]       zero or more of DRIFT_KINDS, in that order
+    error            str|null    why this row could not be fully checked
+
+Drift kinds:
+
+    incomplete             state "adding": an ADD was interrupted (DEL or GC finishes it)
+    engine-unreachable     the engine did not answer; only the store's view is shown
+    network-gone           the recorded Docker network no longer exists
+    container-gone         the recorded Docker container no longer exists
+    recorded-not-attached  container and network exist, the container has no endpoint in it
+    ips-differ             attached, but with other addresses than recorded
+    netns-gone             the recorded namespace path is no longer that namespace
+                           (an empty recorded netns is not drift)
+    runtime-differs        the runtime's cached result has other addresses than recorded
+    runtime-only           the runtime's cache holds a cni2cnm attachment (of this state
+                           dir) that the store does not know
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cni2cnm import netns
+from cni2cnm.cni.config import DEFAULT_STATE_DIR
+from cni2cnm.engine import Container, Engine, EngineError, EngineUnavailable, Network
+from cni2cnm.store import ADDING, ATTACHED, Attachment, Store
+
+log = logging.getLogger("cni2cnm.cli")
+
+LIBCNI_CACHE_DIRS = ("/var/lib/cni/results", "/var/lib/cni/cache/results")
+CLI_RESULTS_DIR = "cli-results"
+CACHE_KIND = "cniCacheV1"
+
+INCOMPLETE = "incomplete"
+ENGINE_UNREACHABLE = "engine-unreachable"
+NETWORK_GONE = "network-gone"
+CONTAINER_GONE = "container-gone"
+RECORDED_NOT_ATTACHED = "recorded-not-attached"
+IPS_DIFFER = "ips-differ"
+NETNS_GONE = "netns-gone"
+RUNTIME_DIFFERS = "runtime-differs"
+RUNTIME_ONLY = "runtime-only"
+
+DRIFT_KINDS = (INCOMPLETE, ENGINE_UNREACHABLE, NETWORK_GONE, CONTAINER_GONE,
+               RECORDED_NOT_ATTACHED, IPS_DIFFER, NETNS_GONE, RUNTIME_DIFFERS, RUNTIME_ONLY)
+
+EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+
+
+def default_cache_dirs(state_dir: str) -> list[str]:
+    return [*LIBCNI_CACHE_DIRS, os.path.join(state_dir, CLI_RESULTS_DIR)]
+
+
+# ==== the runtime's result cache =============================================================
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One libcni cache file (kind cniCacheV1): what the runtime believes it attached."""
+
+    path: str
+    network: str
+    container_id: str
+    ifname: str
+    netns: str
+    ips: tuple[str, ...]
+    mac: str
+    uses_cni2cnm: bool  # the cached config has a cni2cnm plugin entry
+    state_dir: str  # that entry's stateDir ("" when it has none)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.network, self.container_id, self.ifname)
+
+
+def read_runtime_cache(dirs: Iterable[str]) -> tuple[list[CacheEntry], list[str]]:
+    """Every cniCacheV1 file in the directories; files of other kinds are skipped, files that
+    cannot be read are reported as warnings (not errors: the cache is the runtime's)."""
+    entries: list[CacheEntry] = []
+    warnings: list[str] = []
+    for d in dict.fromkeys(dirs):
+        try:
+            names = sorted(os.listdir(d))
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            warnings.append(f"cannot list runtime cache {d}: {e.strerror}")
+            continue
+        for name in names:
+            path = os.path.join(d, name)
+            if name.startswith(".") or not os.path.isfile(path):
+                continue
+            try:
+                with open(path, encoding="utf-8") as f:
+                    doc = json.loads(f.read(8 << 20))
+            except (OSError, ValueError) as e:
+                warnings.append(f"cannot read runtime cache file {path}: {e}")
+                continue
+            entry = parse_cache_entry(path, doc)
+            if entry is not None:
+                entries.append(entry)
+    return entries, warnings
+
+
+def parse_cache_entry(path: str, doc: Any) -> CacheEntry | None:
+    if not isinstance(doc, dict) or doc.get("kind") != CACHE_KIND:
+        return None
+    network, cid, ifname = (doc.get(k) for k in ("networkName", "containerId", "ifName"))
+    if not all(isinstance(v, str) and v for v in (network, cid, ifname)):
+        return None
+    ips, mac = result_view(doc.get("result"), str(ifname))
+    uses, state_dir = _cni2cnm_entry(doc.get("config"))
+    netns_path = doc.get("netns")
+    return CacheEntry(path=path, network=str(network), container_id=str(cid),
+                      ifname=str(ifname), netns=netns_path if isinstance(netns_path, str) else "",
+                      ips=tuple(ips), mac=mac, uses_cni2cnm=uses, state_dir=state_dir)
+
+
+def result_view(result: Any, ifname: str) -> tuple[list[str], str]:
+    """The addresses and MAC a CNI result (any version) gives the interface `ifname`."""
+    if not isinstance(result, dict):
+        return [], ""
+    if isinstance(result.get("ips"), list):
+        ifaces = [i if isinstance(i, dict) else {} for i in result.get("interfaces") or []]
+        named = [n for n, i in enumerate(ifaces) if i.get("name") == ifname]
+        ours = [n for n in named if ifaces[n].get("sandbox")] or named
+        mac = str(ifaces[ours[0]].get("mac") or "").lower() if ours else ""
+        ips = []
+        for ip in result["ips"]:
+            if not isinstance(ip, dict) or not isinstance(ip.get("address"), str):
+                continue
+            index = ip.get("interface")
+            if (index in ours) if ifaces else index is None:
+                ips.append(ip["address"])
+        return ips, mac
+    ips = [b["ip"] for b in (result.get("ip4"), result.get("ip6"))
+           if isinstance(b, dict) and isinstance(b.get("ip"), str)]
+    return ips, ""
+
+
+def _cni2cnm_entry(config: Any) -> tuple[bool, str]:
+    """Whether the cached (base64) config uses cni2cnm, and that entry's stateDir."""
+    if not isinstance(config, str):
+        return False, ""
+    try:
+        doc = json.loads(base64.b64decode(config, validate=True))
+    except (binascii.Error, ValueError):
+        return False, ""
+    if not isinstance(doc, dict):
+        return False, ""
+    plugins = doc.get("plugins") if isinstance(doc.get("plugins"), list) else [doc]
+    for p in plugins:
+        if isinstance(p, dict) and p.get("type") == "cni2cnm":
+            state_dir = p.get("stateDir")
+            return True, state_dir if isinstance(state_dir, str) else DEFAULT_STATE_DIR
+    return False, ""
+
+
+# ==== the engine, asked once per object ===================================================
+
+
+class _Live:
+    """The engine's answers, memoised; `down` says why it stopped answering."""
+
+    def __init__(self, engine: Engine | None) -> None:
+        self.engine = engine
+        self.down: str | None = None if engine is not None else "no engine"
+        self._networks: dict[str, Network | None] = {}
+        self._containers: dict[str, Container | None] = {}
+
+    def probe(self) -> None:
+        if self.engine is None:
+            return
+        try:
+            self.engine.api_version()
+        except EngineUnavailable as e:
+            self.down = e.explanation
+
+    def network(self, ref: str) -> Network | None:
+        if ref not in self._networks:
+            self._networks[ref] = self._ask(lambda e: e.network(ref))
+        return self._networks[ref]
+
+    def container(self, ref: str) -> Container | None:
+        if ref not in self._containers:
+            self._containers[ref] = self._ask(lambda e: e.container(ref))
+        return self._containers[ref]
+
+    def _ask(self, call: Callable[[Engine], Any]) -> Any:
+        assert self.engine is not None
+        try:
+            return call(self.engine)
+        except EngineUnavailable as e:
+            self.down = e.explanation
+            raise
+
+
+# ==== rows ===================================================================================
+
+
+@dataclass
+class Report:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    engine_down: str | None = None  # why the engine could not be asked
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.engine_down or any(r["error"] for r in self.rows):
+            return EXIT_ERROR
+        if any(r["drift"] for r in self.rows):
+            return EXIT_DRIFT
+        return EXIT_OK
+
+
+def read_records(state_dir: str) -> list[Attachment]:
+    """The store's rows, without creating a store where there is none.
+
+    A missing database next to the store's marker is the store's "lost" condition: opening
+    it reports that (StoreError) instead of pretending nothing is recorded."""
+    store = Store(state_dir)
+    marker = getattr(store, "marker", "")
+    if not os.path.exists(store.path) and not (marker and os.path.exists(marker)):
+        return []
+    with store:
+        return store.list()
+
+
+def inspect(
+    state_dir: str,
+    engine: Engine | None,
+    cache_dirs: Iterable[str],
+    network: str | None = None,
+    target: str | None = None,
+    now: float | None = None,
+) -> Report:
+    """Build the report. `engine` None means: do not ask an engine (engine-unreachable)."""
+    now = time.time() if now is None else now
+    records = read_records(state_dir)
+    cache, warnings = read_runtime_cache(cache_dirs)
+    live = _Live(engine)
+    live.probe()
+    report = Report(warnings=warnings)
+
+    resolved_id = None
+    if target and "/" not in target and live.down is None:
+        with contextlib.suppress(EngineError):
+            c = live.container(target)
+            resolved_id = c.id if c is not None else None
+
+    by_key = {e.key: e for e in cache}
+    for att in records:
+        if network and network not in (att.network, att.network_name, att.docker_network):
+            continue
+        if target and not _matches(att, target, resolved_id):
+            continue
+        report.rows.append(_row(att, live, by_key.get(att.key), now))
+
+    keys = {att.key for att in records}
+    for entry in cache:
+        if entry.key in keys or not entry.uses_cni2cnm:
+            continue
+        if os.path.normpath(entry.state_dir) != os.path.normpath(state_dir):
+            continue
+        if network and entry.network != network:
+            continue
+        if target and not _matches_id(entry.container_id, entry.ifname, target):
+            continue
+        keys.add(entry.key)
+        report.rows.append(_runtime_only_row(entry))
+    report.engine_down = live.down
+    return report
+
+
+def _matches_id(container_id: str, ifname: str, target: str) -> bool:
+    cid, sep, want_if = target.partition("/")
+    if sep:
+        return bool(cid) and container_id.startswith(cid) and ifname == want_if
+    return container_id.startswith(target)
+
+
+def _matches(att: Attachment, target: str, resolved_id: str | None) -> bool:
+    if _matches_id(att.container_id, att.ifname, target):
+        return True
+    if "/" in target:
+        return False
+    return bool(
+        att.docker_name == target.lstrip("/")
+        or (att.docker_id and att.docker_id.startswith(target))
+        or (resolved_id and att.docker_id == resolved_id)
+    )
+
+
+def _iso(ts: float) -> str | None:
+    if not ts:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _netns_exists(att: Attachment) -> bool | None:
+    if not att.netns:
+        return None
+    if not netns.is_namespace(att.netns):
+        return False
+    if att.netns_ino:
+        # The path may now name another namespace (a restarted container's old /proc/PID).
+        return netns.identity(att.netns) == (att.netns_dev, att.netns_ino)
+    return True
+
+
+def _row(att: Attachment, live: _Live, entry: CacheEntry | None, now: float) -> dict[str, Any]:
+    drift: set[str] = set()
+    error = None
+    net_exists: bool | None = None
+    c_exists: bool | None = None
+    c_status = None
+    c_name = att.docker_name
+    engine_view = None
+    if att.state == ADDING:
+        drift.add(INCOMPLETE)
+    if live.down is None:
+        try:
+            net = live.network(att.network_id or att.docker_network)
+            net_exists = net is not None
+            if not net_exists:
+                drift.add(NETWORK_GONE)
+            c = live.container(att.docker_id) if att.docker_id else None
+            if att.docker_id:
+                c_exists = c is not None
+                if c is None:
+                    drift.add(CONTAINER_GONE)
+            if c is not None:
+                c_status, c_name = c.status, c.name
+                ep = (c.endpoint_in(att.network_id) if att.network_id
+                      else c.endpoints.get(att.network_name or att.docker_network))
+                attached = ep is not None and ep.attached
+                engine_view = {
+                    "attached": attached,
+                    "endpointId": ep.endpoint_id if ep is not None else "",
+                    "mac": ep.mac if ep is not None else "",
+                    "ips": ep.addresses if ep is not None else [],
+                }
+                if att.state == ATTACHED and net_exists and not attached:
+                    drift.add(RECORDED_NOT_ATTACHED)
+                if (att.state == ATTACHED and attached and ep is not None
+                        and sorted(ep.addresses) != sorted(att.ips)):
+                    drift.add(IPS_DIFFER)
+        except EngineUnavailable:
+            pass  # live.down is set: reported below like an engine that never answered
+        except EngineError as e:
+            error = e.explanation
+    if live.down is not None:
+        drift.add(ENGINE_UNREACHABLE)
+    ns_exists = _netns_exists(att)
+    if ns_exists is False:
+        drift.add(NETNS_GONE)
+    runtime = None
+    if entry is not None:
+        runtime = {"cacheFile": entry.path, "ips": list(entry.ips), "mac": entry.mac,
+                   "netns": entry.netns}
+        if att.state == ATTACHED and sorted(entry.ips) != sorted(att.ips):
+            drift.add(RUNTIME_DIFFERS)
+    return {
+        "network": att.network,
+        "containerId": att.container_id,
+        "ifname": att.ifname,
+        "state": att.state,
+        "mode": att.mode,
+        "dockerNetwork": {"name": att.network_name or att.docker_network, "id": att.network_id,
+                          "exists": net_exists},
+        "dockerContainer": {"name": c_name, "id": att.docker_id, "exists": c_exists,
+                            "status": c_status},
+        "netns": att.netns,
+        "netnsExists": ns_exists,
+        "interface": att.interface,
+        "mac": att.mac,
+        "ips": list(att.ips),
+        "endpointId": att.endpoint_id,
+        "engine": engine_view,
+        "runtime": runtime,
+        "created": _iso(att.created),
+        "updated": _iso(att.updated),
+        "ageSeconds": max(0, int(now - att.created)) if att.created else None,
+        "drift": [d for d in DRIFT_KINDS if d in drift],
+        "error": error,
+    }
+
+
+def _runtime_only_row(entry: CacheEntry) -> dict[str, Any]:
+    return {
+        "network": entry.network,
+        "containerId": entry.container_id,
+        "ifname": entry.ifname,
+        "state": None,
+        "mode": None,
+        "dockerNetwork": {"name": "", "id": "", "exists": None},
+        "dockerContainer": {"name": "", "id": "", "exists": None, "status": None},
+        "netns": entry.netns,
+        "netnsExists": None,
+        "interface": "",
+        "mac": "",
+        "ips": [],
+        "endpointId": "",
+        "engine": None,
+        "runtime": {"cacheFile": entry.path, "ips": list(entry.ips), "mac": entry.mac,
+                    "netns": entry.netns},
+        "created": None,
+        "updated": None,
+        "ageSeconds": None,
+        "drift": [RUNTIME_ONLY],
+        "error": None,
+    }
+
+
+# ==== the table ==============================================================================
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def short_id(value: str) -> str:
+    return value[:12] if _HEX64.match(value) else value
+
+
+def age(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def table_rows(rows: list[dict[str, Any]], wide: bool) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells (plain text) of the table or wide table."""
+    headers = ["CONTAINER", "IFNAME", "NETWORK", "DOCKER", "STATE", "IPS", "MAC", "MODE", "AGE"]
+    if wide:
+        headers += ["DOCKER-NETWORK", "ENGINE-IPS", "RUNTIME", "NETNS", "ENDPOINT"]
+    headers += ["DRIFT"]
+    out = []
+    for r in rows:
+        dc = r["dockerContainer"]
+        ident = dc["id"][:12]
+        docker = f"{dc['name']} ({ident})" if dc["name"] and ident else (dc["name"] or ident)
+        cells = [
+            r["containerId"] if wide else short_id(r["containerId"]),
+            r["ifname"],
+            r["network"],
+            docker or "-",
+            r["state"] or "-",
+            ",".join(r["ips"]) or "-",
+            r["mac"] or "-",
+            r["mode"] or "-",
+            age(r["ageSeconds"]),
+        ]
+        if wide:
+            eng, rt = r["engine"], r["runtime"]
+            cells += [
+                r["dockerNetwork"]["name"] or "-",
+                (",".join(eng["ips"]) or "-") if eng else "?",
+                (",".join(rt["ips"]) or "-") if rt else "-",
+                r["netns"] or "-",
+                (r["endpointId"] or "-")[:12],
+            ]
+        cells.append(",".join(r["drift"]) or "-")
+        out.append(cells)
+    return headers, out

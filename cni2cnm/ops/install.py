@@ -1,0 +1,181 @@
+"""`cni2cnm install`: put this installation where a CNI runtime looks for it.
+
+The plugin file is a two-line shell wrapper,
+
+    #!/bin/sh
+    exec '<this interpreter>' -I -m cni2cnm "$@"
+
+rather than a copy or link of the console script, because:
+- it runs exactly the interpreter and package the operator ran `cni2cnm install` with,
+  whichever way they were installed (venv, system pip, editable checkout), without relying
+  on where pip put console scripts;
+- `-I` (isolated mode) keeps the runtime's environment from choosing the code a root-run
+  plugin executes: PYTHONPATH, PYTHONHOME, the user site directory and the working
+  directory are ignored (a plain `python -m` puts the runtime's cwd first on sys.path);
+- the same bytes come out for the same installation, so re-running is a no-op, and
+  `cni2cnm doctor` can run it to check the chain end to end.
+
+Each file placed is recorded with its SHA-256 in `<state-dir>/install-manifest.json`;
+`--uninstall` removes a file only while it still has that content, and never touches files
+it did not place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cni2cnm.ops import OpError
+from cni2cnm.ops.files import atomic_write, read_text, sha256_of, sha256_text
+
+MANIFEST = "install-manifest.json"
+PLUGIN_NAME = "cni2cnm"
+DEFAULT_BIN_DIR = "/opt/cni/bin"
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
+
+INSTALLED = "installed"
+UNCHANGED = "unchanged"
+REPLACED = "replaced"
+REMOVED = "removed"
+KEPT = "kept"  # uninstall: the file changed since it was installed
+ABSENT = "absent"  # uninstall: already gone
+
+
+@dataclass(frozen=True)
+class Action:
+    path: str
+    action: str
+    note: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "action": self.action, "note": self.note}
+
+
+@dataclass(frozen=True)
+class Planned:
+    path: str
+    content: str
+    mode: int
+
+
+def wrapper_text(python: str | None = None) -> str:
+    python = python or sys.executable
+    if not python:
+        raise OpError("cannot tell which Python interpreter runs cni2cnm (sys.executable is "
+                      "empty)")
+    return ("#!/bin/sh\n"
+            "# cni2cnm CNI plugin, placed by `cni2cnm install`: runs the installation below.\n"
+            f"exec {shlex.quote(os.path.abspath(python))} -I -m cni2cnm \"$@\"\n")
+
+
+def plugin_path(bin_dir: str) -> str:
+    return os.path.join(os.path.abspath(bin_dir), PLUGIN_NAME)
+
+
+def conflist_path(conf_dir: str, network: str) -> str:
+    return os.path.join(os.path.abspath(conf_dir), f"10-cni2cnm-{network}.conflist")
+
+
+# ==== the manifest =========================================================================
+
+
+def _manifest_path(state_dir: str) -> str:
+    return os.path.join(state_dir, MANIFEST)
+
+
+def read_manifest(state_dir: str) -> dict[str, dict[str, Any]]:
+    path = _manifest_path(state_dir)
+    if not os.path.exists(path):
+        return {}
+    try:
+        doc = json.loads(read_text(path))
+    except ValueError as e:
+        raise OpError(f"{path} is not valid JSON ({e}); remove it to start over") from None
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, dict):
+        raise OpError(f"{path} has no \"files\" object; remove it to start over")
+    return {p: v for p, v in files.items() if isinstance(v, dict)}
+
+
+def write_manifest(state_dir: str, files: dict[str, dict[str, Any]]) -> None:
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise OpError(f"cannot create state directory {state_dir}: {e.strerror}") from None
+    doc = {"version": 1, "files": dict(sorted(files.items()))}
+    atomic_write(_manifest_path(state_dir), json.dumps(doc, indent=2) + "\n", mode=0o600)
+
+
+# ==== install / uninstall ==================================================================
+
+
+def install(planned: list[Planned], state_dir: str, force: bool) -> list[Action]:
+    """Place the files. Nothing is written when one exists with other content and not
+    --force."""
+    different = []
+    for p in planned:
+        current = sha256_of(p.path)
+        if current is not None and current != sha256_text(p.content):
+            different.append(p.path)
+        elif current is None and os.path.lexists(p.path):
+            different.append(p.path)  # a dangling link or an unreadable file
+    if different and not force:
+        raise OpError(f"refusing to overwrite {', '.join(different)}: it differs from what "
+                      "cni2cnm would install (compare, then use --force to replace it)")
+    manifest = read_manifest(state_dir)
+    actions = []
+    for p in planned:
+        digest = sha256_text(p.content)
+        if p.path not in different and sha256_of(p.path) == digest:
+            with contextlib.suppress(OSError):
+                if os.stat(p.path).st_mode & 0o777 != p.mode:
+                    os.chmod(p.path, p.mode)
+            actions.append(Action(p.path, UNCHANGED))
+        else:
+            if os.path.islink(p.path):
+                os.unlink(p.path)  # replace the link itself, not what it points to
+            atomic_write(p.path, p.content, p.mode)
+            actions.append(Action(p.path, REPLACED if p.path in different else INSTALLED))
+        manifest[p.path] = {"sha256": digest, "installed": int(time.time())}
+    write_manifest(state_dir, manifest)
+    return actions
+
+
+def uninstall(state_dir: str, bin_dir: str, conf_dir: str, network: str | None) -> list[Action]:
+    """Remove what install placed in these directories (only the conflist of `network` when
+    given), while it still has the content install wrote."""
+    manifest = read_manifest(state_dir)
+    plugin = plugin_path(bin_dir)
+    conf_dir = os.path.abspath(conf_dir)
+    candidates = [p for p in manifest if p == plugin or (
+        os.path.dirname(p) == conf_dir and os.path.basename(p).startswith("10-cni2cnm-")
+        and (network is None or p == conflist_path(conf_dir, network)))]
+    if plugin not in candidates and sha256_of(plugin) == sha256_text(wrapper_text()):
+        candidates.append(plugin)  # ours by content, though the manifest was lost
+        manifest[plugin] = {"sha256": sha256_text(wrapper_text())}
+    actions = []
+    for path in sorted(candidates):
+        want = manifest[path].get("sha256")
+        current = sha256_of(path)
+        if current is None and not os.path.lexists(path):
+            actions.append(Action(path, ABSENT, "already gone"))
+            del manifest[path]
+        elif current == want:
+            try:
+                os.unlink(path)
+            except OSError as e:
+                raise OpError(f"cannot remove {path}: {e.strerror}") from None
+            actions.append(Action(path, REMOVED))
+            del manifest[path]
+        else:
+            actions.append(Action(path, KEPT, "changed since cni2cnm installed it; remove it "
+                                  "by hand if it is no longer needed"))
+    if actions:
+        write_manifest(state_dir, manifest)
+    return actions

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# cni2cnm's test command:   sudo scripts/test.sh [PYTEST ARGS...]
+#
+# Installs what is missing (scripts/bootstrap.sh), starts a throwaway Docker engine in its own
+# network namespace unless DOCKER_HOST already answers, builds the local test images, then runs
+# ruff and pytest.  The engine it started is always stopped and its directory removed.
+#
+# Exports for the tests: DOCKER_HOST, and CNI2CNM_TEST_ENGINE_DIR (only for an engine started
+# here) so fault-injection tests can run `scripts/dockerd.sh restart "$CNI2CNM_TEST_ENGINE_DIR"`.
+# Exit status: pytest's; a ruff failure or a run with no tests (pytest exit 5) also fails.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+log() { echo "test.sh: $*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+    log "must run as root: sudo $0 $*"
+    exit 2
+fi
+
+t_start=$(date +%s)
+bash scripts/bootstrap.sh
+
+engine_dir=""
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -n "$engine_dir" ]; then
+        bash scripts/dockerd.sh stop "$engine_dir" || log "warning: stopping the engine failed"
+        if grep -q -F " $engine_dir/" /proc/mounts; then
+            log "warning: mounts left under $engine_dir; not removing it"
+        else
+            rm -rf "$engine_dir"
+        fi
+    fi
+    log "total $(( $(date +%s) - t_start )) s, exit $rc"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ -n "${DOCKER_HOST:-}" ] && timeout 10 docker -H "$DOCKER_HOST" info >/dev/null 2>&1; then
+    log "using the engine at DOCKER_HOST=$DOCKER_HOST"
+else
+    if [ -n "${DOCKER_HOST:-}" ]; then
+        log "DOCKER_HOST=$DOCKER_HOST does not answer; starting a throwaway engine instead"
+    fi
+    engine_dir=$(mktemp -d /tmp/c2c-test.XXXX)
+    t0=$(date +%s.%N)
+    DOCKER_HOST=$(bash scripts/dockerd.sh start "$engine_dir")
+    export DOCKER_HOST
+    export CNI2CNM_TEST_ENGINE_DIR="$engine_dir"
+    log "engine $DOCKER_HOST ready in" \
+        "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"
+fi
+
+bash scripts/images.sh "$DOCKER_HOST"
+
+ruff_rc=0
+.venv/bin/python -m ruff check cni2cnm tests || ruff_rc=$?
+if [ "$ruff_rc" != 0 ]; then
+    log "ruff check failed (exit $ruff_rc)"
+fi
+
+pytest_rc=0
+.venv/bin/python -m pytest -ra "$@" || pytest_rc=$?
+if [ "$pytest_rc" = 5 ]; then
+    log "pytest collected no tests: failing"
+fi
+
+if [ "$pytest_rc" != 0 ]; then
+    exit "$pytest_rc"
+fi
+if [ "$ruff_rc" != 0 ]; then
+    exit 1
+fi
+exit 0

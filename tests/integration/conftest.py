@@ -1,0 +1,133 @@
+"""Fixtures for integration tests that need a real Docker engine.
+
+Every test under tests/integration is marked ``integration``.  The engine is the one at
+``DOCKER_HOST`` (``sudo scripts/test.sh`` starts a throwaway one).  When it does not answer the
+tests are skipped, except under ``CI=true`` where they fail: CI must never pass by skipping.
+
+Fixtures: ``docker_host``, ``docker_client``, ``images`` (session), ``engine`` (session,
+restart/kill for fault tests), ``resources`` (per test, see c2ctest.Resources).  Helpers such as
+``pause_container`` live in c2ctest.py: ``from c2ctest import pause_container``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # so tests can `import c2ctest` under any import mode
+    sys.path.insert(0, str(HERE))
+
+from c2ctest import (  # noqa: E402
+    SCRIPTS,
+    Engine,
+    Images,
+    Resources,
+    sweep_session,
+    unavailable,
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    """DOCKER_HOST of an engine that answers (skip, or fail under CI, otherwise)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if not host:
+        unavailable(
+            "DOCKER_HOST is not set: run `sudo scripts/test.sh`, or start an engine "
+            "with `sudo scripts/dockerd.sh start DIR` and export DOCKER_HOST"
+        )
+    try:
+        import docker
+    except ImportError as exc:
+        unavailable(f"the docker SDK is not installed ({exc}): run scripts/bootstrap.sh")
+    try:
+        client = docker.DockerClient(base_url=host, version="auto", timeout=10)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:
+        unavailable(f"no Docker engine answers at DOCKER_HOST={host}: {exc}")
+    return host
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_host: str) -> Iterator[Any]:
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host, version="auto", timeout=60)
+    yield client
+    sweep_session(client)
+    client.close()
+
+
+def _image_exists(client: Any, name: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def images(docker_client: Any, docker_host: str) -> Images:
+    """The local test images, built with scripts/images.sh when missing (never pulled)."""
+    imgs = Images()
+    if not all(_image_exists(docker_client, n) for n in (imgs.busybox, imgs.pause)):
+        proc = subprocess.run(
+            ["bash", str(SCRIPTS / "images.sh"), docker_host],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.fail(
+                f"scripts/images.sh failed ({proc.returncode}):\n{proc.stderr}", pytrace=False
+            )
+    for n in (imgs.busybox, imgs.pause):
+        if not _image_exists(docker_client, n):
+            pytest.fail(f"image {n} is missing after scripts/images.sh", pytrace=False)
+    return imgs
+
+
+@pytest.fixture
+def engine(docker_host: str, docker_client: Any, resources: Resources) -> Iterator[Engine]:
+    """Control of the engine for fault tests (restart, kill, start); needs
+    CNI2CNM_TEST_ENGINE_DIR (set by scripts/test.sh for the engine it starts).  An engine left
+    down by the test is started again at teardown, before ``resources`` cleans up (that is why
+    this fixture depends on ``resources``)."""
+    d = os.environ.get("CNI2CNM_TEST_ENGINE_DIR", "")
+    if not d or not Path(d, "dockerd.log").exists():
+        unavailable(
+            "CNI2CNM_TEST_ENGINE_DIR is not set to a scripts/dockerd.sh engine "
+            "directory: fault tests need the engine started by scripts/test.sh"
+        )
+    eng = Engine(dir=d, host=docker_host, client=docker_client)
+    yield eng
+    eng.ensure_up()
+
+
+@pytest.fixture
+def resources(docker_client: Any) -> Iterator[Resources]:
+    """Per-test networks, containers, netns and directories, all removed at teardown."""
+    res = Resources(docker_client)
+    try:
+        yield res
+    finally:
+        res.close()

@@ -1,0 +1,126 @@
+"""Soak: 200 pod lifecycles across 3 networks, 10 in flight, one engine restart half-way.
+
+Each cycle is what a runtime does for one pod: start a pause container (--network none),
+ADD (followed by DEL when ADD fails, as runtimes do), DEL (retried while the engine says
+"try again later"), remove the container. Bounded in count and time; it stops by itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from c2ctest import LABEL, SESSION_ID, Resources, unique_name
+from pluginrun import Plugin, proc_netns
+from privateengine import PrivateEngine, private_engine
+
+CYCLES = 200
+IN_FLIGHT = 10
+NETWORKS = 3
+DEADLINE_S = 600
+
+
+@pytest.fixture(scope="module")
+def peng(docker_host: str) -> Iterator[PrivateEngine]:
+    with private_engine() as engine:
+        yield engine
+
+
+def retry(fn: Any, until: float) -> Any:
+    """Call fn until it does not raise (the engine may be restarting)."""
+    while True:
+        try:
+            return fn()
+        except Exception:
+            if time.monotonic() > until:
+                raise
+            time.sleep(0.3)
+
+
+def test_soak_with_engine_restart(peng: PrivateEngine) -> None:
+    res = Resources(peng.client)
+    try:
+        run_soak(peng, res)
+    finally:
+        res.close()
+
+
+def run_soak(peng: PrivateEngine, res: Resources) -> None:
+    state = str(res.tmpdir())
+    nets = [res.network() for _ in range(NETWORKS)]
+    plugins = [Plugin(peng.host, state, n.name) for n in nets]
+    until = time.monotonic() + DEADLINE_S
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
+    done = 0
+    restarted = threading.Event()
+
+    def count(key: str) -> None:
+        with lock:
+            counts[key] += 1
+
+    def cycle(i: int) -> None:
+        nonlocal done
+        plugin = plugins[i % NETWORKS]
+        name = unique_name(f"soak{i}")
+        pod = retry(lambda: peng.client.containers.run(
+            peng.images.pause, name=name, detach=True, network_mode="none",
+            labels={LABEL: SESSION_ID}), until)
+        try:
+            netns = retry(lambda: proc_netns(pod), until)
+            add = plugin.run("ADD", pod.id, netns)
+            count("add_ok" if add.rc == 0 else f"add_error_{add.doc['code']}")
+            prev = add.doc if add.rc == 0 else None
+            while True:  # a runtime retries DEL until it succeeds
+                out = plugin.run("DEL", pod.id, netns, prev=prev)
+                if out.rc == 0:
+                    count("del_ok")
+                    break
+                count(f"del_retry_{out.doc['code']}")
+                assert time.monotonic() < until, f"DEL of {name} never succeeded: {out.stdout}"
+                time.sleep(0.3)
+            if not add.rc:
+                leftover = subprocess.run(["nsenter", f"--net={netns}", "ip", "-o", "link"],
+                                          capture_output=True, text=True)
+                if leftover.returncode == 0 and "eth0" in leftover.stdout:
+                    count("stray_interface")
+        finally:
+            retry(lambda: pod.remove(force=True), until)
+            with lock:
+                done += 1
+
+    def restarter() -> None:
+        while done < CYCLES // 2 and time.monotonic() < until:
+            time.sleep(0.1)
+        peng.restart()
+        restarted.set()
+
+    t = threading.Thread(target=restarter)
+    t.start()
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
+        list(pool.map(cycle, range(CYCLES)))
+    t.join()
+    elapsed = time.monotonic() - started
+
+    # Nothing left: no record, no endpoint, no stray interface.
+    records = [r for p in plugins for r in p.records()]
+    endpoints = 0
+    for n in nets:
+        n.reload()
+        endpoints += len(n.attrs["Containers"] or {})
+    print(f"\nsoak: {CYCLES} cycles in {elapsed:.1f}s, {IN_FLIGHT} in flight, engine restarted "
+          f"once; {dict(sorted(counts.items()))}; leftover records={len(records)} "
+          f"endpoints={endpoints} stray_interfaces={counts['stray_interface']}")
+    assert restarted.is_set()
+    assert counts["del_ok"] == CYCLES
+    assert counts["add_ok"] >= CYCLES // 2
+    assert records == []
+    assert endpoints == 0
+    assert counts["stray_interface"] == 0

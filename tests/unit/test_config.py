@@ -1,0 +1,224 @@
+"""Network configuration: well-known keys typed, unknown keys tolerated, this plugin's keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cni2cnm.cni.config import (
+    DEFAULT_DOCKER_TIMEOUT,
+    DEFAULT_STATE_DIR,
+    NetConf,
+    decode_json_object,
+    parse_netconf,
+)
+from cni2cnm.cni.errors import CNIError
+
+from .fakes import netconf
+
+
+def parse(**extra: Any) -> NetConf:
+    return parse_netconf(netconf("1.1.0", **extra))
+
+
+def rejected(**extra: Any) -> CNIError:
+    with pytest.raises(CNIError) as ei:
+        parse(**extra)
+    assert ei.value.code == 7, repr(ei.value)
+    return ei.value
+
+
+# ---- decode_json_object -------------------------------------------------------------------
+
+def test_decode_json_object() -> None:
+    assert decode_json_object(b'{"a": 1}') == {"a": 1}
+    assert decode_json_object(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}  # UTF-8 BOM
+
+
+@pytest.mark.parametrize("data", [b"", b"[]", b'"x"', b"1", b"null", b"{", b"\xff"])
+def test_decode_json_object_rejects_with_6(data: bytes) -> None:
+    with pytest.raises(CNIError) as ei:
+        decode_json_object(data)
+    assert ei.value.code == 6
+
+
+# ---- well-known keys ----------------------------------------------------------------------
+
+def test_minimal_config_and_defaults() -> None:
+    conf = parse()
+    assert (conf.cniVersion, conf.name, conf.type) == ("1.1.0", "testnet", "cni2cnm")
+    assert conf.ipMasq is None and conf.prevResult is None and conf.runtimeConfig is None
+    assert conf.dockerTimeout == DEFAULT_DOCKER_TIMEOUT
+    assert conf.stateDir == DEFAULT_STATE_DIR
+    assert conf.mode == "auto" and conf.detachNone is True
+    assert conf.aliases == [] and conf.driverOpts == {}
+
+
+def test_well_known_keys_are_parsed() -> None:
+    conf = parse(
+        ipMasq=True,
+        ipam={"type": "host-local", "subnet": "10.1.0.0/16"},
+        dns={"nameservers": ["10.1.0.1"], "domain": "x", "search": ["a"], "options": ["o"]},
+        args={"cni": {"ips": ["10.1.0.5"]}},
+        capabilities={"portMappings": True, "ips": False},
+        runtimeConfig={"portMappings": [{"hostPort": 8080, "containerPort": 80,
+                                         "protocol": "tcp"}],
+                       "ips": ["10.1.0.5/16"], "mac": "02:00:00:00:00:01"},
+        prevResult={"cniVersion": "1.1.0", "ips": []},
+    )
+    assert conf.ipMasq is True
+    assert conf.ipam == {"type": "host-local", "subnet": "10.1.0.0/16"}
+    assert conf.dns is not None and conf.dns.nameservers == ["10.1.0.1"]
+    assert conf.capability("portMappings") and not conf.capability("ips")
+    assert not conf.capability("bandwidth")
+    rc = conf.runtimeConfig
+    assert rc is not None and rc.portMappings is not None
+    assert rc.portMappings[0].hostPort == 8080 and rc.ips == ["10.1.0.5/16"]
+    assert conf.prevResult == {"cniVersion": "1.1.0", "ips": []}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ipMasq", "x"),
+        ("ipMasq", [True]),
+        ("ipam", "host-local"),
+        ("dns", "8.8.8.8"),
+        ("dns", {"nameservers": "8.8.8.8"}),
+        ("args", ["a"]),
+        ("capabilities", ["portMappings"]),
+        ("capabilities", {"portMappings": "maybe"}),
+        ("runtimeConfig", "x"),
+        ("runtimeConfig", {"portMappings": [{"hostPort": "eighty", "containerPort": 80}]}),
+        ("runtimeConfig", {"ips": "10.1.0.5/16"}),
+        ("prevResult", "x"),
+        ("prevResult", []),
+    ],
+)
+def test_well_known_keys_are_typed(key: str, value: Any) -> None:
+    err = rejected(**{key: value})
+    assert key in err.details
+
+
+def test_unknown_keys_are_kept_and_ignored() -> None:
+    conf = parse(bridge="cni0", isGateway=True, hairpinMode=1, someVendor={"x": [1, 2]})
+    assert conf.model_extra is not None
+    assert conf.model_extra["bridge"] == "cni0"
+    assert conf.model_extra["someVendor"] == {"x": [1, 2]}
+
+
+@pytest.mark.parametrize("key", ["attachments", "valid_attachments"])
+def test_field_names_that_are_not_config_keys_are_ignored(key: str) -> None:
+    # Only "cni.dev/attachments" and "cni.dev/valid-attachments" are keys; a user key that
+    # happens to equal the Python attribute name must be an ignored unknown key, not parsed.
+    conf = parse(**{key: "anything"})
+    assert conf.valid_attachment_keys() is None
+
+
+# ---- this plugin's keys -------------------------------------------------------------------
+
+def test_plugin_keys() -> None:
+    conf = parse(
+        network="my-docker-net",
+        dockerHost="unix:///run/docker.sock",
+        dockerTimeout=12.5,
+        stateDir="/run/cni2cnm",
+        mode="container",
+        logLevel="debug",
+        detachNone=False,
+        aliases=["web", "web.local"],
+        driverOpts={"com.docker.network.endpoint.ifname": "eth0"},
+    )
+    assert conf.docker_network == "my-docker-net"
+    assert conf.dockerHost == "unix:///run/docker.sock"
+    assert conf.dockerTimeout == 12.5
+    assert conf.stateDir == "/run/cni2cnm"
+    assert conf.mode == "container" and conf.logLevel == "debug"
+    assert conf.detachNone is False
+    assert conf.aliases == ["web", "web.local"]
+    assert conf.driverOpts == {"com.docker.network.endpoint.ifname": "eth0"}
+
+
+def test_docker_network_defaults_to_name() -> None:
+    assert parse().docker_network == "testnet"
+    assert parse(network=None).docker_network == "testnet"
+
+
+@pytest.mark.parametrize("mode", ["auto", "container", "proxy"])
+def test_modes(mode: str) -> None:
+    assert parse(mode=mode).mode == mode
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+def test_log_levels(level: str) -> None:
+    assert parse(logLevel=level).logLevel == level
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("dockerTimeout", 0),
+        ("dockerTimeout", -1),
+        ("dockerTimeout", "soon"),
+        ("dockerTimeout", 601),
+        ("stateDir", "var/lib/cni2cnm"),
+        ("stateDir", ""),
+        ("stateDir", 5),
+        ("mode", "bridge"),
+        ("mode", "AUTO"),
+        ("logLevel", "verbose"),
+        ("logLevel", 10),
+        ("detachNone", "sometimes"),
+        ("aliases", "web"),
+        ("aliases", [1, 2]),
+        ("driverOpts", ["a=b"]),
+        ("driverOpts", {"a": 1}),
+        ("network", 5),
+        ("dockerHost", ["unix:///x"]),
+    ],
+)
+def test_plugin_keys_are_validated(key: str, value: Any) -> None:
+    err = rejected(**{key: value})
+    assert key in err.details
+
+
+def test_several_errors_are_all_named() -> None:
+    err = rejected(ipMasq="x", mode="bridge", stateDir="rel")
+    for key in ("ipMasq", "mode", "stateDir"):
+        assert key in err.details
+
+
+# ---- GC: valid attachments ----------------------------------------------------------------
+
+A = {"containerID": "aaa", "ifname": "eth0"}
+B = {"containerID": "bbb", "ifname": "net1"}
+
+
+def test_valid_attachments_from_110_key() -> None:
+    conf = parse(**{"cni.dev/valid-attachments": [A, B]})
+    assert conf.valid_attachment_keys() == {("aaa", "eth0"), ("bbb", "net1")}
+
+
+def test_valid_attachments_from_older_key() -> None:
+    conf = parse(**{"cni.dev/attachments": [A]})
+    assert conf.valid_attachment_keys() == {("aaa", "eth0")}
+
+
+def test_valid_attachments_from_both_keys_are_merged() -> None:
+    conf = parse(**{"cni.dev/valid-attachments": [A], "cni.dev/attachments": [B]})
+    assert conf.valid_attachment_keys() == {("aaa", "eth0"), ("bbb", "net1")}
+
+
+def test_no_attachment_key_is_none_and_empty_list_is_empty_set() -> None:
+    assert parse().valid_attachment_keys() is None
+    assert parse(**{"cni.dev/valid-attachments": []}).valid_attachment_keys() == set()
+
+
+@pytest.mark.parametrize("key", ["cni.dev/valid-attachments", "cni.dev/attachments"])
+@pytest.mark.parametrize(
+    "value", [[{"containerID": "aaa"}], [{"ifname": "eth0"}], "aaa", [["aaa", "eth0"]]]
+)
+def test_malformed_attachments_are_code_7(key: str, value: Any) -> None:
+    err = rejected(**{key: value})
+    assert key in err.details
