@@ -189,6 +189,49 @@ class Engine:
         with self._translate("list containers"):
             return list(self.client.containers(all=True, filters={"label": label}))
 
+    def run_sandbox(self, name: str, image: str, network: str, *, labels: dict[str, str],
+                    ipv4: str | None = None, ipv6: str | None = None,
+                    aliases: list[str] | None = None, mac: str | None = None,
+                    driver_opts: dict[str, str] | None = None) -> str:
+        """Create and start a container whose only network is `network`; returns its ID."""
+        self.ensure_image(image)
+        with self._translate(f"create sandbox container {name}"):
+            endpoint = self.client.create_endpoint_config(
+                ipv4_address=ipv4, ipv6_address=ipv6, aliases=aliases or None,
+                driver_opt=driver_opts or None, mac_address=mac,
+            )
+            created = self.client.create_container(
+                image, name=name, labels=labels,
+                host_config=self.client.create_host_config(
+                    network_mode=network, restart_policy={"Name": "no"}, init=False,
+                ),
+                networking_config=self.client.create_networking_config({network: endpoint}),
+            )
+        cid = str(created["Id"])
+        with self._translate(f"start sandbox container {name}"):
+            self.client.start(cid)
+        return cid
+
+    def ensure_image(self, image: str) -> None:
+        try:
+            with self._translate(f"inspect image {image}"):
+                self.client.inspect_image(image)
+            return
+        except NotFound:
+            pass
+        repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+        with self._translate(f"pull image {image}"):
+            self.client.pull(repo or image, tag=tag or "latest")
+
+    def remove_container(self, ref: str) -> bool:
+        """Remove with force; False when it was already gone."""
+        try:
+            with self._translate(f"remove container {ref}"):
+                self.client.remove_container(ref, force=True)
+        except NotFound:
+            return False
+        return True
+
     # ---- networks ---------------------------------------------------------
 
     def network(self, ref: str) -> Network | None:

@@ -13,6 +13,7 @@ IFF_UP = 0x1
 RTPROT_KERNEL = 2
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
+IFA_F_NODAD = 0x02
 
 
 class NetnsError(Exception):
@@ -64,6 +65,19 @@ class RouteEntry:
     mtu: int | None = None
     advmss: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def find_link(links: list[Link], mac: str, addresses: list[str]) -> Link | None:
+    """The link carrying an endpoint: by MAC, or by its addresses (remote CNM drivers may
+    report no MAC)."""
+    if mac:
+        for lk in links:
+            if lk.mac == mac:
+                return lk
+    for lk in links:
+        if addresses and all(a in lk.addresses for a in addresses):
+            return lk
+    return None
 
 
 class Netns:
@@ -159,3 +173,59 @@ class Netns:
                     )
                 )
         return out
+
+    # ---- moving a link between namespaces --------------------------------------
+    # A move drops the link's addresses and routes and needs the link down; names are
+    # swapped through a temporary name so that neither namespace ever sees a clash.
+
+    def move_link(self, link: Link, target_path: str, tmp_name: str) -> None:
+        try:
+            self._ipr.link("set", index=link.index, state="down")
+            self._ipr.link("set", index=link.index, ifname=tmp_name)
+            fd = os.open(target_path, os.O_RDONLY)
+            try:
+                self._ipr.link("set", index=link.index, net_ns_fd=fd)
+            finally:
+                os.close(fd)
+        except Exception as e:
+            raise NetnsError(f"cannot move {link.name} from {self.path} to {target_path}: "
+                             f"{e}") from None
+
+    def configure_link(self, tmp_name: str, name: str, *, mtu: int, addresses: list[str],
+                       routes: list[RouteEntry]) -> Link:
+        """Rename an arrived link, set MTU and addresses, bring it up, add the routes."""
+        ipr = self._ipr
+        try:
+            found = ipr.link_lookup(ifname=tmp_name)
+            if not found:
+                raise NetnsError(f"{tmp_name} did not arrive in {self.path}")
+            index = found[0]
+            ipr.link("set", index=index, ifname=name, mtu=mtu)
+            for cidr in addresses:
+                iface = ipaddress.ip_interface(cidr)
+                ipr.addr("add", index=index, address=str(iface.ip),
+                         prefixlen=iface.network.prefixlen,
+                         flags=IFA_F_NODAD if iface.version == 6 else 0)
+            ipr.link("set", index=index, state="up")
+            for r in routes:
+                kwargs: dict[str, Any] = {"dst": r.dst, "oif": index}
+                if r.gw:
+                    kwargs["gateway"] = r.gw
+                if r.priority is not None:
+                    kwargs["priority"] = r.priority
+                ipr.route("add", **kwargs)
+        except NetnsError:
+            raise
+        except Exception as e:
+            raise NetnsError(f"cannot configure {name} in {self.path}: {e}") from None
+        link = self.link_named(name)
+        if link is None:
+            raise NetnsError(f"{name} vanished from {self.path}")
+        return link
+
+    def rename_link(self, link: Link, name: str) -> None:
+        try:
+            self._ipr.link("set", index=link.index, state="down")
+            self._ipr.link("set", index=link.index, ifname=name)
+        except Exception as e:
+            raise NetnsError(f"cannot rename {link.name} in {self.path}: {e}") from None

@@ -22,7 +22,7 @@ import signal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from cni2cnm import netns
+from cni2cnm import netns, proxy
 from cni2cnm.cni.config import DNS, NetConf
 from cni2cnm.cni.env import CNIEnv
 from cni2cnm.cni.errors import CNIError, Code
@@ -58,7 +58,7 @@ def engine_for(conf: NetConf, environ: Mapping[str, str]) -> Engine:
 
 
 @dataclass
-class _Attached:
+class Attached:
     """What ADD learned from the engine and the namespace after connecting."""
 
     endpoint: Endpoint
@@ -82,7 +82,6 @@ class DockerPlugin:
     def add(self, env: CNIEnv, conf: NetConf) -> Result:
         prev = parse_result(conf.prevResult, conf.cniVersion) if conf.prevResult else None
         request = endpoint_request(env, conf)
-        self._require_mode(conf)
         store = open_store(conf)
         engine = self.engine_factory(conf, self.environ)
         with store, lock(store, env.container_id), engine_errors(engine, "ADD"):
@@ -96,34 +95,82 @@ class DockerPlugin:
                 log.warning("finishing an interrupted ADD of %s/%s first", *key[1:])
                 detach(engine, existing)
                 store.delete(*key)
-            container = find_container(engine, env)
-            refuse_shared_namespace(container)
+            container = sandbox_for(engine, env, conf)
             network = find_network(engine, conf.docker_network)
-            refuse_existing_endpoint(container, network)
             refuse_taken_ifname(env)
-            refuse_unnameable(engine, env)
             refuse_unusable_addresses(network, request)
-            detach_none = conf.detachNone and "none" in container.endpoints
-            att = store.put(Attachment(
-                network=conf.name, container_id=env.container_id, ifname=env.ifname,
-                state=ADDING, docker_network=conf.docker_network, network_id=network.id,
-                network_name=network.name, docker_id=container.id, docker_name=container.name,
-                netns=env.netns, none_detached=detach_none,
-            ))
-            done = False
-            try:
-                stop_point(self.environ, "after-intent")
-                if detach_none:
-                    engine.disconnect(container.id, "none")
-                connect(engine, container, network, env, request)
-                stop_point(self.environ, "after-connect")
-                attached = verify_attached(engine, container, network, env, request)
-                record_attached(store, att, attached, env)
-                done = True
-            finally:
-                if not done:
-                    rollback(engine, store, att)
+            if container is None:
+                attached = self._add_proxy(engine, store, env, conf, network, request)
+            else:
+                attached = self._add_container(engine, store, env, conf, container, network,
+                                               request)
         return build_result(prev, env, conf, attached)
+
+    def _add_container(self, engine: Engine, store: Store, env: CNIEnv, conf: NetConf,
+                       container: Container, network: Network,
+                       request: EndpointRequest) -> Attached:
+        """Container mode: connect the Docker container that owns CNI_NETNS."""
+        refuse_shared_namespace(container)
+        refuse_existing_endpoint(container, network)
+        refuse_unnameable(engine, env)
+        detach_none = conf.detachNone and "none" in container.endpoints
+        att = store.put(Attachment(
+            network=conf.name, container_id=env.container_id, ifname=env.ifname,
+            state=ADDING, docker_network=conf.docker_network, network_id=network.id,
+            network_name=network.name, docker_id=container.id, docker_name=container.name,
+            netns=env.netns, none_detached=detach_none,
+        ))
+        done = False
+        try:
+            stop_point(self.environ, "after-intent")
+            if detach_none:
+                engine.disconnect(container.id, "none")
+            connect(engine, container, network, env, request)
+            stop_point(self.environ, "after-connect")
+            attached = verify_attached(engine, container, network, env, request)
+            record_attached(store, att, attached, env)
+            done = True
+        finally:
+            if not done:
+                rollback(engine, store, att)
+        return attached
+
+    def _add_proxy(self, engine: Engine, store: Store, env: CNIEnv, conf: NetConf,
+                   network: Network, request: EndpointRequest) -> Attached:
+        """Proxy mode: a sandbox container of our own, its interface moved into CNI_NETNS."""
+        name = proxy.sandbox_name(conf.name, env.container_id, env.ifname)
+        att = store.put(Attachment(
+            network=conf.name, container_id=env.container_id, ifname=env.ifname,
+            state=ADDING, mode="proxy", docker_network=conf.docker_network,
+            network_id=network.id, network_name=network.name, docker_name=name,
+            sandbox_name=name, netns=env.netns,
+        ))
+        done = False
+        try:
+            stop_point(self.environ, "after-intent")
+            labels = proxy.sandbox_labels(conf.name, env.container_id, env.ifname, env.netns)
+            att.docker_id = att.sandbox_id = proxy.start_sandbox(
+                engine, name, conf.sandboxImage, network.name, request, labels)
+            store.put(att)
+            stop_point(self.environ, "after-connect")
+            sandbox = engine.container(att.sandbox_id)
+            ep = sandbox.endpoint_in(network.id) if sandbox else None
+            if sandbox is None or ep is None or not ep.attached:
+                raise CNIError(Code.ENGINE_REFUSED, "sandbox has no endpoint",
+                               f"sandbox container {name} did not get an endpoint in "
+                               f"{network.name}")
+            att.mac = ep.mac
+            store.put(att)
+            moved = proxy.move_in(sandbox, ep.mac, ep.addresses, env.netns, env.ifname)
+            att.sandbox_ifname = moved.sandbox_ifname
+            attached = Attached(endpoint=ep, link=moved.link, routes=moved.routes)
+            check_requested(engine, attached, env, request)
+            record_attached(store, att, attached, env)
+            done = True
+        finally:
+            if not done:
+                rollback(engine, store, att)
+        return attached
 
     # ==== DEL ================================================================
 
@@ -177,9 +224,8 @@ class DockerPlugin:
                         current = store.get(*att.key)
                         if current is None:
                             continue
-                        if (att.container_id, att.ifname) in valid and (
-                            engine.container(att.docker_id) is not None
-                        ):
+                        if (att.container_id, att.ifname) in valid and still_there(engine,
+                                                                                   current):
                             continue
                         detach(engine, current)
                         store.delete(*att.key)
@@ -187,8 +233,18 @@ class DockerPlugin:
                 except EngineError as e:
                     unavailable = unavailable or isinstance(e, EngineUnavailable)
                     errors.append(f"{att.container_id}/{att.ifname}: {e.explanation}")
-                except (CNIError, StoreError) as e:
+                except (CNIError, StoreError, netns.NetnsError) as e:
                     errors.append(f"{att.container_id}/{att.ifname}: {e}")
+            try:
+                for sandbox_id, cid, ifname in proxy.labelled_sandboxes(engine, conf.name):
+                    if (cid, ifname) in valid or store.get(conf.name, cid, ifname) is not None:
+                        continue
+                    log.info("GC removes orphan sandbox %s of %s/%s", sandbox_id[:12], cid,
+                             ifname)
+                    engine.remove_container(sandbox_id)
+            except EngineError as e:
+                unavailable = unavailable or isinstance(e, EngineUnavailable)
+                errors.append(f"orphan sandboxes: {e.explanation}")
         engine.close()
         if errors:
             raise CNIError(Code.TRY_AGAIN_LATER if unavailable else Code.ENGINE_REFUSED,
@@ -227,13 +283,6 @@ class DockerPlugin:
 
     # ---- helpers ------------------------------------------------------------
 
-    @staticmethod
-    def _require_mode(conf: NetConf) -> None:
-        if conf.mode == "proxy":
-            raise CNIError(Code.UNSUPPORTED_FIELD, "unsupported mode",
-                           'mode "proxy" is not available in this version of cni2cnm; use '
-                           '"container" or "auto"')
-
 
 # ==== the steps, in the order ADD uses them ===================================
 
@@ -263,8 +312,20 @@ def lock(store: Store, container_id: str) -> Iterator[None]:
         raise CNIError(Code.IO_FAILURE, "state store unavailable", str(e)) from None
 
 
-def find_container(engine: Engine, env: CNIEnv) -> Container:
-    """The Docker container that is the CNI container's CNM sandbox."""
+def sandbox_for(engine: Engine, env: CNIEnv, conf: NetConf) -> Container | None:
+    """The Docker container to connect, or None for a proxy sandbox (by `mode`)."""
+    if conf.mode == "proxy":
+        return None
+    container, looked = find_container(engine, env)
+    if container is None and conf.mode == "container":
+        raise CNIError(Code.UNKNOWN_CONTAINER, "no Docker container for this CNI container",
+                       f"looked for {', '.join(looked)} on the Docker engine; none found "
+                       '(mode "auto" or "proxy" attaches namespaces Docker does not own)')
+    return container
+
+
+def find_container(engine: Engine, env: CNIEnv) -> tuple[Container | None, list[str]]:
+    """The Docker container that is the CNI container's CNM sandbox, and what was tried."""
     wanted = netns.identity(env.netns) if env.netns else None
     looked: list[str] = []
     for ref in dict.fromkeys([env.container_id, env.args.get("K8S_POD_INFRA_CONTAINER_ID", "")]):
@@ -282,17 +343,16 @@ def find_container(engine: Engine, env: CNIEnv) -> Container:
             raise CNIError(Code.INVALID_ENVIRONMENT, "CNI_NETNS is not the container's namespace",
                            f"CNI_NETNS={env.netns} is not the network namespace of Docker "
                            f"container {c.name} ({c.short_id}, pid {c.pid})")
-        return c
+        return c, looked
     if wanted is not None:
         looked.append(f"a running container whose network namespace is {env.netns}")
         for cid in engine.running_container_ids():
             c = engine.container(cid)
             if c is not None and c.pid and netns.identity(f"/proc/{c.pid}/ns/net") == wanted:
-                return c
+                return c, looked
     elif env.netns:
         looked.append(f"CNI_NETNS {env.netns} (it does not exist)")
-    raise CNIError(Code.UNKNOWN_CONTAINER, "no Docker container for this CNI container",
-                   f"looked for {', '.join(looked)} on the Docker engine; none found")
+    return None, looked
 
 
 def refuse_shared_namespace(c: Container) -> None:
@@ -402,7 +462,7 @@ def connect(engine: Engine, container: Container, network: Network, env: CNIEnv,
 
 
 def verify_attached(engine: Engine, container: Container, network: Network, env: CNIEnv,
-                    request: EndpointRequest) -> _Attached:
+                    request: EndpointRequest) -> Attached:
     """Check, inside CNI_NETNS, that Docker made the interface the runtime asked for."""
     after = engine.container(container.id)
     ep = after.endpoint_in(network.id) if after else None
@@ -411,12 +471,21 @@ def verify_attached(engine: Engine, container: Container, network: Network, env:
                        f"Docker reported no endpoint of {container.name} in {network.name}")
     with open_netns(env.netns) as ns:
         links = ns.links()
-        link = _link_of(ep, links)
+        link = netns.find_link(links, ep.mac, ep.addresses)
         if link is None:
             raise CNIError(Code.INTERFACE_MISMATCH, "endpoint interface not found",
                            f"no interface in {env.netns} carries MAC {ep.mac or '?'} or "
                            f"addresses {ep.addresses} of the Docker endpoint")
         routes = ns.routes(link.index)
+    attached = Attached(endpoint=ep, link=link, routes=routes)
+    check_requested(engine, attached, env, request)
+    return attached
+
+
+def check_requested(engine: Engine, attached: Attached, env: CNIEnv,
+                    request: EndpointRequest) -> None:
+    """The interface Docker made is the one the runtime asked for."""
+    ep, link = attached.endpoint, attached.link
     api = engine.api_version()
     if link.name != env.ifname:
         why = ("this engine cannot choose interface names (API "
@@ -434,22 +503,9 @@ def verify_attached(engine: Engine, container: Container, network: Network, env:
     if missing:
         raise CNIError(Code.INTERFACE_MISMATCH, "endpoint addresses missing",
                        f"{link.name} in {env.netns} lacks {missing} reported by Docker")
-    return _Attached(endpoint=ep, link=link, routes=routes)
 
 
-def _link_of(ep: Endpoint, links: list[netns.Link]) -> netns.Link | None:
-    if ep.mac:
-        by_mac = [lk for lk in links if lk.mac == ep.mac]
-        if by_mac:
-            return by_mac[0]
-    # Remote CNM drivers may report no MAC: find the interface by address.
-    for lk in links:
-        if ep.addresses and all(a in lk.addresses for a in ep.addresses):
-            return lk
-    return None
-
-
-def record_attached(store: Store, att: Attachment, attached: _Attached, env: CNIEnv) -> None:
+def record_attached(store: Store, att: Attachment, attached: Attached, env: CNIEnv) -> None:
     ident = netns.identity(env.netns) or (0, 0)
     att.state = ATTACHED
     att.endpoint_id = attached.endpoint.endpoint_id
@@ -468,7 +524,7 @@ def rollback(engine: Engine, store: Store, att: Attachment) -> None:
     """
     try:
         detach(engine, att)
-        c = engine.container(att.docker_id)
+        c = engine.container(att.docker_id) if att.mode == "container" else None
         stale = c.endpoints.get(att.network_name) if c is not None else None
         if c is not None and stale is not None and not stale.attached:
             clear_stale_entry(engine, c, att)
@@ -499,12 +555,23 @@ def clear_stale_entry(engine: Engine, c: Container, att: Attachment) -> None:
     engine.disconnect(c.id, att.network_id, force=True)
 
 
+def still_there(engine: Engine, att: Attachment) -> bool:
+    """Whether what the attachment serves still exists (GC keeps it only then)."""
+    if att.mode == "proxy":
+        return netns.is_namespace(att.netns) and engine.container(att.sandbox_id) is not None
+    return engine.container(att.docker_id) is not None
+
+
 def _attached_anywhere(c: Container) -> bool:
     return any(ep.attached for ep in c.endpoints.values())
 
 
 def detach(engine: Engine, att: Attachment) -> None:
     """Disconnect what the record describes; success when it is already gone."""
+    if att.mode == "proxy":
+        proxy.release(engine, att.sandbox_id or att.sandbox_name, att.netns, att.mac,
+                      att.sandbox_ifname)
+        return
     network_ref = att.network_id or att.docker_network
     container = engine.container(att.docker_id) if att.docker_id else None
     if container is None:
@@ -538,8 +605,10 @@ def _quiet_disconnect(engine: Engine, container: str, network: str) -> None:
 def delete_without_store(engine: Engine, env: CNIEnv, conf: NetConf) -> None:
     """DEL when the store cannot be read: detach this network from the container."""
     try:
-        container = find_container(engine, env)
+        container, _ = find_container(engine, env)
     except CNIError:
+        return
+    if container is None:
         return
     network = engine.network(conf.docker_network)
     if network is None:
@@ -549,7 +618,7 @@ def delete_without_store(engine: Engine, env: CNIEnv, conf: NetConf) -> None:
         _quiet_disconnect(engine, container.id, network.id)
 
 
-def build_result(prev: Result | None, env: CNIEnv, conf: NetConf, attached: _Attached) -> Result:
+def build_result(prev: Result | None, env: CNIEnv, conf: NetConf, attached: Attached) -> Result:
     result = prev.model_copy(deep=True) if prev is not None else Result()
     ep, link = attached.endpoint, attached.link
     index = result.add_interface(
@@ -584,14 +653,15 @@ def fail_check(details: str) -> None:
 
 def check_attachment(engine: Engine, att: Attachment, prev: Result, env: CNIEnv) -> None:
     container = engine.container(att.docker_id)
+    what = "sandbox container" if att.mode == "proxy" else "Docker container"
     if container is None:
-        fail_check(f"Docker container {att.docker_name} ({att.docker_id[:12]}) no longer exists")
+        fail_check(f"{what} {att.docker_name} ({att.docker_id[:12]}) no longer exists")
         return
     if not container.running:
-        fail_check(f"Docker container {container.name} is {container.status}")
+        fail_check(f"{what} {container.name} is {container.status}")
     ep = container.endpoint_in(att.network_id)
     if ep is None or not ep.attached:
-        fail_check(f"Docker container {container.name} is not attached to network "
+        fail_check(f"{what} {container.name} is not attached to network "
                    f"{att.network_name}")
         return
     if att.mac and ep.mac and ep.mac != att.mac:
@@ -618,6 +688,19 @@ def check_attachment(engine: Engine, att: Attachment, prev: Result, env: CNIEnv)
     missing = [a for a in ep.addresses if a not in link.addresses]
     if missing:
         fail_check(f"{env.ifname} in {env.netns} lacks addresses {missing}")
+    if att.mode == "proxy":
+        check_proxy_routes(prev, ep, link, env)
+
+
+def check_proxy_routes(prev: Result, ep: Endpoint, link: netns.Link, env: CNIEnv) -> None:
+    """Proxy mode re-created the routes Docker configured: they must still be there."""
+    gateways = {g for g in (ep.gateway, ep.ipv6_gateway) if g}
+    wanted = [(r.dst, r.gw) for r in prev.routes if r.gw in gateways]
+    with open_netns(env.netns) as ns:
+        present = {(r.dst, r.gw) for r in ns.routes(link.index)}
+    lost = [f"{dst} via {gw}" for dst, gw in wanted if (dst, gw) not in present]
+    if lost:
+        fail_check(f"routes missing from {env.ifname} in {env.netns}: {', '.join(lost)}")
 
 
 # ==== errors ==================================================================
@@ -653,6 +736,10 @@ def engine_errors(engine: Engine, op: str) -> Iterator[None]:
         raise CNIError(code, "refused by the Docker engine", text) from None
     except StoreError as e:
         raise CNIError(Code.IO_FAILURE, "state store unavailable", str(e)) from None
+    except netns.NetnsError as e:
+        raise CNIError(Code.IO_FAILURE, "cannot change the network namespace", str(e)) from None
+    except proxy.ProxyError as e:
+        raise CNIError(Code.ENGINE_REFUSED, "proxy sandbox failed", str(e)) from None
     finally:
         engine.close()
 

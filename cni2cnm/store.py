@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS attachments (
     none_detached  INTEGER NOT NULL DEFAULT 0,
     sandbox_id     TEXT NOT NULL DEFAULT '',
     sandbox_name   TEXT NOT NULL DEFAULT '',
+    sandbox_ifname TEXT NOT NULL DEFAULT '',
     created        REAL NOT NULL,
     updated        REAL NOT NULL,
     PRIMARY KEY (network, container_id, ifname)
@@ -89,6 +90,7 @@ class Attachment:
     none_detached: bool = False
     sandbox_id: str = ""
     sandbox_name: str = ""
+    sandbox_ifname: str = ""
     created: float = 0.0
     updated: float = 0.0
 

@@ -17,6 +17,7 @@ from cni2cnm.cni.errors import CNIError, Code
 
 DEFAULT_STATE_DIR = "/var/lib/cni/cni2cnm"
 DEFAULT_DOCKER_TIMEOUT = 45.0
+DEFAULT_SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
 
 
 class _Model(BaseModel):
@@ -98,6 +99,7 @@ class NetConf(_Model):
     logFile: str | None = None
     logLevel: Literal["debug", "info", "warning", "error"] | None = None
     mode: Literal["auto", "container", "proxy"] = "auto"
+    sandboxImage: str = DEFAULT_SANDBOX_IMAGE
     detachNone: bool = True
     aliases: list[str] = Field(default_factory=list)
     driverOpts: dict[str, str] = Field(default_factory=dict)
