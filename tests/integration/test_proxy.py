@@ -1,0 +1,208 @@
+"""Proxy sandboxes: namespaces Docker does not own, attached to Docker networks."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import pytest
+from c2ctest import busybox_container
+from pluginrun import Plugin, endpoint, ip_addrs
+
+CID = "cnitool-" + "7c" * 10
+
+
+@pytest.fixture
+def net(resources: Any) -> Any:
+    return resources.network()
+
+
+def remove_sandboxes(docker_client: Any, net: Any) -> None:
+    """Sandboxes are the plugin's, not the test's: remove any a failed test left."""
+    for c in sandboxes(docker_client, net):
+        c.remove(force=True)
+
+
+@pytest.fixture
+def plugin(docker_host: str, resources: Any, net: Any, docker_client: Any) -> Plugin:
+    resources.add_cleanup(lambda: remove_sandboxes(docker_client, net))
+    return Plugin(docker_host, str(resources.tmpdir()), net.name, cni_version="1.1.0",
+                  conf_extra={"sandboxImage": "local/pause:3.10"})
+
+
+@pytest.fixture
+def ns(resources: Any) -> str:
+    return resources.netns()
+
+
+def sandboxes(docker_client: Any, net: Any) -> list[Any]:
+    return docker_client.containers.list(
+        all=True, filters={"label": f"io.cni2cnm.network={net.name}"})
+
+
+def routes(netns: str) -> str:
+    return subprocess.run(["nsenter", f"--net={netns}", "ip", "route"], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def listen_in_netns(resources: Any, netns: str, port: int, reply: str) -> None:
+    """A one-shot TCP server in the namespace (busybox nc), killed at teardown."""
+    proc = subprocess.Popen(
+        ["nsenter", f"--net={netns}", "busybox", "sh", "-c",
+         f"echo {reply} | busybox nc -l -p {port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resources.add_cleanup(lambda: (proc.kill(), proc.wait()))
+    time.sleep(0.3)
+
+
+def test_ip_netns_namespace_reachable_by_tcp(plugin: Plugin, ns: str, net: Any,
+                                             resources: Any, images: Any,
+                                             docker_client: Any) -> None:
+    res = plugin.run("ADD", CID, ns).ok().doc
+    [iface] = res["interfaces"]
+    assert iface["name"] == "eth0" and iface["sandbox"] == ns and iface["mtu"] == 1500
+    addr = res["ips"][0]["address"]
+    gw = res["ips"][0]["gateway"]
+    assert ip_addrs(ns)["eth0"] == {"mac": iface["mac"], "addrs": [addr]}
+    assert f"default via {gw} dev eth0" in routes(ns)
+    assert {"dst": "0.0.0.0/0", "gw": gw, "table": 254, "scope": 0} in res["routes"]
+    [rec] = plugin.records()
+    assert rec.mode == "proxy" and rec.sandbox_name.startswith("cni2cnm-")
+    [sandbox] = sandboxes(docker_client, net)
+    assert sandbox.id == rec.sandbox_id
+    assert endpoint(sandbox, net.name)["IPAddress"] == addr.split("/")[0]
+
+    # Docker container -> namespace
+    listen_in_netns(resources, ns, 8080, "from-netns")
+    client = busybox_container(resources, images, network=net.name)
+    code, out = client.exec_run(["nc", "-w", "3", addr.split("/")[0], "8080"])
+    assert code == 0 and out.decode().strip() == "from-netns"
+    # namespace -> Docker container
+    client.exec_run(["sh", "-c", "echo from-docker | nc -l -p 9090"], detach=True)
+    time.sleep(0.3)
+    client.reload()
+    peer = client.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
+    got = subprocess.run(["nsenter", f"--net={ns}", "busybox", "nc", "-w", "3", peer, "9090"],
+                         capture_output=True, text=True, timeout=30)
+    assert got.stdout.strip() == "from-docker"
+
+    plugin.run("CHECK", CID, ns, prev=res).silent()
+    plugin.run("DEL", CID, ns, prev=res).silent()
+    assert "eth0" not in ip_addrs(ns)
+    assert sandboxes(docker_client, net) == []
+    assert plugin.records() == []
+    net.reload()
+    assert list(net.attrs["Containers"]) == [client.id]  # the sandbox's endpoint is gone
+
+
+def test_static_ip_and_dual_stack(docker_host: str, resources: Any, ns: str,
+                                  docker_client: Any) -> None:
+    net = resources.network(ipv6=True)
+    resources.add_cleanup(lambda: remove_sandboxes(docker_client, net))
+    plugin = Plugin(docker_host, str(resources.tmpdir()), net.name, cni_version="1.0.0",
+                    conf_extra={"sandboxImage": "local/pause:3.10", "mode": "proxy"})
+    subnets = {(":" in c["Subnet"]): c["Subnet"] for c in net.attrs["IPAM"]["Config"]}
+    want4 = subnets[False].rsplit(".", 1)[0] + ".44"
+    want6 = subnets[True].split("/")[0] + "44"
+    conf = plugin.conf(capabilities={"ips": True}, runtimeConfig={"ips": [want4, want6]})
+    res = plugin.run("ADD", CID, ns, ifname="net1", conf=conf).ok().doc
+    assert res["interfaces"][0]["name"] == "net1"  # any name: the plugin names it itself
+    assert sorted(ip["address"] for ip in res["ips"]) == sorted([f"{want4}/24",
+                                                                 f"{want6}/64"])
+    assert sorted(ip_addrs(ns)["net1"]["addrs"]) == sorted([f"{want4}/24", f"{want6}/64"])
+    v6routes = subprocess.run(["nsenter", f"--net={ns}", "ip", "-6", "route"],
+                              capture_output=True, text=True, check=True).stdout
+    v6gw = next(ip["gateway"] for ip in res["ips"] if ":" in ip["address"])
+    assert f"default via {v6gw} dev net1" in v6routes
+    plugin.run("CHECK", CID, ns, ifname="net1", prev=res).silent()
+    plugin.run("DEL", CID, ns, ifname="net1", prev=res).silent()
+    assert sandboxes(docker_client, net) == []
+
+
+def test_del_with_namespace_deleted_and_twice(plugin: Plugin, ns: str, net: Any,
+                                              docker_client: Any, resources: Any) -> None:
+    res = plugin.run("ADD", CID, ns).ok().doc
+    subprocess.run(["ip", "netns", "delete", ns.rsplit("/", 1)[1]], check=True)
+    # The interface vanished with the namespace: dockerd still removes the sandbox and
+    # releases the address.
+    plugin.run("DEL", CID, ns, prev=res).silent()
+    plugin.run("DEL", CID, ns, prev=res).silent()
+    assert sandboxes(docker_client, net) == [] and plugin.records() == []
+    net.reload()
+    assert net.attrs["Containers"] == {}
+    # The address is free again: a static request for it succeeds.
+    want = res["ips"][0]["address"]
+    conf = plugin.conf(capabilities={"ips": True}, runtimeConfig={"ips": [want]})
+    again = plugin.run("ADD", CID, resources.netns(), conf=conf).ok().doc
+    assert again["ips"][0]["address"] == want
+
+
+def test_del_after_sandbox_removed_by_hand(plugin: Plugin, ns: str, net: Any,
+                                           docker_client: Any) -> None:
+    res = plugin.run("ADD", CID, ns).ok().doc
+    [sandbox] = sandboxes(docker_client, net)
+    sandbox.remove(force=True)
+    plugin.run("DEL", CID, ns, prev=res).silent()
+    assert plugin.records() == []
+
+
+def test_check_fails_when_sandbox_gone(plugin: Plugin, ns: str, net: Any,
+                                       docker_client: Any) -> None:
+    res = plugin.run("ADD", CID, ns).ok().doc
+    [sandbox] = sandboxes(docker_client, net)
+    sandbox.remove(force=True)
+    out = plugin.run("CHECK", CID, ns, prev=res)
+    assert "sandbox container" in out.error(103)["details"]
+
+
+def test_check_fails_when_route_removed(plugin: Plugin, ns: str) -> None:
+    res = plugin.run("ADD", CID, ns).ok().doc
+    subprocess.run(["ip", "-n", ns.rsplit("/", 1)[1], "route", "del", "default"], check=True)
+    out = plugin.run("CHECK", CID, ns, prev=res)
+    assert "routes missing" in out.error(103)["details"]
+
+
+def test_gc_removes_orphan_sandbox_found_by_label(plugin: Plugin, ns: str, net: Any,
+                                                  resources: Any, docker_client: Any) -> None:
+    plugin.run("ADD", CID, ns).ok()
+    # The store is lost (a fresh stateDir): only the label tells what the sandbox is.
+    lost = Plugin(plugin.docker_host, str(resources.tmpdir()), net.name, cni_version="1.1.0",
+                  conf_extra=plugin.conf_extra)
+    keep = {"cni.dev/valid-attachments": [{"containerID": CID, "ifname": "eth0"}]}
+    lost.run("GC", "", "", ifname="", conf=lost.conf(**keep)).silent()
+    assert len(sandboxes(docker_client, net)) == 1  # still valid: kept
+    lost.run("GC", "", "", ifname="", conf=lost.conf()).silent()
+    assert sandboxes(docker_client, net) == []
+    net.reload()
+    assert net.attrs["Containers"] == {}
+
+
+def test_gc_removes_stale_proxy_attachment(plugin: Plugin, ns: str, net: Any,
+                                           docker_client: Any) -> None:
+    plugin.run("ADD", CID, ns).ok()
+    plugin.run("GC", "", "", ifname="", conf=plugin.conf()).silent()
+    assert sandboxes(docker_client, net) == [] and plugin.records() == []
+    assert "eth0" not in ip_addrs(ns)
+
+
+def test_container_mode_still_refuses_foreign_namespaces(plugin: Plugin, ns: str,
+                                                         docker_client: Any,
+                                                         net: Any) -> None:
+    out = plugin.run("ADD", CID, ns, conf=plugin.conf(mode="container"))
+    assert ns in out.error(3)["details"]
+    assert sandboxes(docker_client, net) == [] and plugin.records() == []
+
+
+def test_add_failure_removes_the_sandbox(plugin: Plugin, ns: str, net: Any,
+                                         docker_client: Any) -> None:
+    # A MAC the engine ignores (API < 1.54) fails after the sandbox exists: rolled back.
+    api = tuple(int(x) for x in docker_client.api.api_version.split("."))
+    conf = plugin.conf(capabilities={"mac": True}, runtimeConfig={"mac": "02:42:aa:bb:cc:01"})
+    out = plugin.run("ADD", CID, ns, conf=conf)
+    if api >= (1, 54):
+        out.ok()
+        return
+    out.error(102)
+    assert sandboxes(docker_client, net) == [] and plugin.records() == []
+    assert "eth0" not in ip_addrs(ns)
