@@ -30,6 +30,7 @@ from cni2cnm.cni.errors import CNIError
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
 from cni2cnm.engine import DEFAULT_HOST, EngineError
 from cni2cnm.ops import OpError
+from cni2cnm.ops.install import DEFAULT_BIN_DIR, DEFAULT_CONF_DIR
 from cni2cnm.store import StoreError
 
 log = logging.getLogger("cni2cnm.cli")
@@ -37,8 +38,6 @@ log = logging.getLogger("cni2cnm.cli")
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_FOUND, EXIT_ERROR = 1, 2
-DEFAULT_BIN_DIR = "/opt/cni/bin"
-DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CACHE_DIRS_HELP = ("/var/lib/cni/results, /var/lib/cni/cache/results and "
                            "<state-dir>/cli-results")
 
@@ -54,7 +53,7 @@ class Failure(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"cni2cnm: error: {self.format_message()}", err=True, color=use_color(True))
+        click.echo(f"cni2cnm: error: {self.format_message()}", err=True, color=use_color())
 
 
 def _one_line(e: BaseException) -> str:
@@ -89,13 +88,13 @@ class Group(click.Group):
 # ==== output ================================================================================
 
 
-def use_color(err: bool = False) -> bool | None:
+def use_color() -> bool | None:
     """None lets click decide (colour on a TTY only); NO_COLOR turns it off everywhere."""
     return False if os.environ.get("NO_COLOR") else None
 
 
 def echo(text: str = "", err: bool = False, nl: bool = True) -> None:
-    click.echo(text, err=err, nl=nl, color=use_color(err))
+    click.echo(text, err=err, nl=nl, color=use_color())
 
 
 STATUS_COLORS = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
@@ -171,8 +170,9 @@ def cli() -> None:
     commands help operators see and drive what the plugin does.
 
     \b
-    Exit status: 0 success; 1 a problem found (drift, a FAIL, the plugin's CNI error);
-    2 the command could not run (usage, engine unreachable, unreadable files, ...).
+    Exit status: 0 success; 1 a problem found (drift, a FAIL, the plugin's
+    CNI error); 2 the command could not run (usage, engine unreachable,
+    unreadable files, ...).
 
     \b
     Example:
@@ -219,24 +219,23 @@ def inspect_cmd(ctx: click.Context, target: str | None, network: str | None, out
     Every attachment the store recorded, joined with the Docker container, the network,
     the network namespace and the runtime's cached result (libcni's cache, and the one
     `cni2cnm add` keeps). The optional argument selects by CNI container ID (a prefix is
-    enough), Docker container name or ID, or CID/IFNAME.
+    enough), Docker container name or ID, CID/IFNAME, or an absolute network namespace
+    path.
 
-    \b
     DRIFT: incomplete (an interrupted ADD), engine-unreachable, network-gone,
-    container-gone, recorded-not-attached, ips-differ, netns-gone, runtime-differs
-    (the runtime's cache has other addresses), runtime-only (the runtime's cache holds a
-    cni2cnm attachment the store does not know).
+    container-gone, recorded-not-attached, ips-differ, netns-gone,
+    runtime-differs (the runtime's cache has other addresses), runtime-only (the
+    runtime's cache holds a cni2cnm attachment the store does not know).
 
-    \b
-    -o json prints a list of objects with the keys: network, containerId, ifname, state,
-    mode, dockerNetwork {name, id, exists}, dockerContainer {name, id, exists, status},
-    netns, netnsExists, interface, mac, ips, endpointId, engine {attached, endpointId,
-    mac, ips} | null, runtime {cacheFile, ips, mac, netns} | null, created, updated,
-    ageSeconds, drift [..], error (see cni2cnm/ops/inspect.py).
+    -o json prints a list of objects with the keys: network, containerId,
+    ifname, state, mode, dockerNetwork {name, id, exists}, dockerContainer
+    {name, id, exists, status}, netns, netnsExists, interface, mac, ips,
+    endpointId, engine {attached, endpointId, mac, ips} | null, runtime
+    {cacheFile, ips, mac, netns} | null, created, updated, ageSeconds,
+    drift [...], error.
 
-    \b
-    Exit status: 0 no drift, 1 drift, 2 errors (with an unreachable engine the store's
-    view is still printed, with drift engine-unreachable).
+    Exit status: 0 no drift, 1 drift, 2 errors (with an unreachable engine the
+    store's view is still printed, with drift engine-unreachable).
 
     \b
     Examples:
@@ -480,7 +479,7 @@ def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_vers
     \b
     Examples:
       cni2cnm conflist pods
-      cni2cnm conflist pods --chain tuning,portmap -o /etc/cni/net.d/10-pods.conflist
+      cni2cnm conflist pods --chain tuning,portmap -o /tmp/10-pods.conflist
     """
     from cni2cnm.ops import conflist as ops
     from cni2cnm.ops.files import atomic_write

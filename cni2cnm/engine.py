@@ -108,6 +108,17 @@ class Network:
     containers: dict[str, dict[str, Any]]  # container ID -> Name, EndpointID, MacAddress, ...
     options: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def not_yet_visible(cls, ref: str) -> Network:
+        """A swarm network a worker cannot inspect before its first local attachment:
+        known by name only until a connect makes it visible."""
+        return cls(id="", name=ref, driver="", scope="swarm", internal=False, attachable=True,
+                   ipv6=False, subnets=(), containers={})
+
+    @property
+    def ref(self) -> str:
+        return self.id or self.name
+
 
 @dataclass(frozen=True)
 class TLSSettings:
@@ -169,6 +180,13 @@ class Engine:
     def info(self) -> dict[str, Any]:
         with self._translate("read the engine info"):
             return dict(self.client.info())
+
+    def swarm_role(self) -> str | None:
+        """"manager" or "worker" when this engine is an active swarm node, else None."""
+        swarm = self.info().get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active":
+            return None
+        return "manager" if swarm.get("ControlAvailable") else "worker"
 
     # ---- containers -------------------------------------------------------
 

@@ -1,13 +1,22 @@
-"""The one executable: a CNI plugin when CNI_COMMAND is set, a click CLI otherwise."""
+"""The one executable: a CNI plugin when CNI_COMMAND is set, a click CLI otherwise.
+
+As a plugin it forwards ADD, DEL, CHECK, GC and STATUS to a running `cni2cnm serve` when
+there is one (cni2cnm.daemon.client, standard library only) and prints the daemon's answer
+verbatim; otherwise, and for VERSION, it runs the request in this process. Both paths run
+cni2cnm.cni.skel.dispatch with the same environment and stdin, so their output is the same.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import IO, TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from cni2cnm.cni.skel import Plugin
+    from cni2cnm.daemon.client import Fallback, Reply
 
 
 def main() -> None:
@@ -20,18 +29,71 @@ def main() -> None:
 
 def run_plugin() -> int:
     """Plugin mode: reads no argv; stdin in, exactly one JSON document on stdout."""
+    stdin: IO[bytes] = sys.stdin.buffer
+    fallback: Fallback | None = None
+    if os.environ.get("CNI_COMMAND", "VERSION") != "VERSION":
+        from cni2cnm.daemon import client
+
+        if client.forwarded(os.environ):
+            try:
+                data = stdin.read()
+            except (OSError, ValueError) as e:
+                stdin = _Unreadable(e)  # in-process reports it, as it always has (code 5)
+            else:
+                outcome = client.forward(os.environ, data)
+                if isinstance(outcome, client.Reply):
+                    return _print_reply(outcome)
+                fallback = outcome
+                stdin = io.BytesIO(data)
+    return run_in_process(stdin, fallback)
+
+
+def run_in_process(stdin: IO[bytes], fallback: Fallback | None = None) -> int:
+    import logging
+
     from cni2cnm.cni import logs, skel
 
     logs.setup()
+    if fallback is not None:
+        logging.getLogger("cni2cnm.entry").log(
+            logging.WARNING if fallback.warn else logging.INFO, "%s", fallback.reason)
     out = sys.stdout
     sys.stdout = sys.stderr  # anything printed by accident goes to stderr, never to the runtime
     try:
-        return skel.dispatch(_load_plugin, os.environ, sys.stdin.buffer, out)
+        return skel.dispatch(lambda: load_plugin(os.environ), os.environ, stdin, out)
     finally:
         sys.stdout = out
 
 
-def _load_plugin() -> Plugin:
+def load_plugin(environ: Mapping[str, str]) -> Plugin:
+    """The plugin for one request; the daemon builds it the same way, with the request's
+    environment (the plugin reads DOCKER_HOST and its test stop point from it)."""
     from cni2cnm.plugin import DockerPlugin
 
-    return DockerPlugin()
+    return DockerPlugin(environ=environ)
+
+
+def _print_reply(reply: Reply) -> int:
+    if reply.stderr:
+        sys.stderr.write(reply.stderr)
+        sys.stderr.flush()
+    try:
+        sys.stdout.write(reply.stdout)
+        sys.stdout.flush()
+    except OSError:
+        sys.stderr.write("cni2cnm: cannot write to stdout\n")
+    return reply.exit
+
+
+class _Unreadable(io.RawIOBase):
+    """Stands in for a stdin that failed to read, so dispatch reports the same error."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> NoReturn:
+        raise self.error

@@ -20,7 +20,7 @@ import os
 import re
 import signal
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cni2cnm import netns, proxy
 from cni2cnm.cni.config import DNS, NetConf
@@ -64,6 +64,9 @@ class Attached:
     endpoint: Endpoint
     link: netns.Link
     routes: list[netns.RouteEntry]
+    # Interfaces Docker added with the endpoint (the docker_gwbridge interface that gives
+    # overlay attachments their default route), with their routes.
+    extras: list[tuple[netns.Link, list[netns.RouteEntry]]] = field(default_factory=list)
 
 
 class DockerPlugin:
@@ -97,18 +100,18 @@ class DockerPlugin:
                 store.delete(*key)
             container = sandbox_for(engine, env, conf)
             network = find_network(engine, conf.docker_network)
-            refuse_taken_ifname(env)
+            links_before = refuse_taken_ifname(env)
             refuse_unusable_addresses(network, request)
             if container is None:
                 attached = self._add_proxy(engine, store, env, conf, network, request)
             else:
                 attached = self._add_container(engine, store, env, conf, container, network,
-                                               request)
+                                               request, links_before)
         return build_result(prev, env, conf, attached)
 
     def _add_container(self, engine: Engine, store: Store, env: CNIEnv, conf: NetConf,
-                       container: Container, network: Network,
-                       request: EndpointRequest) -> Attached:
+                       container: Container, network: Network, request: EndpointRequest,
+                       links_before: set[str]) -> Attached:
         """Container mode: connect the Docker container that owns CNI_NETNS."""
         refuse_shared_namespace(container)
         refuse_existing_endpoint(container, network)
@@ -127,7 +130,9 @@ class DockerPlugin:
                 engine.disconnect(container.id, "none")
             connect(engine, container, network, env, request)
             stop_point(self.environ, "after-connect")
-            attached = verify_attached(engine, container, network, env, request)
+            network = visible(engine, network)
+            att.network_id, att.network_name = network.id, network.name
+            attached = verify_attached(engine, container, network, env, request, links_before)
             record_attached(store, att, attached, env)
             done = True
         finally:
@@ -153,6 +158,8 @@ class DockerPlugin:
                 engine, name, conf.sandboxImage, network.name, request, labels)
             store.put(att)
             stop_point(self.environ, "after-connect")
+            network = visible(engine, network)
+            att.network_id, att.network_name = network.id, network.name
             sandbox = engine.container(att.sandbox_id)
             ep = sandbox.endpoint_in(network.id) if sandbox else None
             if sandbox is None or ep is None or not ep.attached:
@@ -248,7 +255,7 @@ class DockerPlugin:
         engine.close()
         if errors:
             raise CNIError(Code.TRY_AGAIN_LATER if unavailable else Code.ENGINE_REFUSED,
-                           f"GC could not remove {len(errors)} attachment(s)", "; ".join(errors))
+                           f"GC could not finish: {len(errors)} problem(s)", "; ".join(errors))
 
     # ==== STATUS =============================================================
 
@@ -270,6 +277,10 @@ class DockerPlugin:
             raise CNIError(Code.NOT_AVAILABLE, "Docker engine not available",
                            f"{e.explanation}; start dockerd or fix dockerHost/DOCKER_HOST"
                            ) from None
+        if network is None and engine_is_worker(engine):
+            log.info("STATUS: %s not visible on this swarm worker before its first "
+                     "attachment; ADD will tell whether it exists", conf.docker_network)
+            return
         if network is None:
             recorded = []
             with contextlib.suppress(CNIError, StoreError), open_store(conf) as store:
@@ -369,15 +380,34 @@ def refuse_shared_namespace(c: Container) -> None:
 
 def find_network(engine: Engine, ref: str) -> Network:
     network = engine.network(ref)
-    if network is None:
-        raise CNIError(Code.INVALID_CONFIG, "Docker network not found",
-                       f"network {ref!r} does not exist on {engine.base_url}; create it with "
-                       "`docker network create` or set \"network\" in the config")
-    return network
+    if network is not None:
+        return network
+    if engine.swarm_role() == "worker":
+        # A swarm-scoped network is invisible on a worker until its first local attachment;
+        # the connect itself tells whether it exists and is attachable.
+        log.info("network %s not visible on this swarm worker: connecting by name", ref)
+        return Network.not_yet_visible(ref)
+    raise CNIError(Code.INVALID_CONFIG, "Docker network not found",
+                   f"network {ref!r} does not exist on {engine.base_url}; create it with "
+                   "`docker network create` or set \"network\" in the config")
+
+
+def visible(engine: Engine, network: Network) -> Network:
+    """After a connect on a swarm worker the network can be inspected."""
+    if network.id:
+        return network
+    found = engine.network(network.name)
+    if found is None:
+        raise CNIError(Code.ENGINE_REFUSED, "network not visible after connect",
+                       f"network {network.name} is still unknown to {engine.base_url} after "
+                       "connecting to it")
+    return found
 
 
 def refuse_existing_endpoint(container: Container, network: Network) -> None:
     """A container has at most one endpoint per network; one we did not record is not ours."""
+    if not network.id:
+        return  # not visible yet on this swarm worker: nothing here is attached to it
     ep = container.endpoint_in(network.id)
     if ep is not None and ep.attached:
         raise CNIError(Code.INTERFACE_EXISTS, "container already attached to the network",
@@ -386,16 +416,18 @@ def refuse_existing_endpoint(container: Container, network: Network) -> None:
                        f"{', '.join(ep.addresses) or 'no address'}), not by cni2cnm")
 
 
-def refuse_taken_ifname(env: CNIEnv) -> None:
-    """The spec: an interface of the requested name already in the container is an error."""
+def refuse_taken_ifname(env: CNIEnv) -> set[str]:
+    """The spec: an interface of the requested name already in the container is an error.
+    Returns the names of the interfaces there now."""
     if not netns.is_namespace(env.netns):
         raise CNIError(Code.INVALID_ENVIRONMENT, "CNI_NETNS is not a network namespace",
                        f"CNI_NETNS={env.netns} does not exist or is not a network namespace")
     with open_netns(env.netns) as ns:
-        taken = ns.link_named(env.ifname)
-    if taken is not None:
+        names = {lk.name for lk in ns.links()}
+    if env.ifname in names:
         raise CNIError(Code.INTERFACE_EXISTS, "interface already exists",
                        f"an interface named {env.ifname} already exists in {env.netns}")
+    return names
 
 
 def refuse_unnameable(engine: Engine, env: CNIEnv) -> None:
@@ -457,12 +489,12 @@ def connect(engine: Engine, container: Container, network: Network, env: CNIEnv,
     opts = dict(request.driver_opts)
     if engine.supports_ifname():
         opts[IFNAME_OPTION] = env.ifname
-    engine.connect(container.id, network.id, ipv4=request.ipv4, ipv6=request.ipv6,
+    engine.connect(container.id, network.ref, ipv4=request.ipv4, ipv6=request.ipv6,
                    aliases=list(request.aliases), mac=request.mac, driver_opts=opts)
 
 
 def verify_attached(engine: Engine, container: Container, network: Network, env: CNIEnv,
-                    request: EndpointRequest) -> Attached:
+                    request: EndpointRequest, links_before: set[str]) -> Attached:
     """Check, inside CNI_NETNS, that Docker made the interface the runtime asked for."""
     after = engine.container(container.id)
     ep = after.endpoint_in(network.id) if after else None
@@ -477,7 +509,9 @@ def verify_attached(engine: Engine, container: Container, network: Network, env:
                            f"no interface in {env.netns} carries MAC {ep.mac or '?'} or "
                            f"addresses {ep.addresses} of the Docker endpoint")
         routes = ns.routes(link.index)
-    attached = Attached(endpoint=ep, link=link, routes=routes)
+        extras = [(lk, ns.routes(lk.index)) for lk in links
+                  if lk.name not in links_before and lk.index != link.index]
+    attached = Attached(endpoint=ep, link=link, routes=routes, extras=extras)
     check_requested(engine, attached, env, request)
     return attached
 
@@ -555,6 +589,13 @@ def clear_stale_entry(engine: Engine, c: Container, att: Attachment) -> None:
     engine.disconnect(c.id, att.network_id, force=True)
 
 
+def engine_is_worker(engine: Engine) -> bool:
+    try:
+        return engine.swarm_role() == "worker"
+    except EngineError:
+        return False
+
+
 def still_there(engine: Engine, att: Attachment) -> bool:
     """Whether what the attachment serves still exists (GC keeps it only then)."""
     if att.mode == "proxy":
@@ -628,13 +669,26 @@ def build_result(prev: Result | None, env: CNIEnv, conf: NetConf, attached: Atta
         version = ipaddress.ip_interface(addr).version
         gateway = ep.gateway if version == 4 else ep.ipv6_gateway
         result.ips.append(IPConfig(address=addr, gateway=gateway, interface=index))
-    for r in attached.routes:
-        result.routes.append(Route(dst=r.dst, gw=r.gw, mtu=r.mtu, advmss=r.advmss,
-                                   priority=r.priority, table=r.table, scope=r.scope))
+    add_routes(result, attached.routes)
+    for extra, routes in attached.extras:
+        i = result.add_interface(Interface(name=extra.name, mac=extra.mac,
+                                           mtu=extra.mtu or None, sandbox=env.netns))
+        for addr in extra.addresses:
+            version = ipaddress.ip_interface(addr).version
+            gw = next((r.gw for r in routes if r.gw and r.dst in ("0.0.0.0/0", "::/0")
+                       and ipaddress.ip_address(r.gw).version == version), None)
+            result.ips.append(IPConfig(address=addr, gateway=gw, interface=i))
+        add_routes(result, routes)
     dns = result_dns(conf)
     if dns is not None and not result.dns.model_dump(exclude_none=True):
         result.dns = dns
     return result
+
+
+def add_routes(result: Result, routes: list[netns.RouteEntry]) -> None:
+    for r in routes:
+        result.routes.append(Route(dst=r.dst, gw=r.gw, mtu=r.mtu, advmss=r.advmss,
+                                   priority=r.priority, table=r.table, scope=r.scope))
 
 
 def result_dns(conf: NetConf) -> DNS | None:

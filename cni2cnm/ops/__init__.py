@@ -11,6 +11,10 @@ cni2cnm/cli.py turns these into commands and every error into one line on stderr
 
 from __future__ import annotations
 
+import hashlib
+
+NETNS_ID_PREFIX = "cni2cnm-"
+
 
 class OpError(Exception):
     """A failure the CLI reports as one line on stderr, exiting with `exit_code`."""
@@ -18,3 +22,9 @@ class OpError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def netns_container_id(path: str) -> str:
+    """The CNI container ID the CLI gives a bare namespace path, made like cnitool's:
+    a prefix and 20 hex digits of the SHA-512 of the path."""
+    return NETNS_ID_PREFIX + hashlib.sha512(path.encode()).hexdigest()[:20]

@@ -49,7 +49,7 @@ def run_checks(engine: Engine, state_dir: str, bin_dir: str, conf_dir: str,
     checks += check_engine(engine, network)
     checks.append(check_state_dir(state_dir))
     checks.append(check_bin(bin_dir))
-    checks += check_conf_dir(conf_dir, network)
+    checks += check_conf_dir(conf_dir, network, engine.base_url)
     checks.append(check_version_call(bin_dir))
     return checks
 
@@ -174,7 +174,7 @@ def _as_list(doc: dict[str, Any]) -> dict[str, Any]:
     return {"cniVersion": doc.get("cniVersion"), "name": doc.get("name"), "plugins": [doc]}
 
 
-def check_conf_dir(conf_dir: str, network: str | None) -> list[Check]:
+def check_conf_dir(conf_dir: str, network: str | None, docker_host: str = "") -> list[Check]:
     if not os.path.isdir(conf_dir):
         return [Check("conf", FAIL, f"{conf_dir} does not exist",
                       f"cni2cnm install --conf-dir {conf_dir} --network <docker network>")]
@@ -206,8 +206,14 @@ def check_conf_dir(conf_dir: str, network: str | None) -> list[Check]:
         for conf in parsed:
             if conf.type == PLUGIN_TYPE:
                 targets.append(conf.docker_network)
-                out.append(Check("conf", OK, f"{path}: network {conf.name!r} -> Docker network "
-                                 f"{conf.docker_network!r} (cniVersion {conf.cniVersion})"))
+                what = (f"{path}: network {conf.name!r} -> Docker network "
+                        f"{conf.docker_network!r} (cniVersion {conf.cniVersion})")
+                if docker_host and conf.dockerHost and conf.dockerHost != docker_host:
+                    out.append(Check("conf", WARN, f"{what}; its dockerHost is "
+                                     f"{conf.dockerHost}, these checks asked {docker_host}",
+                                     f"cni2cnm doctor --docker-host {conf.dockerHost}"))
+                else:
+                    out.append(Check("conf", OK, what))
     if not targets:
         out.append(Check("conf", FAIL, f"no valid config in {conf_dir} uses {PLUGIN_TYPE}",
                          f"cni2cnm install --conf-dir {conf_dir} --network <docker network>"))

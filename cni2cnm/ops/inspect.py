@@ -68,6 +68,7 @@ from typing import Any
 from cni2cnm import netns
 from cni2cnm.cni.config import DEFAULT_STATE_DIR
 from cni2cnm.engine import Container, Engine, EngineError, EngineUnavailable, Network
+from cni2cnm.ops import netns_container_id
 from cni2cnm.store import ADDING, ATTACHED, Attachment, Store
 
 log = logging.getLogger("cni2cnm.cli")
@@ -309,7 +310,7 @@ def inspect(
             continue
         if network and entry.network != network:
             continue
-        if target and not _matches_id(entry.container_id, entry.ifname, target):
+        if target and not _matches_id(entry.container_id, entry.ifname, target, entry.netns):
             continue
         keys.add(entry.key)
         report.rows.append(_runtime_only_row(entry))
@@ -317,7 +318,12 @@ def inspect(
     return report
 
 
-def _matches_id(container_id: str, ifname: str, target: str) -> bool:
+def _matches_id(container_id: str, ifname: str, target: str, netns_path: str = "") -> bool:
+    if target.startswith("/"):  # a namespace path, as `cni2cnm add PATH` takes it
+        path = os.path.abspath(target)
+        if netns_path and netns_path in (target, path):
+            return True
+        return container_id == netns_container_id(path)
     cid, sep, want_if = target.partition("/")
     if sep:
         return bool(cid) and container_id.startswith(cid) and ifname == want_if
@@ -325,12 +331,12 @@ def _matches_id(container_id: str, ifname: str, target: str) -> bool:
 
 
 def _matches(att: Attachment, target: str, resolved_id: str | None) -> bool:
-    if _matches_id(att.container_id, att.ifname, target):
+    if _matches_id(att.container_id, att.ifname, target, att.netns):
         return True
     if "/" in target:
         return False
     return bool(
-        att.docker_name == target.lstrip("/")
+        att.docker_name == target
         or (att.docker_id and att.docker_id.startswith(target))
         or (resolved_id and att.docker_id == resolved_id)
     )

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import io
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -29,7 +29,7 @@ from typing import Any
 
 from cni2cnm import netns
 from cni2cnm.engine import Container, Engine, EngineUnavailable
-from cni2cnm.ops import OpError
+from cni2cnm.ops import OpError, netns_container_id
 from cni2cnm.ops.files import atomic_write, read_json_object
 from cni2cnm.ops.inspect import CACHE_KIND, CLI_RESULTS_DIR, read_records
 from cni2cnm.store import Attachment
@@ -39,7 +39,6 @@ DEFAULT_CNI_VERSION = "1.0.0"
 GC_STATUS_VERSION = "1.1.0"
 CNI_ARGS = "IgnoreUnknown=1"
 CNI_PATH = "/opt/cni/bin"
-NETNS_ID_PREFIX = "cni2cnm-"
 
 
 @dataclass(frozen=True)
@@ -77,11 +76,6 @@ class Outcome:
 
 
 # ==== the network configuration ===========================================================
-
-
-def netns_container_id(path: str) -> str:
-    """A CNI container ID for a bare namespace path, made like cnitool's."""
-    return NETNS_ID_PREFIX + hashlib.sha512(path.encode()).hexdigest()[:20]
 
 
 def load_conf_file(path: str) -> dict[str, Any]:
@@ -185,6 +179,11 @@ def plugin_environ(settings: Settings, command: str, container_id: str = "",
     return environ
 
 
+def _not_the_failure_line(record: logging.LogRecord) -> bool:
+    """skel logs every failure as a warning; the CLI prints the same error itself."""
+    return not (record.levelno == logging.WARNING and str(record.msg).startswith("%s failed"))
+
+
 def dispatch(command: str, conf: dict[str, Any], environ: dict[str, str]) -> Outcome:
     """One plugin operation through skel.dispatch, in this process."""
     from cni2cnm.cni import logs, skel
@@ -194,6 +193,9 @@ def dispatch(command: str, conf: dict[str, Any], environ: dict[str, str]) -> Out
                                    if not k.startswith("_")}).encode())
     out = io.StringIO()
     logs.setup()
+    skel_log = skel.log
+    if _not_the_failure_line not in skel_log.filters:
+        skel_log.addFilter(_not_the_failure_line)
     # As in plugin mode: anything printed by accident goes to stderr, never into the result.
     with contextlib.redirect_stdout(sys.stderr):
         rc = skel.dispatch(lambda: DockerPlugin(environ=environ), environ, stdin, out)

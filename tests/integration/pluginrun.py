@@ -106,6 +106,9 @@ class Plugin:
         }
         if "CNI2CNM_LOG_LEVEL" in os.environ:
             environ["CNI2CNM_LOG_LEVEL"] = os.environ["CNI2CNM_LOG_LEVEL"]
+        # Through a `cni2cnm serve` daemon when CNI2CNM_TEST_DAEMON_SOCKET names its socket;
+        # else in-process, even if a daemon serves the default socket on this machine.
+        environ["CNI2CNM_DAEMON_SOCKET"] = os.environ.get("CNI2CNM_TEST_DAEMON_SOCKET", "")
         environ.update(env or {})
         proc = subprocess.run(
             [plugin_executable()],

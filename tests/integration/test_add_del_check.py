@@ -291,8 +291,10 @@ def test_unknown_network(plugin: Plugin, pod: Any) -> None:
 
 
 def test_unknown_container(plugin: Plugin, resources: Any) -> None:
+    # mode "container": a namespace no Docker container owns is not attached by proxy.
     netns = resources.netns()
-    out = plugin.run("ADD", "0123456789ab" * 5 + "abcd", netns)
+    out = plugin.run("ADD", "0123456789ab" * 5 + "abcd", netns,
+                     conf=plugin.conf(mode="container"))
     details = out.error(3)["details"]
     assert "0123456789ab" in details and netns in details
 

@@ -1,0 +1,372 @@
+"""`cni2cnm serve` on a real engine: the executable forwards to it and prints byte for byte
+what it prints in-process; requests run concurrently; SIGTERM finishes what is in flight; a
+dead, stopped or killed daemon never stops a pod; other users are refused.
+
+The daemon runs as `python -m cni2cnm.daemon` (the same command as `cni2cnm serve`) on a
+socket in a fresh 0700 directory. Whole-suite runs through a daemon: set
+CNI2CNM_TEST_DAEMON_SOCKET (see pluginrun.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from c2ctest import network_subnets, pause_container, unique_name
+from pluginrun import Outcome, Plugin, cri_args, plugin_executable, proc_netns
+
+from cni2cnm.store import Store
+
+SOCKET_ENV = "CNI2CNM_DAEMON_SOCKET"
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[bytes]
+    path: Path
+    log: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {SOCKET_ENV: str(self.path)}
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def start_daemon(directory: Path) -> Daemon:
+    path, log = directory / "cni2cnm.sock", directory / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != "CNI2CNM_LOG_LEVEL"}
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cni2cnm.daemon", "--socket", str(path), "--log-level",
+             "debug"], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    daemon = Daemon(proc, path, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited {proc.returncode}: {daemon.log_text()}")
+        if path.exists():
+            with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
+                s.connect(str(path))
+                return daemon
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"serve did not come up: {daemon.log_text()}")
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="c2cd-"))  # short: socket paths are limited to 107 bytes
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(sockdir: Path) -> Iterator[Daemon]:
+    d = start_daemon(sockdir)
+    try:
+        yield d
+    finally:
+        if d.proc.poll() is None:
+            rc = d.stop()
+            assert rc == 0, f"serve exited {rc} on SIGTERM: {d.log_text()}"
+
+
+@pytest.fixture
+def net(resources: Any) -> Any:
+    return resources.network()
+
+
+@pytest.fixture
+def plugin(docker_host: str, resources: Any, net: Any) -> Plugin:
+    return Plugin(docker_host, str(resources.tmpdir() / "state"), net.name)
+
+
+def served(out: Outcome) -> Outcome:
+    """The daemon answered (the executable did not fall back to running in-process)."""
+    assert "in-process" not in out.stderr, out.stderr
+    return out
+
+
+def via(d: Daemon | None) -> dict[str, str]:
+    return d.env if d is not None else {SOCKET_ENV: ""}
+
+
+def wait_for_log(d: Daemon, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in d.log_text():
+        assert time.monotonic() < deadline, f"{text!r} not in the daemon's log: {d.log_text()}"
+        time.sleep(0.05)
+
+
+def lock_path(plugin: Plugin, container_id: str) -> str:
+    digest = hashlib.sha256(container_id.encode()).hexdigest()[:32]
+    return os.path.join(plugin.state_dir, "locks", digest)
+
+
+def wait_holding(pid: int, path: str, timeout: float = 30) -> None:
+    """Until process `pid` has `path` open (a request waiting for the container's lock)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == path:
+                    return
+        time.sleep(0.02)
+    raise TimeoutError(f"pid {pid} never opened {path}")
+
+
+def start_add(plugin: Plugin, pod: Any, env: dict[str, str]) -> subprocess.Popen[str]:
+    import json
+
+    environ = {"PATH": os.environ.get("PATH", ""), "DOCKER_HOST": plugin.docker_host,
+               "CNI_COMMAND": "ADD", "CNI_CONTAINERID": pod.id, "CNI_NETNS": proc_netns(pod),
+               "CNI_IFNAME": "eth0", "CNI_ARGS": cri_args(pod.id), "CNI_PATH": "/opt/cni/bin",
+               **env}
+    proc = subprocess.Popen([plugin_executable()], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ,
+                            text=True)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(plugin.conf()))
+    proc.stdin.close()
+    proc.stdin = None
+    return proc
+
+
+# ---- the same bytes as in-process -----------------------------------------------------------
+
+
+def test_lifecycle_prints_the_same_bytes(daemon: Daemon, plugin: Plugin, net: Any,
+                                         resources: Any, images: Any) -> None:
+    """One pod in-process, then one through the daemon, with the same static address, CNI
+    container ID and namespace path: every answer must be the same bytes."""
+    prefix = network_subnets(net)[0].rsplit(".", 1)[0]
+    conf = plugin.conf(capabilities={"ips": True}, runtimeConfig={"ips": [f"{prefix}.77/24"]})
+    cid, ns = unique_name("cni"), unique_name("ns")
+    answers: dict[str, list[tuple[int, str]]] = {}
+    for mode, d in (("in-process", None), ("daemon", daemon)):
+        pod = pause_container(resources, images)
+        subprocess.run(["ip", "netns", "attach", ns, str(pod.attrs["State"]["Pid"])], check=True)
+        resources.add_cleanup(lambda: subprocess.run(["ip", "netns", "delete", ns],
+                                                     capture_output=True, check=False))
+        netns, args = f"/run/netns/{ns}", cri_args(pod.id)
+        add = plugin.run("ADD", cid, netns, cni_args=args, conf=conf, env=via(d)).ok()
+        outs = [
+            add,
+            plugin.run("CHECK", cid, netns, cni_args=args, conf=conf, prev=add.doc, env=via(d)),
+            plugin.run("ADD", cid, netns, cni_args=args, conf=conf, env=via(d)),
+            plugin.run("STATUS", "", "", conf=plugin.conf(cniVersion="1.1.0"), env=via(d)),
+            plugin.run("DEL", cid, netns, cni_args=args, conf=conf, prev=add.doc, env=via(d)),
+            plugin.run("DEL", cid, netns, cni_args=args, conf=conf, prev=add.doc, env=via(d)),
+        ]
+        if d is not None:
+            for o in outs:
+                served(o)
+        answers[mode] = [(o.rc, o.stdout) for o in outs]
+        subprocess.run(["ip", "netns", "delete", ns], check=True)
+    assert answers["daemon"] == answers["in-process"]
+    add_doc = Outcome("ADD", *answers["daemon"][0], "").doc
+    assert add_doc["ips"][0]["address"] == f"{prefix}.77/24"
+    assert add_doc["interfaces"][0] == {"name": "eth0", "mac": add_doc["interfaces"][0]["mac"],
+                                        "sandbox": f"/run/netns/{ns}"}
+    assert [rc for rc, _ in answers["daemon"]] == [0, 0, 1, 0, 0, 0]
+    assert '"code": 101' in answers["daemon"][2][1]
+    assert plugin.records() == []
+
+
+def test_errors_print_the_same_bytes(daemon: Daemon, plugin: Plugin, resources: Any,
+                                     images: Any) -> None:
+    pod = pause_container(resources, images)
+    netns, args = proc_netns(pod), cri_args(pod.id)
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("unknown network", {"conf": plugin.conf(network="c2ct-no-such-network")}),
+        ("missing CNI_NETNS", {"netns": ""}),
+        ("unsupported version", {"conf": plugin.conf(cniVersion="9.9.9")}),
+        ("bad CNI_ARGS", {"cni_args": "FOO=1"}),
+        ("address outside the subnet", {"conf": plugin.conf(
+            capabilities={"ips": True}, runtimeConfig={"ips": ["192.0.2.7/24"]})}),
+        ("CHECK without prevResult", {"command": "CHECK"}),
+        ("CHECK of nothing", {"command": "CHECK", "prev": {"cniVersion": "1.0.0"}}),
+        ("GC on 1.0.0", {"command": "GC"}),
+        ("engine unreachable", {"env": {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}}),
+        ("stateDir unusable", {"conf": plugin.conf(stateDir="/proc/c2ct-no-such-dir")}),
+    ]
+    for name, kw in cases:
+        command = kw.pop("command", "ADD")
+        kw.setdefault("netns", netns)
+        kw.setdefault("cni_args", args)
+        extra = kw.pop("env", {})
+        inproc = plugin.run(command, pod.id, env={**extra, **via(None)}, **kw)
+        through = served(plugin.run(command, pod.id, env={**extra, **via(daemon)}, **kw))
+        assert (through.rc, through.stdout) == (inproc.rc, inproc.stdout), name
+        assert inproc.rc == 1 and inproc.doc["code"], name
+    assert plugin.records() == []
+
+
+# ---- concurrency ----------------------------------------------------------------------------
+
+
+def test_concurrent_adds_and_dels(daemon: Daemon, plugin: Plugin, net: Any, resources: Any,
+                                  images: Any) -> None:
+    pods = [pause_container(resources, images) for _ in range(12)]
+    netns = {p.id: proc_netns(p) for p in pods}
+
+    def add(p: Any) -> Outcome:
+        return plugin.run("ADD", p.id, netns[p.id], cni_args=cri_args(p.id), env=daemon.env)
+
+    with ThreadPoolExecutor(max_workers=len(pods)) as pool:
+        docs = [served(o).ok().doc for o in pool.map(add, pods)]
+    assert len({d["ips"][0]["address"] for d in docs}) == len(pods)
+    assert {r.docker_id for r in plugin.records()} == {p.id for p in pods}
+
+    def delete(pair: tuple[Any, dict[str, Any]]) -> Outcome:
+        p, doc = pair
+        return plugin.run("DEL", p.id, netns[p.id], cni_args=cri_args(p.id), prev=doc,
+                          env=daemon.env)
+
+    with ThreadPoolExecutor(max_workers=len(pods)) as pool:
+        for out in pool.map(delete, zip(pods, docs, strict=True)):
+            served(out).silent()
+    assert plugin.records() == []
+    net.reload()
+    assert not net.attrs["Containers"]
+
+
+# ---- shutdown and failures ------------------------------------------------------------------
+
+
+def test_sigterm_finishes_the_request_in_flight(daemon: Daemon, plugin: Plugin,
+                                                resources: Any, images: Any) -> None:
+    """An ADD waits in the daemon for its container's lock (held here); SIGTERM removes the
+    socket at once, new invocations run in-process, and the ADD still completes."""
+    pod, other = pause_container(resources, images), pause_container(resources, images)
+    with Store(plugin.state_dir) as store, store.lock(pod.id):
+        proc = start_add(plugin, pod, daemon.env)
+        wait_holding(daemon.proc.pid, lock_path(plugin, pod.id))
+        daemon.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while daemon.path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not daemon.path.exists(), "the socket must be removed at once"
+        assert daemon.proc.poll() is None, "the daemon must wait for the request in flight"
+        meanwhile = plugin.run("ADD", other.id, proc_netns(other), cni_args=cri_args(other.id),
+                               env={**daemon.env, "CNI2CNM_LOG_LEVEL": "info"}).ok()
+        assert "no daemon socket" in meanwhile.stderr
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert "in-process" not in err
+    assert daemon.proc.wait(30) == 0
+    assert {r.docker_id for r in plugin.records()} == {pod.id, other.id}
+    wait_for_log(daemon, "finishing 1 request(s) in flight")
+
+
+def test_killed_daemon_leaves_a_socket_pods_still_start(daemon: Daemon, plugin: Plugin,
+                                                        resources: Any, images: Any) -> None:
+    daemon.proc.kill()
+    daemon.proc.wait(10)
+    assert daemon.path.exists()
+    pod = pause_container(resources, images)
+    t0 = time.monotonic()
+    out = plugin.run("ADD", pod.id, proc_netns(pod), cni_args=cri_args(pod.id),
+                     env=daemon.env).ok()
+    assert time.monotonic() - t0 < 30
+    assert "does not accept connections (connection refused): running in-process" in out.stderr
+    plugin.run("DEL", pod.id, proc_netns(pod), cni_args=cri_args(pod.id), prev=out.doc,
+               env=daemon.env).silent()
+    # A new daemon replaces the stale socket.
+    again = start_daemon(daemon.path.parent)
+    try:
+        served(plugin.run("STATUS", "", "", conf=plugin.conf(cniVersion="1.1.0"),
+                          env=again.env)).silent()
+    finally:
+        assert again.stop() == 0
+
+
+def test_daemon_killed_with_the_request_in_flight(daemon: Daemon, plugin: Plugin,
+                                                  resources: Any, images: Any) -> None:
+    """The daemon took the ADD and died: the executable runs it again in-process."""
+    pod = pause_container(resources, images)
+    with Store(plugin.state_dir) as store, store.lock(pod.id):
+        proc = start_add(plugin, pod, daemon.env)
+        wait_holding(daemon.proc.pid, lock_path(plugin, pod.id))
+        daemon.proc.kill()
+        daemon.proc.wait(10)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    assert "accepted the request but did not reply" in err and "again in-process" in err
+    [rec] = plugin.records()
+    assert rec.state == "attached" and rec.docker_id == pod.id
+
+
+def test_stopped_daemon_is_bypassed(daemon: Daemon, plugin: Plugin, resources: Any,
+                                    images: Any) -> None:
+    """A daemon that accepts nothing (SIGSTOP): the executable gives up after the hello
+    timeout, runs in-process, and the daemon, once continued, does not run it again."""
+    pod = pause_container(resources, images)
+    daemon.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        out = plugin.run("ADD", pod.id, proc_netns(pod), cni_args=cri_args(pod.id),
+                         env=daemon.env).ok()
+        took = time.monotonic() - t0
+    finally:
+        daemon.proc.send_signal(signal.SIGCONT)
+    assert "did not answer within 2 s" in out.stderr
+    assert took < 30
+    served(plugin.run("CHECK", pod.id, proc_netns(pod), cni_args=cri_args(pod.id),
+                      prev=out.doc, env=daemon.env)).silent()
+    wait_for_log(daemon, "ended before a request")
+    assert len(plugin.records()) == 1
+
+
+def test_other_users_are_refused(daemon: Daemon, plugin: Plugin, resources: Any,
+                                 images: Any) -> None:
+    pod = pause_container(resources, images)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+    def as_nobody() -> subprocess.CompletedProcess[str]:
+        import json
+
+        env = {"PATH": os.environ.get("PATH", ""), "DOCKER_HOST": plugin.docker_host,
+               "CNI_COMMAND": "ADD", "CNI_CONTAINERID": pod.id, "CNI_NETNS": proc_netns(pod),
+               "CNI_IFNAME": "eth0", "CNI_ARGS": cri_args(pod.id), **daemon.env}
+        return subprocess.run([*nobody, plugin_executable()], input=json.dumps(plugin.conf()),
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    # As installed (socket 0600 in a 0700 directory) nobody else can even connect: the
+    # executable runs in-process, which fails without root.
+    denied = as_nobody()
+    assert denied.returncode == 1 and "permission denied" in denied.stderr.lower()
+    # Opened up by hand, the daemon itself refuses by the peer's uid.
+    os.chmod(daemon.path.parent, 0o755)
+    os.chmod(daemon.path, 0o666)
+    refused = as_nobody()
+    assert refused.returncode == 1, refused
+    err = Outcome("ADD", refused.returncode, refused.stdout, refused.stderr).error(5)
+    assert err["msg"] == "permission denied" and "uid 65534" in err["details"]
+    assert "in-process" not in refused.stderr
+    wait_for_log(daemon, "uid 65534 is not root")
+    assert plugin.records() == []
+    pod.reload()
+    assert list(pod.attrs["NetworkSettings"]["Networks"]) == ["none"]

@@ -1,0 +1,263 @@
+"""The CLI's building blocks without an engine: conflists, configs for the plugin, the result
+cache, install/uninstall, and the command line's help and error edge."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cni2cnm.cli import cli
+from cni2cnm.engine import Network, Subnet
+from cni2cnm.ops import OpError, invoke
+from cni2cnm.ops import conflist as cl
+from cni2cnm.ops import install as inst
+
+NETWORK = Network(id="n" * 64, name="pods", driver="bridge", scope="local", internal=False,
+                  attachable=False, ipv6=True,
+                  subnets=(Subnet("10.240.3.0/24", "10.240.3.1"), Subnet("fd00:c2c::/64", None)),
+                  containers={})
+
+
+# ---- conflist -------------------------------------------------------------------------------
+
+
+def test_conflist_minimal() -> None:
+    doc = cl.build(NETWORK)
+    assert doc["cniVersion"] == "1.0.0" and doc["name"] == "pods"
+    [entry] = doc["plugins"]
+    assert entry["type"] == "cni2cnm" and entry["network"] == "pods"
+    assert entry["capabilities"] == {"ips": True, "mac": True, "aliases": True}
+    assert "dockerHost" not in entry and "stateDir" not in entry
+    assert entry["args"]["cni2cnm"]["subnets"] == [
+        {"subnet": "10.240.3.0/24", "gateway": "10.240.3.1"}, {"subnet": "fd00:c2c::/64"}]
+    assert entry["args"]["cni2cnm"]["driver"] == "bridge"
+    assert entry["args"]["cni2cnm"]["scope"] == "local"
+
+
+def test_conflist_chain_and_overrides() -> None:
+    doc = cl.build(NETWORK, name="other", cni_version="1.1.0",
+                   chain=cl.parse_chain(["tuning,portmap", "bandwidth", "sbr"]),
+                   docker_host="tcp://10.0.0.1:2376", state_dir="/srv/state")
+    entry, *chain = doc["plugins"]
+    assert doc["name"] == "other" and doc["cniVersion"] == "1.1.0"
+    assert entry["capabilities"]["portMappings"] is True
+    assert entry["dockerHost"] == "tcp://10.0.0.1:2376" and entry["stateDir"] == "/srv/state"
+    assert chain == [{"type": "tuning"},
+                     {"type": "portmap", "capabilities": {"portMappings": True}},
+                     {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+                     {"type": "sbr"}]
+
+
+@pytest.mark.parametrize("chain", [["cni2cnm"], ["bad name"], ["../x"]])
+def test_conflist_bad_chain(chain: list[str]) -> None:
+    with pytest.raises(OpError):
+        cl.parse_chain(chain)
+
+
+def test_conflist_validation() -> None:
+    with pytest.raises(OpError, match="network name"):
+        cl.build(NETWORK, name="-bad")
+    with pytest.raises(OpError, match="plugins\\[0\\]"):
+        cl.validate({"cniVersion": "9.9.9", "name": "x", "plugins": [{"type": "cni2cnm"}]})
+    with pytest.raises(OpError, match="stateDir"):
+        cl.validate({"cniVersion": "1.0.0", "name": "x",
+                     "plugins": [{"type": "cni2cnm", "stateDir": "relative"}]})
+
+
+# ---- configs handed to the plugin -----------------------------------------------------------
+
+SETTINGS = invoke.Settings(docker_host="unix:///d.sock", state_dir="/tmp/s")
+
+
+def test_plugin_conf_generated() -> None:
+    conf = invoke.plugin_conf(SETTINGS, "pods", None, None)
+    assert conf == {"cniVersion": "1.0.0", "name": "pods", "type": "cni2cnm",
+                    "stateDir": "/tmp/s"}
+    invoke.add_runtime_config(conf, None, ["10.240.0.5/24"], "02:42:0a:f0:00:05", ["web"])
+    assert conf["capabilities"] == {"ips": True, "mac": True, "aliases": True}
+    assert conf["runtimeConfig"] == {"ips": ["10.240.0.5/24"], "mac": "02:42:0a:f0:00:05",
+                                     "aliases": ["web"]}
+    with pytest.raises(OpError, match="--network"):
+        invoke.plugin_conf(SETTINGS, None, None, None)
+
+
+def test_plugin_conf_from_conflist(tmp_path: Path) -> None:
+    f = tmp_path / "10.conflist"
+    f.write_text(json.dumps({"cniVersion": "0.4.0", "name": "pods", "disableCheck": True,
+                             "plugins": [{"type": "cni2cnm", "stateDir": "/srv/x",
+                                          "capabilities": {"ips": True}},
+                                         {"type": "tuning"}]}))
+    conf = invoke.plugin_conf(SETTINGS, None, str(f), None)
+    assert conf["cniVersion"] == "0.4.0" and conf["name"] == "pods"
+    assert conf["stateDir"] == "/srv/x" and conf["_disableCheck"] is True
+    explicit = invoke.Settings("tcp://h:1", "/tmp/o", docker_host_explicit=True,
+                               state_dir_explicit=True)
+    conf = invoke.plugin_conf(explicit, "pods", str(f), "1.1.0")
+    assert (conf["stateDir"], conf["dockerHost"], conf["cniVersion"]) == (
+        "/tmp/o", "tcp://h:1", "1.1.0")
+    invoke.add_runtime_config(conf, str(f), ["10.0.0.1"], None, [])
+    with pytest.raises(OpError, match="capabilities"):
+        invoke.add_runtime_config(conf, str(f), [], "02:42:0a:f0:00:05", [])
+    with pytest.raises(OpError, match="not 'other'"):
+        invoke.plugin_conf(SETTINGS, "other", str(f), None)
+
+
+def test_plugin_conf_file_errors(tmp_path: Path) -> None:
+    f = tmp_path / "x.conf"
+    f.write_text(json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "bridge"}))
+    with pytest.raises(OpError, match="not a cni2cnm config"):
+        invoke.load_conf_file(str(f))
+    f.write_text(json.dumps({"name": "n", "plugins": [{"type": "bridge"}]}))
+    with pytest.raises(OpError, match="no plugin entry"):
+        invoke.load_conf_file(str(f))
+    f.write_text("[1]")
+    with pytest.raises(OpError, match="JSON object"):
+        invoke.load_conf_file(str(f))
+    with pytest.raises(OpError, match="does not exist"):
+        invoke.load_conf_file(str(tmp_path / "missing"))
+
+
+def test_netns_container_id_is_cnitool_style() -> None:
+    cid = invoke.netns_container_id("/run/netns/x")
+    assert cid.startswith("cni2cnm-") and len(cid) == len("cni2cnm-") + 20
+    assert cid == invoke.netns_container_id("/run/netns/x")
+
+
+def test_parse_keep() -> None:
+    assert invoke.parse_keep(["abc/eth1", "def"]) == [
+        {"containerID": "abc", "ifname": "eth1"}, {"containerID": "def", "ifname": "eth0"}]
+    with pytest.raises(OpError):
+        invoke.parse_keep(["/eth0"])
+
+
+def test_result_cache_round_trip(tmp_path: Path) -> None:
+    conf = {"cniVersion": "1.0.0", "name": "pods", "type": "cni2cnm", "stateDir": str(tmp_path),
+            "runtimeConfig": {"ips": ["10.0.0.2"]}}
+    result = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+              "ips": [{"address": "10.0.0.2/24", "interface": 0}], "dns": {}}
+    path = invoke.cache_path(str(tmp_path), "pods", "cid", "eth0")
+    invoke.write_cache(path, conf, "cid", "eth0", "/x", result)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert invoke.cached_result(path) == result
+    as040 = invoke.as_version(result, "0.4.0")
+    assert as040["cniVersion"] == "0.4.0" and as040["ips"][0]["version"] == "4"
+    from cni2cnm.ops.inspect import read_runtime_cache
+
+    [entry], _ = read_runtime_cache([os.path.dirname(path)])
+    assert entry.key == ("pods", "cid", "eth0") and entry.uses_cni2cnm
+    assert entry.state_dir == str(tmp_path) and entry.ips == ("10.0.0.2/24",)
+
+
+# ---- install --------------------------------------------------------------------------------
+
+
+def test_wrapper_runs_this_installation() -> None:
+    text = inst.wrapper_text()
+    assert text.startswith("#!/bin/sh\n")
+    assert f"exec {sys.executable} -I -m cni2cnm \"$@\"" in text or "exec '" in text
+
+
+def test_install_uninstall(tmp_path: Path) -> None:
+    state, bin_dir, conf_dir = str(tmp_path / "state"), tmp_path / "bin", tmp_path / "net.d"
+    planned = [inst.Planned(inst.plugin_path(str(bin_dir)), inst.wrapper_text(), 0o755),
+               inst.Planned(inst.conflist_path(str(conf_dir), "pods"), "{}\n", 0o644)]
+    assert [a.action for a in inst.install(planned, state, False)] == ["installed"] * 2
+    assert stat.S_IMODE(os.stat(bin_dir / "cni2cnm").st_mode) == 0o755
+    assert [a.action for a in inst.install(planned, state, False)] == ["unchanged"] * 2
+    (conf_dir / "99-foreign.conflist").write_text("foreign")
+    (conf_dir / "10-cni2cnm-pods.conflist").write_text("edited")
+    with pytest.raises(OpError, match="refusing to overwrite"):
+        inst.install(planned, state, False)
+    assert (conf_dir / "10-cni2cnm-pods.conflist").read_text() == "edited"
+    assert [a.action for a in inst.install(planned, state, True)] == ["unchanged", "replaced"]
+    (bin_dir / "cni2cnm").write_text("#!/bin/sh\necho mine\n")
+    actions = inst.uninstall(state, str(bin_dir), str(conf_dir), None)
+    assert {a.path: a.action for a in actions} == {
+        str(bin_dir / "cni2cnm"): "kept", str(conf_dir / "10-cni2cnm-pods.conflist"): "removed"}
+    assert (bin_dir / "cni2cnm").exists() and (conf_dir / "99-foreign.conflist").exists()
+    assert not (conf_dir / "10-cni2cnm-pods.conflist").exists()
+
+
+def test_uninstall_without_manifest_recognises_the_wrapper(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cni2cnm").write_text(inst.wrapper_text())
+    actions = inst.uninstall(str(tmp_path / "state"), str(bin_dir), str(tmp_path / "c"), None)
+    assert [a.action for a in actions] == ["removed"]
+    assert inst.uninstall(str(tmp_path / "state"), str(bin_dir), str(tmp_path / "c"), None) == []
+
+
+# ---- the command line -----------------------------------------------------------------------
+
+COMMANDS = ["inspect", "add", "check", "del", "gc", "status", "conflist", "install", "doctor",
+            "version"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_has_an_example(command: str) -> None:
+    res = CliRunner().invoke(cli, [command, "--help"])
+    assert res.exit_code == 0
+    assert "Example" in res.output and f"cni2cnm {command}" in res.output
+    if command != "version":
+        assert "--docker-host" in res.output and "--state-dir" in res.output
+
+
+def one_line_error(res: Any, code: int = 2) -> str:
+    assert res.exit_code == code, res.output
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("cni2cnm: error:")]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["conflist", "pods"],
+        ["add", "pod1", "--network", "pods"],
+        ["install", "--network", "pods"],
+    ],
+)
+def test_unreachable_engine_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    res = CliRunner().invoke(cli, [*args, "--docker-host", "unix:///nonexistent.sock",
+                                   "--state-dir", str(tmp_path / "s")])
+    assert "nonexistent.sock" in one_line_error(res)
+
+
+def test_inspect_unreachable_prints_the_store(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["inspect", "-o", "json", "--docker-host",
+                                   "unix:///nonexistent.sock", "--state-dir", str(tmp_path)])
+    assert res.exit_code == 2 and json.loads(res.stdout) == []
+
+
+def test_gc_without_keep_needs_all(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["gc", "--network", "pods", "--state-dir", str(tmp_path)])
+    assert "--all" in one_line_error(res)
+
+
+def test_bad_conf_file(tmp_path: Path) -> None:
+    bad = tmp_path / "x.conflist"
+    bad.write_text("{")
+    res = CliRunner().invoke(cli, ["add", "pod1", "--conf", str(bad)])
+    assert "not valid JSON" in one_line_error(res)
+
+
+def test_the_executable_never_prints_a_traceback(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "cni2cnm"
+    if not exe.exists():
+        pytest.skip("cni2cnm is not installed next to this interpreter")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    proc = subprocess.run([str(exe), "doctor", "--docker-host", "unix:///nonexistent.sock",
+                           "--state-dir", str(tmp_path / "s"), "--bin-dir", str(tmp_path),
+                           "--conf-dir", str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=60, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
+    assert "FAIL  engine" in proc.stdout
