@@ -1,0 +1,45 @@
+"""The README and examples stay true to the code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cni2cnm.cni.config import NetConf, parse_netconf
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+OWN_KEYS = [
+    "network", "dockerHost", "dockerTimeout", "tls", "stateDir", "logFile", "logLevel", "mode",
+    "sandboxImage", "detachNone", "aliases", "driverOpts",
+]
+
+
+def test_every_plugin_key_is_a_config_field() -> None:
+    assert set(OWN_KEYS) <= set(NetConf.model_fields)
+
+
+@pytest.mark.parametrize("key", OWN_KEYS)
+def test_every_plugin_key_is_documented(key: str) -> None:
+    assert f"| `{key}` |" in README
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.conflist")),
+                         ids=lambda p: p.name)
+def test_example_conflists_parse(path: Path) -> None:
+    conflist = json.loads(path.read_text())
+    ours = [p for p in conflist["plugins"] if p["type"] == "cni2cnm"]
+    assert len(ours) == 1
+    conf = parse_netconf({**ours[0], "cniVersion": conflist["cniVersion"],
+                          "name": conflist["name"]})
+    assert conf.type == "cni2cnm"
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    first = [line.strip() for line in README.splitlines()[2:4]]
+    assert first[0].startswith("sudo scripts/demo.sh")
+    assert first[1].startswith("sudo scripts/test.sh")
+    for script in ("demo.sh", "test.sh"):
+        assert (ROOT / "scripts" / script).exists()
