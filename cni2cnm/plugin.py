@@ -448,6 +448,8 @@ def refuse_unusable_addresses(network: Network, request: EndpointRequest) -> Non
     A failed connect on dockerd 20.10 leaves a stale entry behind (and on overlay
     networks a taken address hangs for ~20 s), so check what can be known first.
     """
+    if not network.id:
+        return  # a swarm network this worker cannot see yet: the engine will judge
     in_use = {}
     for info in network.containers.values():
         for key in ("IPv4Address", "IPv6Address"):

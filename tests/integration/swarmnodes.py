@@ -18,8 +18,8 @@ removes the directory.  When the swarm cannot come up the test is skipped, or FA
 ``CI=true`` (c2ctest.unavailable).
 
 Containers created through the helpers are labelled ``c2ct.session=<id>`` and removed by
-:meth:`SwarmNodes.cleanup` (call it at the end of a test that shares a module-scoped swarm; the
-fixture factory's ``cleanup`` fixture does so).
+:meth:`SwarmNodes.cleanup` (call it after each test that shares a module-scoped swarm, e.g.
+from an autouse function-scoped fixture); ``down`` removes everything anyway.
 """
 
 from __future__ import annotations
