@@ -9,7 +9,10 @@
 #   4. the result, and the same attachment as Docker and the pod's namespace see it
 #   5. an app container in the pod listens on TCP 8080; a client container on the Docker
 #      network connects to the pod's IP
-#   6. CNI DEL, and everything the demo made is removed
+#   6. CNI CHECK and DEL
+#   7. a network namespace Docker does not own (`ip netns add`, as containerd, CRI-O or podman
+#      make them) joins the same Docker network through a proxy sandbox; then everything the
+#      demo made is removed
 # It starts a throwaway engine in its own network namespace unless DOCKER_HOST answers.
 set -euo pipefail
 
@@ -25,10 +28,12 @@ PLUGIN="$ROOT/.venv/bin/cni2cnm"
 DOCKER=docker
 
 engine_dir="" state_dir=$(mktemp -d /tmp/c2c-demo-state.XXXX)
-NET=c2c-demo-net POD=c2c-demo-pod APP=c2c-demo-app CLIENT=c2c-demo-client
+NET=c2c-demo-net POD=c2c-demo-pod APP=c2c-demo-app CLIENT=c2c-demo-client NS=c2c-demo-ns
 cleanup() {
     local rc=$?
     trap - EXIT
+    ip netns delete $NS 2>/dev/null || true
+    $DOCKER ps -aq --filter label=io.cni2cnm.network=$NET | xargs -r $DOCKER rm -f >/dev/null 2>&1 || true
     $DOCKER rm -f $CLIENT $APP $POD >/dev/null 2>&1 || true
     $DOCKER network rm $NET >/dev/null 2>&1 || true
     [ -n "$engine_dir" ] && { scripts/dockerd.sh stop "$engine_dir" >/dev/null 2>&1 || true; rm -rf "$engine_dir"; }
@@ -95,5 +100,18 @@ cni CHECK "$RESULT" && note "CHECK: ok (exit 0, no output)"
 cni DEL "$RESULT" && note "DEL: ok (exit 0, no output)"
 nets=$($DOCKER inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$CID")
 note "Docker networks of $POD now: ${nets:-none (detached from $NET)}"
+
+bold "7. A namespace Docker does not own joins the network (proxy sandbox)"
+ip netns add $NS && ip -n $NS link set lo up
+note "ip netns add $NS    (no Docker container owns it: mode auto picks a proxy sandbox)"
+PROXY=$(printf '%s' "$CONF" | env CNI_COMMAND=ADD CNI_CONTAINERID=demo-netns \
+    CNI_NETNS=/run/netns/$NS CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin DOCKER_HOST="$DOCKER_HOST" "$PLUGIN")
+NS_IP=$(printf '%s' "$PROXY" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"])')
+note "ADD result: eth0 $NS_IP in /run/netns/$NS"
+ip -n $NS -br addr | sed 's/^/   netns: /'
+note "sandbox container: $($DOCKER ps --filter label=io.cni2cnm.network=$NET --format '{{.Names}}')"
+$DOCKER run --rm --network $NET local/busybox ping -c 1 -W 2 "${NS_IP%/*}" | sed -n 2p | sed 's/^/   from Docker: /'
+printf '%s' "$CONF" | env CNI_COMMAND=DEL CNI_CONTAINERID=demo-netns CNI_NETNS=/run/netns/$NS \
+    CNI_IFNAME=eth0 DOCKER_HOST="$DOCKER_HOST" "$PLUGIN" && note "DEL: interface returned, sandbox removed"
 
 bold "Done: removing the demo's containers, network$([ -n "$engine_dir" ] && echo " and engine")"
