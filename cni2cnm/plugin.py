@@ -788,7 +788,10 @@ def engine_errors(engine: Engine, op: str) -> Iterator[None]:
         raise CNIError(code, "refused by the Docker engine", text) from None
     except EngineError as e:
         text = e.explanation
-        code = Code.INVALID_CONFIG if _is_address_problem(text) else Code.ENGINE_REFUSED
+        if "context deadline exceeded" in text:
+            text += (" (on a swarm overlay this is how dockerd refuses a static address that "
+                     "is in use on another node)")
+        code = Code.INVALID_CONFIG if _is_config_problem(text) else Code.ENGINE_REFUSED
         raise CNIError(code, "refused by the Docker engine", text) from None
     except StoreError as e:
         raise CNIError(Code.IO_FAILURE, "state store unavailable", str(e)) from None
@@ -800,8 +803,11 @@ def engine_errors(engine: Engine, op: str) -> Iterator[None]:
         engine.close()
 
 
-def _is_address_problem(text: str) -> bool:
+def _is_config_problem(text: str) -> bool:
+    """Refusals caused by what the config or the runtime asked for (code 7)."""
     lowered = text.lower()
-    return any(s in lowered for s in ("invalid address", "address already in use",
-                                      "user specified ip address", "does not belong",
-                                      "no available", "invalid ip", "invalid mac"))
+    return any(s in lowered for s in (
+        "invalid address", "address already in use", "user specified ip address",
+        "does not belong", "no available", "invalid ip", "invalid mac",
+        "code = notfound", "not manually attachable", "context deadline exceeded",
+    ))

@@ -31,13 +31,16 @@
 #   C2S_BIP_A [10.122.0.1/24]  C2S_BIP_B [10.122.1.1/24]
 #   C2S_IMAGES [1] (0: do not build the test images)   C2S_START_TIMEOUT [60]
 #   C2S_STORAGE_DRIVER [overlay2, vfs as fallback]      DOCKER [docker]
+#   C2S_STOP_TIMEOUT [3] (seconds between SIGTERM and SIGKILL of a dockerd in down)
 #
 # Keep DIR short: DIR/a/docker.sock must stay below 108 bytes.  Diagnostics go to stderr.
 set -euo pipefail
 
 DOCKER=${DOCKER:-docker}
 START_TIMEOUT=${C2S_START_TIMEOUT:-60}
-STOP_TIMEOUT=10
+# A swarm dockerd's graceful stop can wait 5 s more for a gossip "node leave" broadcast nobody
+# receives (the other node is stopping too).  The nodes' state is deleted anyway: SIGKILL soon.
+STOP_TIMEOUT=${C2S_STOP_TIMEOUT:-3}
 OVERLAY=${C2S_OVERLAY:-c2c-ovl}
 OVERLAY_SUBNET=${C2S_OVERLAY_SUBNET:-10.121.7.0/24}
 SWARM_POOL=${C2S_SWARM_POOL:-10.126.0.0/16}
@@ -111,11 +114,11 @@ running() {
     [ -n "$state" ] && [ "$state" != Z ]
 }
 
-wait_gone() {  # pid timeout_seconds
-    local pid=$1 deadline
-    deadline=$(( $(date +%s) + $2 ))
+wait_gone() {  # pid timeout_seconds (integer)
+    local pid=$1 n=$(( $2 * 10 ))
     while running "$pid"; do
-        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        [ "$n" -gt 0 ] || return 1
+        n=$(( n - 1 ))
         sleep 0.1
     done
 }
@@ -320,7 +323,8 @@ healthy() {
     [ -s "$FACTS" ] && answers a && answers b || return 1
     case "$(swarm_state a)" in "active true "*) ;; *) return 1 ;; esac
     case "$(swarm_state b)" in "active false "*) ;; *) return 1 ;; esac
-    dk a network inspect "$OVERLAY" >/dev/null 2>&1
+    # The overlay named in the facts (up may have run with another C2S_OVERLAY).
+    dk a network inspect "$(sed -n 's/^OVERLAY=//p' "$FACTS")" >/dev/null 2>&1
 }
 
 do_up() {
@@ -418,7 +422,7 @@ stop_daemon() {  # node
     pid=$(daemon_pid "$node") || return 0
     kill -TERM "$pid" 2>/dev/null || true
     if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
-        log "dockerd $pid (node $node) still running after ${STOP_TIMEOUT}s: SIGKILL"
+        log "dockerd $pid (node $node) still stopping after ${STOP_TIMEOUT}s: SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
         wait_gone "$pid" 5 || log "warning: dockerd $pid did not die"
     fi
@@ -438,9 +442,11 @@ stop_node() {  # node
             log "node $node: removed $(echo "$ids" | wc -w) containers in $(since "$t") s"
         fi
     fi
-    t=$(now)
-    stop_daemon "$node"
-    log "node $node: dockerd stopped in $(since "$t") s"
+    if daemon_pid "$node" >/dev/null; then
+        t=$(now)
+        stop_daemon "$node"
+        log "node $node: dockerd stopped in $(since "$t") s"
+    fi
 }
 
 our_cgroups() {

@@ -322,21 +322,32 @@ def swarm_nodes(*, overlay: str = DEFAULT_OVERLAY, subnet: str = DEFAULT_SUBNET,
                 images: bool = True, keep_dir: bool = False) -> Iterator[SwarmNodes]:
     """Bring up the two-node swarm in a fresh short directory under /tmp; always tear it down.
 
-    ``keep_dir`` (or C2S_KEEP_DIR=1) keeps the directory (dockerd logs) after ``down``."""
+    ``keep_dir`` (or C2S_KEEP_DIR=1) keeps the directory (dockerd logs) after ``down``.
+    With C2S_DIR=DIR set, the swarm already up in DIR (``scripts/swarm.sh up DIR``) is used
+    instead, and left up."""
     if os.geteuid() != 0:
         unavailable("the swarm harness needs root (network namespaces, dockerd)")
     if shutil.which("dockerd") is None:
         unavailable("dockerd is not installed (apt-get install docker.io)")
     try:
-        import docker
+        import docker  # noqa: F401
     except ImportError as exc:
         unavailable(f"the docker SDK is not installed ({exc}): run scripts/bootstrap.sh")
 
     keep_dir = keep_dir or os.environ.get("C2S_KEEP_DIR", "") == "1"
+    reuse = os.environ.get("C2S_DIR", "")
+    if reuse:
+        # A swarm the developer brought up (`scripts/swarm.sh up $C2S_DIR`): used as it is and
+        # left up (only what the helpers created is removed).
+        proc = run_swarm_sh("status", reuse, timeout=60)
+        if proc.returncode != 0:
+            unavailable(f"C2S_DIR={reuse}: no swarm is up there: {proc.stderr[-2000:]}")
+        yield from _connect(reuse, parse_facts(proc.stdout), 0.0)
+        return
+
     d = tempfile.mkdtemp(prefix="c2s.", dir="/tmp")  # short: socket paths < 108 bytes
     env = {"C2S_OVERLAY": overlay, "C2S_OVERLAY_SUBNET": subnet,
            "C2S_IMAGES": "1" if images else "0"}
-    clients: list[Any] = []
     try:
         t0 = time.monotonic()
         try:
@@ -347,8 +358,23 @@ def swarm_nodes(*, overlay: str = DEFAULT_OVERLAY, subnet: str = DEFAULT_SUBNET,
         if proc is None or proc.returncode != 0:
             err = "timed out" if proc is None else proc.stderr[-3000:]
             unavailable(f"scripts/swarm.sh up {d} failed: {err}\n{_log_tail(d)}")
-            raise AssertionError("unreachable")  # unavailable() raises
-        facts = parse_facts(proc.stdout)
+        assert proc is not None  # unavailable() raised otherwise
+        yield from _connect(d, parse_facts(proc.stdout), up_seconds)
+    finally:
+        proc = run_swarm_sh("down", d, timeout=DOWN_TIMEOUT)
+        if proc.returncode == 0 and not keep_dir:
+            shutil.rmtree(d, ignore_errors=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"scripts/swarm.sh down {d} failed ({proc.returncode}):\n"
+                               f"{proc.stderr[-3000:]}")
+
+
+def _connect(d: str, facts: dict[str, str], up_seconds: float) -> Iterator[SwarmNodes]:
+    """Yield the SwarmNodes of the facts printed by swarm.sh; close the clients after."""
+    import docker
+
+    clients: list[Any] = []
+    try:
 
         def node(key: str, manager: bool) -> SwarmNode:
             k = key.upper()
@@ -371,12 +397,6 @@ def swarm_nodes(*, overlay: str = DEFAULT_OVERLAY, subnet: str = DEFAULT_SUBNET,
         for client in clients:
             with contextlib.suppress(Exception):
                 client.close()
-        proc = run_swarm_sh("down", d, timeout=DOWN_TIMEOUT)
-        if proc.returncode == 0 and not keep_dir:
-            shutil.rmtree(d, ignore_errors=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"scripts/swarm.sh down {d} failed ({proc.returncode}):\n"
-                               f"{proc.stderr[-3000:]}")
 
 
 def swarm_fixture(scope: str = "module", name: str = "swarm",
