@@ -11,10 +11,12 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Mapping
-from typing import IO, TYPE_CHECKING, NoReturn
 
+TYPE_CHECKING = False  # not `from typing import ...`: typing costs the client path 7 ms
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import IO, NoReturn
+
     from cni2cnm.cni.skel import Plugin
     from cni2cnm.daemon.client import Fallback, Reply
 

@@ -18,11 +18,14 @@ import json
 import os
 import socket
 import struct
-from collections.abc import Mapping
-from typing import Any
 
 from cni2cnm import __version__
 from cni2cnm.daemon import wire
+
+TYPE_CHECKING = False  # typing and collections.abc would cost the executable ~9 ms
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 CONNECT_TIMEOUT = 1.0  # seconds to connect to the socket
 HELLO_TIMEOUT = 2.0  # seconds for the daemon's hello after connecting
