@@ -97,16 +97,32 @@ def check_engine(engine: Engine, network: str | None) -> list[Check]:
                          f"{_v(API_MAC_ON_CONNECT)} (Docker 29.3): the engine ignores requested "
                          "MACs, so ADD with runtimeConfig.mac or MAC= fails (code 102)",
                          "upgrade to Docker 29.3+, or do not request MAC addresses"))
+    role = _swarm_role(engine)
+    if role:
+        out.append(Check("swarm", OK, f"this engine is a swarm {role}: attachable overlay "
+                         "networks work here"))
     if network:
-        out.append(check_network(engine, network))
+        out.append(check_network(engine, network, role))
     return out
 
 
-def check_network(engine: Engine, ref: str) -> Check:
+def _swarm_role(engine: Engine) -> str | None:
+    try:
+        return engine.swarm_role()
+    except EngineError:
+        return None
+
+
+def check_network(engine: Engine, ref: str, role: str | None = None) -> Check:
     try:
         net = engine.network(ref)
     except EngineError as e:
         return Check("network", FAIL, f"cannot inspect network {ref!r}: {e.explanation}", "")
+    if net is None and role == "worker":
+        return Check("network", WARN, f"network {ref!r} is not visible on this swarm worker: "
+                     "swarm networks appear on a worker with its first local attachment, so "
+                     "this is normal before the first ADD; whether it exists and is attachable "
+                     "shows on a manager", f"on a manager: docker network inspect {ref}")
     if net is None:
         return Check("network", FAIL, f"Docker network {ref!r} does not exist on "
                      f"{engine.base_url}", f"docker network create --subnet <CIDR> {ref}")
@@ -131,7 +147,8 @@ def check_state_dir(state_dir: str) -> Check:
                          f"run as root, or chown/chmod {state_dir}")
         if marker and os.path.exists(marker) and not os.path.exists(store.path):
             return Check("state-dir", FAIL, f"{store.path} is missing but {marker} shows it "
-                         "existed: the recorded attachments are lost and ADD/DEL refuse to run",
+                         "existed: the recorded attachments are lost and ADD refuses to run (DEL "
+                         "detaches through the engine alone)",
                          f"restore {store.path}, or remove {marker} and run `cni2cnm gc`")
         if mode != 0o700:
             return Check("state-dir", WARN, f"{state_dir} has mode {mode:04o}; the plugin "

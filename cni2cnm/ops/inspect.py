@@ -15,7 +15,8 @@ recorded, then one per runtime-only cache entry. Every key is always present:
     state            str|null    "attached", "adding" (an ADD in progress or interrupted),
                                  null for a runtime-only row
     mode             str|null    how the plugin attached it ("container")
-    dockerNetwork    object      {"name": str, "id": str, "exists": bool|null}
+    dockerNetwork    object      {"name": str, "id": str, "exists": bool|null,
+                                  "driver": str|null, "scope": str|null}
     dockerContainer  object      {"name": str, "id": str, "exists": bool|null,
                                   "status": str|null}  (status: Docker's, e.g. "running")
     netns            str         CNI_NETNS as ADD recorded it ("" when none)
@@ -363,6 +364,8 @@ def _row(att: Attachment, live: _Live, entry: CacheEntry | None, now: float) -> 
     drift: set[str] = set()
     error = None
     net_exists: bool | None = None
+    net_driver: str | None = None
+    net_scope: str | None = None
     c_exists: bool | None = None
     c_status = None
     c_name = att.docker_name
@@ -373,8 +376,10 @@ def _row(att: Attachment, live: _Live, entry: CacheEntry | None, now: float) -> 
         try:
             net = live.network(att.network_id or att.docker_network)
             net_exists = net is not None
-            if not net_exists:
+            if net is None:
                 drift.add(NETWORK_GONE)
+            else:
+                net_driver, net_scope = net.driver, net.scope
             c = live.container(att.docker_id) if att.docker_id else None
             if att.docker_id:
                 c_exists = c is not None
@@ -418,7 +423,7 @@ def _row(att: Attachment, live: _Live, entry: CacheEntry | None, now: float) -> 
         "state": att.state,
         "mode": att.mode,
         "dockerNetwork": {"name": att.network_name or att.docker_network, "id": att.network_id,
-                          "exists": net_exists},
+                          "exists": net_exists, "driver": net_driver, "scope": net_scope},
         "dockerContainer": {"name": c_name, "id": att.docker_id, "exists": c_exists,
                             "status": c_status},
         "netns": att.netns,
@@ -444,7 +449,7 @@ def _runtime_only_row(entry: CacheEntry) -> dict[str, Any]:
         "ifname": entry.ifname,
         "state": None,
         "mode": None,
-        "dockerNetwork": {"name": "", "id": "", "exists": None},
+        "dockerNetwork": {"name": "", "id": "", "exists": None, "driver": None, "scope": None},
         "dockerContainer": {"name": "", "id": "", "exists": None, "status": None},
         "netns": entry.netns,
         "netnsExists": None,
@@ -481,6 +486,13 @@ def age(seconds: int | None) -> str:
     return f"{seconds}s"
 
 
+def _network_cell(net: dict[str, Any]) -> str:
+    if not net["name"]:
+        return "-"
+    kind = "/".join(x for x in (net.get("driver"), net.get("scope")) if x)
+    return f"{net['name']} ({kind})" if kind else net["name"]
+
+
 def table_rows(rows: list[dict[str, Any]], wide: bool) -> tuple[list[str], list[list[str]]]:
     """Headers and cells (plain text) of the table or wide table."""
     headers = ["CONTAINER", "IFNAME", "NETWORK", "DOCKER", "STATE", "IPS", "MAC", "MODE", "AGE"]
@@ -506,7 +518,7 @@ def table_rows(rows: list[dict[str, Any]], wide: bool) -> tuple[list[str], list[
         if wide:
             eng, rt = r["engine"], r["runtime"]
             cells += [
-                r["dockerNetwork"]["name"] or "-",
+                _network_cell(r["dockerNetwork"]),
                 (",".join(eng["ips"]) or "-") if eng else "?",
                 (",".join(rt["ips"]) or "-") if rt else "-",
                 r["netns"] or "-",

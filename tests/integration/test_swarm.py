@@ -4,6 +4,7 @@ to its own dockerd (scripts/swarm.sh: node a = manager, node b = worker)."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 from c2ctest import Resources
-from pluginrun import Plugin, cri_args, ip_addrs
+from pluginrun import Plugin, cri_args, ip_addrs, plugin_executable
 from swarmnodes import SwarmNode, SwarmNodes, swarm_fixture
 
 swarm = swarm_fixture()
@@ -179,3 +180,29 @@ def test_gc_on_the_worker_removes_a_stale_attachment(swarm: SwarmNodes,
         pod.id)["NetworkSettings"]["Networks"]
     swarm.b.wait_network_visible(False)
 
+
+
+def cli(*args: str) -> dict[str, Any] | list[Any]:
+    proc = subprocess.run([plugin_executable(), *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_doctor_and_inspect_know_swarm_roles(swarm: SwarmNodes, resources: Resources) -> None:
+    state = str(resources.tmpdir())
+    for node, role in ((swarm.a, "manager"), (swarm.b, "worker")):
+        report = cli("doctor", "--docker-host", node.host, "--state-dir", state,
+                     "--network", swarm.overlay, "-o", "json")
+        checks = {c["check"]: c for c in report["checks"]}  # type: ignore[call-overload]
+        assert checks["swarm"]["status"] == "OK" and role in checks["swarm"]["message"]
+        if role == "manager":
+            assert checks["network"]["status"] == "OK"
+            assert "driver overlay, scope swarm" in checks["network"]["message"]
+        else:  # not visible before the first local attachment: not a failure
+            assert checks["network"]["status"] == "WARN"
+    plugin = Plugin(swarm.b.host, state, swarm.overlay)
+    pod_add(swarm.b, plugin, swarm.b.pause())
+    [row] = cli("inspect", "--docker-host", swarm.b.host, "--state-dir", state, "-o", "json")
+    assert row["dockerNetwork"]["driver"] == "overlay"  # type: ignore[index]
+    assert row["dockerNetwork"]["scope"] == "swarm"  # type: ignore[index]
