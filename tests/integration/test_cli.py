@@ -132,7 +132,8 @@ def test_inspect_no_drift_after_add(c2c: CLI, runtime: Plugin, pod: Any, net: An
     assert row["mac"] == result["interfaces"][0]["mac"] == row["engine"]["mac"]
     assert row["dockerContainer"] == {"name": pod.name, "id": pod.id, "exists": True,
                                       "status": "running"}
-    assert row["dockerNetwork"] == {"name": net.name, "id": net.id, "exists": True}
+    assert row["dockerNetwork"] == {"name": net.name, "id": net.id, "exists": True,
+                                    "driver": "bridge", "scope": "local"}
     assert row["netns"] == proc_netns(pod) and row["netnsExists"] is True
     assert row["runtime"] is None
     table = c2c("inspect", "--cache-dir", empty)
@@ -157,7 +158,7 @@ def test_inspect_json_schema(c2c: CLI, runtime: Plugin, pod: Any) -> None:
     assert list(row) == list(SCHEMA)
     for key, types in SCHEMA.items():
         assert isinstance(row[key], types), (key, row[key])
-    assert set(row["dockerNetwork"]) == {"name", "id", "exists"}
+    assert set(row["dockerNetwork"]) == {"name", "id", "exists", "driver", "scope"}
     assert set(row["dockerContainer"]) == {"name", "id", "exists", "status"}
     assert set(row["engine"]) == {"attached", "endpointId", "mac", "ips"}
     assert row["created"].endswith("Z") and row["ageSeconds"] >= 0
