@@ -80,13 +80,22 @@ class DockerPlugin:
         self.environ = os.environ if environ is None else environ
         self.engine_factory = engine_factory
 
+    def engine(self, conf: NetConf, recorded: str = "") -> Engine:
+        """The engine to ask: the config's dockerHost, else the engine the attachment was
+        made on (runtimes do not always give DEL the environment ADD had: podman's cleanup
+        process drops DOCKER_HOST), else DOCKER_HOST, else the local socket."""
+        environ = self.environ
+        if recorded and not conf.dockerHost:
+            environ = {**environ, "DOCKER_HOST": recorded}
+        return self.engine_factory(conf, environ)
+
     # ==== ADD ================================================================
 
     def add(self, env: CNIEnv, conf: NetConf) -> Result:
         prev = parse_result(conf.prevResult, conf.cniVersion) if conf.prevResult else None
         request = endpoint_request(env, conf)
         store = open_store(conf)
-        engine = self.engine_factory(conf, self.environ)
+        engine = self.engine(conf)
         with store, lock(store, env.container_id), engine_errors(engine, "ADD"):
             key = (conf.name, env.container_id, env.ifname)
             existing = store.get(*key)
@@ -121,7 +130,7 @@ class DockerPlugin:
             network=conf.name, container_id=env.container_id, ifname=env.ifname,
             state=ADDING, docker_network=conf.docker_network, network_id=network.id,
             network_name=network.name, docker_id=container.id, docker_name=container.name,
-            netns=env.netns, none_detached=detach_none,
+            netns=env.netns, none_detached=detach_none, docker_host=engine.base_url,
         ))
         done = False
         try:
@@ -148,7 +157,7 @@ class DockerPlugin:
             network=conf.name, container_id=env.container_id, ifname=env.ifname,
             state=ADDING, mode="proxy", docker_network=conf.docker_network,
             network_id=network.id, network_name=network.name, docker_name=name,
-            sandbox_name=name, netns=env.netns,
+            sandbox_name=name, netns=env.netns, docker_host=engine.base_url,
         ))
         done = False
         try:
@@ -182,11 +191,11 @@ class DockerPlugin:
     # ==== DEL ================================================================
 
     def delete(self, env: CNIEnv, conf: NetConf) -> None:
-        engine = self.engine_factory(conf, self.environ)
         try:
             store = open_store(conf)
         except CNIError as e:
             log.error("DEL without the store (%s): detaching through the engine alone", e)
+            engine = self.engine(conf)
             with engine_errors(engine, "DEL"):
                 delete_without_store(engine, env, conf)
             return
@@ -196,6 +205,7 @@ class DockerPlugin:
                 log.info("DEL %s/%s: nothing recorded, nothing to do", env.container_id,
                          env.ifname)
                 return
+            engine = self.engine(conf, att.docker_host)
             with engine_errors(engine, "DEL"):
                 detach(engine, att)
             store.delete(*att.key)
@@ -208,24 +218,29 @@ class DockerPlugin:
                            "the runtime must pass the ADD result as prevResult")
         prev = parse_result(conf.prevResult, conf.cniVersion)
         store = open_store(conf)
-        engine = self.engine_factory(conf, self.environ)
-        with store, lock(store, env.container_id), engine_errors(engine, "CHECK"):
+        with store, lock(store, env.container_id):
             att = store.get(conf.name, env.container_id, env.ifname)
             if att is None or att.state != ATTACHED:
                 fail_check(f"no attachment of {env.container_id}/{env.ifname} to network "
                            f"{conf.name} is recorded (was ADD run?)")
-            check_attachment(engine, att, prev, env)
+                return
+            engine = self.engine(conf, att.docker_host)
+            with engine_errors(engine, "CHECK"):
+                check_attachment(engine, att, prev, env)
 
     # ==== GC =================================================================
 
     def gc(self, env: CNIEnv, conf: NetConf) -> None:
         valid = conf.valid_attachment_keys() or set()
         store = open_store(conf)
-        engine = self.engine_factory(conf, self.environ)
+        engines = {"": self.engine(conf)}
         errors: list[str] = []
         unavailable = False
         with store:
             for att in store.list(conf.name):
+                if att.docker_host not in engines:
+                    engines[att.docker_host] = self.engine(conf, att.docker_host)
+                engine = engines[att.docker_host]
                 try:
                     with lock(store, att.container_id):
                         current = store.get(*att.key)
@@ -242,6 +257,7 @@ class DockerPlugin:
                     errors.append(f"{att.container_id}/{att.ifname}: {e.explanation}")
                 except (CNIError, StoreError, netns.NetnsError) as e:
                     errors.append(f"{att.container_id}/{att.ifname}: {e}")
+            engine = engines[""]
             try:
                 for sandbox_id, cid, ifname in proxy.labelled_sandboxes(engine, conf.name):
                     if (cid, ifname) in valid or store.get(conf.name, cid, ifname) is not None:
@@ -252,7 +268,8 @@ class DockerPlugin:
             except EngineError as e:
                 unavailable = unavailable or isinstance(e, EngineUnavailable)
                 errors.append(f"orphan sandboxes: {e.explanation}")
-        engine.close()
+        for e in engines.values():
+            e.close()
         if errors:
             raise CNIError(Code.TRY_AGAIN_LATER if unavailable else Code.ENGINE_REFUSED,
                            f"GC could not finish: {len(errors)} problem(s)", "; ".join(errors))
@@ -265,7 +282,7 @@ class DockerPlugin:
         except CNIError as e:
             raise CNIError(Code.NOT_AVAILABLE, "state store unavailable",
                            f"{e.details}; fix stateDir so ADD can record attachments") from None
-        engine = self.engine_factory(conf, self.environ)
+        engine = self.engine(conf)
         try:
             api = engine.api_version()
             if api < MIN_API:

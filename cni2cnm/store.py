@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS attachments (
     sandbox_id     TEXT NOT NULL DEFAULT '',
     sandbox_name   TEXT NOT NULL DEFAULT '',
     sandbox_ifname TEXT NOT NULL DEFAULT '',
+    docker_host    TEXT NOT NULL DEFAULT '',
     created        REAL NOT NULL,
     updated        REAL NOT NULL,
     PRIMARY KEY (network, container_id, ifname)
@@ -91,6 +92,7 @@ class Attachment:
     sandbox_id: str = ""
     sandbox_name: str = ""
     sandbox_ifname: str = ""
+    docker_host: str = ""  # the engine the attachment was made on
     created: float = 0.0
     updated: float = 0.0
 

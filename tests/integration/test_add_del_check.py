@@ -372,11 +372,20 @@ def test_del_without_prev_result_twice(plugin: Plugin, pod: Any, attached: Any, 
 def test_del_with_engine_unreachable_keeps_record(
     plugin: Plugin, pod: Any, attached: Any, net: Any
 ) -> None:
-    dead = {"DOCKER_HOST": "unix:///run/c2ct-no-engine.sock"}
-    out = plugin.run("DEL", pod.id, proc_netns(pod), prev=attached, env=dead)
+    dead = plugin.conf(dockerHost="unix:///run/c2ct-no-engine.sock")
+    out = plugin.run("DEL", pod.id, proc_netns(pod), prev=attached, conf=dead)
     assert "c2ct-no-engine.sock" in out.error(11)["details"]
     assert len(plugin.records()) == 1
     plugin.run("DEL", pod.id, proc_netns(pod), prev=attached).silent()
+    assert endpoint(pod, net.name) is None and plugin.records() == []
+
+
+def test_del_finds_the_engine_the_attachment_was_made_on(
+    plugin: Plugin, pod: Any, attached: Any, net: Any
+) -> None:
+    # podman's cleanup process runs DEL without the DOCKER_HOST that ADD had.
+    out = plugin.run("DEL", pod.id, proc_netns(pod), prev=attached, env={"DOCKER_HOST": ""})
+    out.silent()
     assert endpoint(pod, net.name) is None and plugin.records() == []
 
 
@@ -453,8 +462,8 @@ def test_check_fails_when_address_removed(plugin: Plugin, pod: Any, attached: An
 
 
 def test_check_fails_when_engine_unreachable(plugin: Plugin, pod: Any, attached: Any) -> None:
-    dead = {"DOCKER_HOST": "unix:///run/c2ct-no-engine.sock"}
-    plugin.run("CHECK", pod.id, proc_netns(pod), prev=attached, env=dead).error(11)
+    dead = plugin.conf(dockerHost="unix:///run/c2ct-no-engine.sock")
+    plugin.run("CHECK", pod.id, proc_netns(pod), prev=attached, conf=dead).error(11)
 
 
 def test_check_without_prev_result(plugin: Plugin, pod: Any, attached: Any) -> None:

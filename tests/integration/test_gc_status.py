@@ -78,8 +78,8 @@ def test_gc_drops_records_of_removed_containers(plugin: Plugin, resources: Any,
 def test_gc_reports_failures_together_and_keeps_going(plugin: Plugin, resources: Any,
                                                       images: Any, net: Any) -> None:
     pods = attach(plugin, resources, images, 2)
-    dead = {"DOCKER_HOST": "unix:///run/c2ct-no-engine.sock"}
-    out = plugin.run("GC", "", "", ifname="", conf=plugin.conf(), env=dead)
+    dead = plugin.conf(dockerHost="unix:///run/c2ct-no-engine.sock")
+    out = plugin.run("GC", "", "", ifname="", conf=dead)
     doc = out.error(11)
     assert "GC could not finish" in doc["msg"]
     assert all(p.id in doc["details"] for p in pods)

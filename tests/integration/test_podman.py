@@ -8,10 +8,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 from c2ctest import busybox_container, unavailable
 from pluginrun import Plugin, plugin_executable
@@ -27,6 +28,7 @@ class Podman:
             "CONTAINERS_CONF": str(root / "containers.conf"),
             "DOCKER_HOST": docker_host,
         }
+        self.cleanups: list[Callable[[], Any]] = []
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 120
                  ) -> subprocess.CompletedProcess[str]:
@@ -82,6 +84,8 @@ def podman(docker_host: str, resources: Any) -> Iterator[Podman]:
         yield pm
     finally:
         pm("rm", "--all", "--force", "--time", "0", check=False)
+        for fn in pm.cleanups:
+            fn()
         with open("/proc/mounts") as f:
             mounts = [line.split()[1] for line in f if f" {root}/" in f" {line.split()[1]}/"]
         for m in sorted(mounts, reverse=True):
@@ -91,6 +95,10 @@ def podman(docker_host: str, resources: Any) -> Iterator[Podman]:
 
 def write_conflist(pm: Podman, name: str, docker_net: str, state: str,
                    chained: list[dict[str, Any]]) -> None:
+    """The conflist, and a teardown that removes sandboxes a failed run may leave."""
+    client = docker.DockerClient(base_url=pm.env["DOCKER_HOST"], version="auto")
+    pm.cleanups.append(lambda: [c.remove(force=True) for c in client.containers.list(
+        all=True, filters={"label": f"io.cni2cnm.network={name}"})])
     conf = {
         "cniVersion": "1.0.0",  # podman 4.3's libcni takes results up to 1.0.0
         "name": name,
