@@ -217,6 +217,7 @@ class Server:
         self._lock = threading.Lock()
         self._workers: set[threading.Thread] = set()
         self.served = 0
+        self.stop_reason = ""
 
     # ---- binding ------------------------------------------------------------------------
 
@@ -253,36 +254,47 @@ class Server:
             sel.register(self._wake_r, selectors.EVENT_READ)
             while not self._stopping.is_set():
                 for key, _ in sel.select():
-                    if key.fileobj is self._listener:
+                    if key.fileobj is self._listener and not self._stopping.is_set():
                         self._accept()
         self._close_listener()
         with self._lock:
             pending = list(self._workers)
-        if pending:
-            log.info("finishing %d request(s) in flight", len(pending))
+        log.info("stopping%s: socket removed, %d request(s) in flight",
+                 f" ({self.stop_reason})" if self.stop_reason else "", len(pending))
         for t in pending:
             t.join()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def stop(self) -> None:
-        """Stop accepting; safe from a signal handler and from any thread."""
+    def stop(self, reason: str = "") -> None:
+        """Stop accepting. Safe from a signal handler (takes no lock) and from any thread;
+        only the first call does anything."""
         if os.getpid() != self.pid:  # a child forked by a request (pyroute2): not ours
             return
-        self._stopping.set()
+        if self._stopping.is_set():
+            return
+        self.stop_reason = reason
         with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+            os.write(self._wake_w, b"x")  # before the flag: the loop closes the pipe after it
+        self._stopping.set()
 
     @property
     def inflight(self) -> int:
-        with self._lock:
-            return len(self._workers)
+        return len(self._workers)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def _accept(self) -> None:
         assert self._listener is not None
         try:
             conn, _ = self._listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as e:  # EMFILE, ENFILE, ENOBUFS...: the client runs in-process
+            log.error("cannot accept a connection: %s", e)
+            time.sleep(0.05)  # the connection stays queued: do not spin on it
             return
         with self._lock:
             busy = len(self._workers) >= self.max_inflight
@@ -296,7 +308,13 @@ class Server:
                         self.max_inflight)
             conn.close()
             return
-        t.start()
+        try:
+            t.start()
+        except RuntimeError as e:  # cannot start a thread
+            log.error("cannot serve a connection: %s", e)
+            with self._lock:
+                self._workers.discard(t)
+            conn.close()
 
     def _serve_connection(self, conn: socket.socket) -> None:
         try:
@@ -420,12 +438,12 @@ def serve(path: str, log_level: str = "info") -> int:
     server.bind()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        if os.getpid() != server.pid:
+        # No logging or locks here. A child pyroute2 forked to open a namespace inherits
+        # this handler (and may be sent SIGTERM by pyroute2): it must do nothing.
+        if os.getpid() != server.pid or server.stopping:
             return
-        log.info("%s: no new requests; finishing %d in flight", signal.Signals(signum).name,
-                 server.inflight)
         _notify("STOPPING=1")
-        server.stop()
+        server.stop(signal.Signals(signum).name)
 
     with request_logging():
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

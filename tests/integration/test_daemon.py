@@ -278,7 +278,7 @@ def test_sigterm_finishes_the_request_in_flight(daemon: Daemon, plugin: Plugin,
     assert "in-process" not in err
     assert daemon.proc.wait(30) == 0
     assert {r.docker_id for r in plugin.records()} == {pod.id, other.id}
-    wait_for_log(daemon, "finishing 1 request(s) in flight")
+    wait_for_log(daemon, "stopping (SIGTERM): socket removed, 1 request(s) in flight")
 
 
 def test_killed_daemon_leaves_a_socket_pods_still_start(daemon: Daemon, plugin: Plugin,
