@@ -132,8 +132,7 @@ class DockerPlugin:
             network_name=network.name, docker_id=container.id, docker_name=container.name,
             netns=env.netns, none_detached=detach_none, docker_host=engine.base_url,
         ))
-        done = False
-        try:
+        with undone_on_failure(engine, store, att):
             stop_point(self.environ, "after-intent")
             if detach_none:
                 engine.disconnect(container.id, "none")
@@ -143,10 +142,6 @@ class DockerPlugin:
             att.network_id, att.network_name = network.id, network.name
             attached = verify_attached(engine, container, network, env, request, links_before)
             record_attached(store, att, attached, env)
-            done = True
-        finally:
-            if not done:
-                rollback(engine, store, att)
         return attached
 
     def _add_proxy(self, engine: Engine, store: Store, env: CNIEnv, conf: NetConf,
@@ -159,8 +154,7 @@ class DockerPlugin:
             network_id=network.id, network_name=network.name, docker_name=name,
             sandbox_name=name, netns=env.netns, docker_host=engine.base_url,
         ))
-        done = False
-        try:
+        with undone_on_failure(engine, store, att):
             stop_point(self.environ, "after-intent")
             labels = proxy.sandbox_labels(conf.name, env.container_id, env.ifname, env.netns)
             att.docker_id = att.sandbox_id = proxy.start_sandbox(
@@ -182,10 +176,6 @@ class DockerPlugin:
             attached = Attached(endpoint=ep, link=moved.link, routes=moved.routes)
             check_requested(engine, attached, env, request)
             record_attached(store, att, attached, env)
-            done = True
-        finally:
-            if not done:
-                rollback(engine, store, att)
         return attached
 
     # ==== DEL ================================================================
@@ -567,6 +557,16 @@ def record_attached(store: Store, att: Attachment, attached: Attached, env: CNIE
     att.ips = attached.endpoint.addresses
     att.netns_dev, att.netns_ino = ident
     store.put(att)
+
+
+@contextlib.contextmanager
+def undone_on_failure(engine: Engine, store: Store, att: Attachment) -> Iterator[None]:
+    """Whatever fails (or interrupts) after the intent was recorded is rolled back."""
+    try:
+        yield
+    except BaseException:
+        rollback(engine, store, att)
+        raise
 
 
 def rollback(engine: Engine, store: Store, att: Attachment) -> None:

@@ -9,49 +9,24 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from c2ctest import SCRIPTS, Images
+from c2ctest import SCRIPTS, Engine, Images
 
 
 @dataclass
-class PrivateEngine:
-    dir: str
-    host: str
-    client: Any
-    images: Images
+class PrivateEngine(Engine):
+    """c2ctest.Engine (restart, kill, start, wait_ready) for an engine of the test's own."""
 
-    def _script(self, action: str) -> str:
-        proc = subprocess.run(
-            ["bash", str(SCRIPTS / "dockerd.sh"), action, self.dir],
-            capture_output=True, text=True, timeout=120, check=False,
-        )
-        assert proc.returncode == 0, f"dockerd.sh {action}: {proc.stderr[-2000:]}"
-        return proc.stdout.strip()
+    images: Images = field(default_factory=Images)
 
     def down(self) -> None:
         """The engine stops answering (dockerd is killed; its data stays)."""
-        self._script("kill")
+        self.kill()
 
     def up(self) -> None:
-        self._script("start")
-        self.wait_ready()
-
-    def restart(self) -> None:
-        self._script("restart")
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.client.ping()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        self.start()
 
     def wait_running(self, container: Any, timeout: float = 60.0) -> None:
         """After a restart: until the container (restart policy always) runs again."""
@@ -66,21 +41,30 @@ class PrivateEngine:
             time.sleep(0.2)
 
 
+def _script(action: str, directory: str) -> str:
+    proc = subprocess.run(
+        ["bash", str(SCRIPTS / "dockerd.sh"), action, directory],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, f"dockerd.sh {action}: {proc.stderr[-2000:]}"
+    return proc.stdout.strip()
+
+
 @contextlib.contextmanager
 def private_engine() -> Iterator[PrivateEngine]:
     import docker
 
     d = tempfile.mkdtemp(prefix="c2cp.", dir="/tmp")
-    engine = PrivateEngine(dir=d, host=f"unix://{d}/docker.sock", client=None, images=Images())
+    client = None
     try:
-        engine.host = engine._script("start")
-        subprocess.run(["bash", str(SCRIPTS / "images.sh"), engine.host], check=True,
+        host = _script("start", d)
+        subprocess.run(["bash", str(SCRIPTS / "images.sh"), host], check=True,
                        capture_output=True, timeout=300)
-        engine.client = docker.DockerClient(base_url=engine.host, version="auto", timeout=60)
-        yield engine
+        client = docker.DockerClient(base_url=host, version="auto", timeout=60)
+        yield PrivateEngine(dir=d, host=host, client=client)
     finally:
-        if engine.client is not None:
-            engine.client.close()
-        engine._script("stop")
+        if client is not None:
+            client.close()
+        _script("stop", d)
         if os.path.isdir(d):
             shutil.rmtree(d, ignore_errors=True)
