@@ -611,3 +611,10 @@ def doctor(ctx: click.Context, network: str | None, bin_dir: str, conf_dir: str,
             label = click.style(f"{c.status:<4}", fg=STATUS_COLORS[c.status], bold=True)
             echo(f"{label}  {c.name:<9}  {c.message}{fix}")
     finish(EXIT_FOUND if failed else 0)
+
+
+# ==== serve =================================================================================
+
+from cni2cnm.daemon.command import serve  # noqa: E402  (kept out of the plugin's start-up path)
+
+cli.add_command(serve)

@@ -132,7 +132,6 @@ class Store:
         try:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -140,9 +139,14 @@ class Store:
                 raise StoreError(
                     f"state database {self.path} has schema {version}, newer than this "
                     f"cni2cnm ({SCHEMA_VERSION}); upgrade cni2cnm", self.path)
-            if version < SCHEMA_VERSION:
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION or new:
+                # Switching to WAL ignores the busy timeout: initialise one process at a time.
+                with self._exclusive("init"):
+                    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        db.execute("PRAGMA journal_mode = WAL")
+                    if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                        db.executescript(_SCHEMA)
+                        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
             raise self._database_error(e, new) from None
         finally:
@@ -204,8 +208,12 @@ class Store:
     @contextlib.contextmanager
     def lock(self, container_id: str) -> Iterator[None]:
         """Serialise operations on one CNI container across processes."""
-        digest = hashlib.sha256(container_id.encode()).hexdigest()[:32]
-        path = os.path.join(self.state_dir, "locks", digest)
+        with self._exclusive(hashlib.sha256(container_id.encode()).hexdigest()[:32]):
+            yield
+
+    @contextlib.contextmanager
+    def _exclusive(self, name: str) -> Iterator[None]:
+        path = os.path.join(self.state_dir, "locks", name)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:

@@ -100,6 +100,7 @@ class NetConf(_Model):
     logLevel: Literal["debug", "info", "warning", "error"] | None = None
     mode: Literal["auto", "container", "proxy"] = "auto"
     sandboxImage: str = DEFAULT_SANDBOX_IMAGE
+    daemonSocket: str | None = None  # read by the executable before this model (entry.py)
     detachNone: bool = True
     aliases: list[str] = Field(default_factory=list)
     driverOpts: dict[str, str] = Field(default_factory=dict)

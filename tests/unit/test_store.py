@@ -77,3 +77,29 @@ def test_unwritable_state_dir(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match=str(blocker)):
         Store(str(blocker / "state")).open()
+
+
+
+def test_many_creating_the_store_at_once(tmp_path: Path) -> None:
+    # Switching a new database to WAL ignores SQLite's busy timeout: the first opens race.
+    state_dir = str(tmp_path / "state")
+    barrier = threading.Barrier(20)
+    errors: list[Exception] = []
+
+    def first_open(cid: str) -> None:
+        barrier.wait()
+        try:
+            for n in range(10):  # as many short-lived plugin processes do
+                with Store(state_dir) as store, store.lock(cid):
+                    store.put(att(cid, endpoint_id=str(n)))
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=first_open, args=(f"c{i}",)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with Store(state_dir) as store:
+        assert len(store.list()) == 20

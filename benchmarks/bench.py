@@ -1,0 +1,857 @@
+#!/usr/bin/env python3
+"""cni2cnm's benchmark: what a pod's network costs, against the Docker engine's own floor.
+
+    sudo .venv/bin/python benchmarks/bench.py [--cycles 30] [--json out.json]
+
+Uses the engine at DOCKER_HOST when it answers, else starts a throwaway one with
+scripts/dockerd.sh (and scripts/images.sh for the pause image); creates a bridge network with
+an explicit 10.255.N.0/24 subnet; removes every container, network, directory and engine it
+made at the end, also after a failure or Ctrl-C.
+
+In each cycle, in an order that rotates from cycle to cycle so machine noise hits all alike,
+one ADD and one DEL of a fresh none-mode pause container (created and removed outside the
+timed region; Docker names interfaces eth0, eth1, ... and never reuses a number) by:
+
+  (a) floor     the Docker SDK in this warm process: `none` detached first (untimed), then
+                connect + inspect ("ADD") and disconnect ("DEL")
+  (b) in-proc   the cni2cnm executable as a runtime runs it (new process, env + stdin),
+                no daemon
+  (c) daemon    the same executable, forwarding to `cni2cnm serve`
+  (d) CLI       the 2016 approach (kubernetes/contrib `to_docker`): the docker CLI doing
+                `network disconnect none`, `network connect`, `inspect`, then
+                `network disconnect`
+
+plus VERSION through the executable. Then 50 pods ADDed with 50 in flight and DELed, for (a),
+(c) and (b); then GC of 1,000 stale records (containers that do not exist) in one run of the
+executable, in-process and through the daemon; then where the time goes (imports on the
+start-up path, cProfile of an in-process ADD, the daemon's share of a forwarded ADD).
+Prints a table and the targets, and writes everything (raw samples too) as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+DEV_EXE = str(Path(sys.executable).parent / "cni2cnm")
+PAUSE = "local/pause:3.10"
+LABEL = "c2c.bench"
+SESSION = secrets.token_hex(4)
+MODES = ("a", "b", "c", "d")
+# What `pip install .` writes for the console script (after the shebang).
+PIP_CONSOLE_SCRIPT = """# -*- coding: utf-8 -*-
+import re
+import sys
+from cni2cnm.entry import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
+# Runs a command as a child of a minimal process, for its peak RSS: ru_maxrss counts the
+# memory of the process a child was forked from, so children of this big benchmark process
+# would all report its size. The floor of this method (/bin/true) is reported with it.
+RSS_SPAWNER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write("\\nC2CB_MAXRSS_KB=%d\\n" % usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+MODE_NAMES = {"a": "(a) SDK floor", "b": "(b) in-process", "c": "(c) daemon", "d": "(d) docker CLI"}
+
+# Targets of issue 8 (ms, ratios, MB).
+TARGETS = {
+    "c_add_over_floor_ms": 30, "c_del_over_floor_ms": 30, "c_cycle_vs_floor": 1.35,
+    "c_cycle_vs_cli": 1.1, "b_op_over_floor_ms": 150, "version_ms": 60,
+    "concurrent_throughput_vs_floor": 0.9, "rss_client_mb": 20, "rss_inprocess_mb": 60,
+}
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# ==== statistics ================================================================================
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else math.nan
+
+
+def p95(xs: list[float]) -> float:
+    """Nearest-rank 95th percentile."""
+    if not xs:
+        return math.nan
+    s = sorted(xs)
+    return s[max(0, math.ceil(0.95 * len(s)) - 1)]
+
+
+def summary(xs: list[float]) -> dict[str, float]:
+    return {"median": median(xs), "p95": p95(xs), "min": min(xs) if xs else math.nan,
+            "max": max(xs) if xs else math.nan, "n": len(xs)}
+
+
+# ==== processes =================================================================================
+
+
+@dataclass
+class Run:
+    rc: int
+    ms: float
+    stdout: str
+    stderr: str
+    maxrss_kb: int
+    cpu_ms: float = 0.0
+
+
+def run_process(argv: list[str], env: dict[str, str], stdin: bytes = b"") -> Run:
+    """Run a process with files for stdin/stdout/stderr; wall time and peak RSS (wait4)."""
+    with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as fout, \
+            tempfile.TemporaryFile() as ferr:
+        fin.write(stdin)
+        fin.seek(0)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=ferr, env=env,
+                                close_fds=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        ms = (time.perf_counter() - t0) * 1e3
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        fout.seek(0)
+        ferr.seek(0)
+        return Run(proc.returncode, ms, fout.read().decode(errors="replace"),
+                   ferr.read().decode(errors="replace"), usage.ru_maxrss,
+                   (usage.ru_utime + usage.ru_stime) * 1e3)
+
+
+def process_cpu_ms(pid: int) -> float:
+    """utime + stime of a process and of its children it waited for (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks * 1e3 / os.sysconf("SC_CLK_TCK")
+
+
+def dockerd_pid(host: str) -> int | None:
+    """The dockerd serving a unix:// host, found by its -H argument."""
+    if not host.startswith("unix://"):
+        return None
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"dockerd") and host.encode() in argv:
+            return int(d.name)
+    return None
+
+
+# ==== the engine ================================================================================
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+        self.args = args
+        self.stack = stack
+        self.tmp = Path(tempfile.mkdtemp(prefix="c2cb-"))
+        stack.callback(shutil.rmtree, self.tmp, True)
+        self.py, self.exe = self._executable(args.executable)
+        self.host = self._engine()
+        import docker
+
+        self.docker = docker
+        self.api = docker.APIClient(base_url=self.host, version="auto", timeout=120)
+        stack.callback(self._sweep)
+        self.net_name, self.net_id, self.subnet = self._network()
+        self.state = str(self.tmp / "state")
+        self.daemon_log = self.tmp / "serve.log"
+        self.sock = str(self.tmp / "run" / "cni2cnm.sock")
+        self.daemon = self._start_daemon()
+        self.results: dict[str, Any] = {}
+
+    # ---- the executable ---------------------------------------------------------------------
+
+    def _executable(self, which: str) -> tuple[str, str]:
+        """(python, cni2cnm executable). "installed": a copy of the package installed the way
+        `pip install .` does (a venv, the package in site-packages, pip's console script), with
+        the dependencies of this venv; "dev": this venv's editable install, whose import hook
+        costs every process ~11 ms that an installed node does not pay."""
+        if which == "dev":
+            return sys.executable, DEV_EXE
+        if which != "installed":
+            return sys.executable, which
+        venv = self.tmp / "venv"
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
+        py = str(venv / "bin" / "python")
+        purelib = Path(subprocess.run(
+            [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True, text=True, check=True).stdout.strip())
+        shutil.copytree(REPO / "cni2cnm", purelib / "cni2cnm",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        import sysconfig
+
+        (purelib / "cni2cnm-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        subprocess.run([py, "-m", "compileall", "-q", str(purelib / "cni2cnm")], check=True)
+        exe = venv / "bin" / "cni2cnm"
+        exe.write_text(f"#!{py}\n" + PIP_CONSOLE_SCRIPT)
+        exe.chmod(0o755)
+        log(f"installed a copy of cni2cnm in {venv}")
+        return py, str(exe)
+
+    # ---- engine, images, network ----------------------------------------------------------
+
+    def _engine(self) -> str:
+        host = os.environ.get("DOCKER_HOST", "")
+        if host and subprocess.run(["docker", "-H", host, "info"], capture_output=True,
+                                   timeout=20, check=False).returncode == 0:
+            log(f"using the engine at {host}")
+        else:
+            d = tempfile.mkdtemp(prefix="c2cbe-")
+            self.stack.callback(shutil.rmtree, d, True)
+            self.stack.callback(subprocess.run, ["bash", str(SCRIPTS / "dockerd.sh"), "stop", d],
+                                check=False)
+            host = subprocess.run(["bash", str(SCRIPTS / "dockerd.sh"), "start", d],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+            log(f"started a throwaway engine at {host}")
+        subprocess.run(["bash", str(SCRIPTS / "images.sh"), host], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return host
+
+    def _network(self) -> tuple[str, str, str]:
+        docker = self.docker
+        name = f"c2cb-{SESSION}"
+        start = secrets.randbelow(200)
+        for i in range(256):
+            subnet = f"10.255.{(start + i) % 256}.0/24"
+            try:
+                net = self.api.create_network(
+                    name, driver="bridge", labels={LABEL: SESSION}, check_duplicate=True,
+                    ipam=docker.types.IPAMConfig(
+                        pool_configs=[docker.types.IPAMPool(subnet=subnet)]))
+                log(f"network {name} {subnet}")
+                return name, net["Id"], subnet
+            except docker.errors.APIError as e:
+                if "overlap" not in str(e).lower():
+                    raise
+        raise RuntimeError("no free 10.255.N.0/24 subnet")
+
+    def _sweep(self) -> None:
+        """Remove every container and network of this session."""
+        flt = {"label": f"{LABEL}={SESSION}"}
+        with contextlib.suppress(Exception):
+            for c in self.api.containers(all=True, filters=flt):
+                with contextlib.suppress(Exception):
+                    self.api.remove_container(c["Id"], force=True)
+            for n in self.api.networks(filters=flt):
+                with contextlib.suppress(Exception):
+                    self.api.remove_network(n["Id"])
+        self.api.close()
+
+    def pod(self) -> tuple[str, int]:
+        """A running pause container in network mode none, as cri-dockerd makes them."""
+        c = self.api.create_container(
+            PAUSE, name=f"c2cb-{SESSION}-{secrets.token_hex(4)}", labels={LABEL: SESSION},
+            host_config=self.api.create_host_config(network_mode="none"))
+        self.api.start(c["Id"])
+        return c["Id"], int(self.api.inspect_container(c["Id"])["State"]["Pid"])
+
+    def remove(self, cid: str) -> None:
+        self.api.remove_container(cid, force=True)
+
+    # ---- the daemon -----------------------------------------------------------------------
+
+    def _start_daemon(self) -> subprocess.Popen[bytes]:
+        f = open(self.daemon_log, "wb")  # noqa: SIM115 - open while the daemon runs
+        self.stack.callback(f.close)
+        proc = subprocess.Popen([self.py, *shlex.split(self.args.serve), "--socket", self.sock,
+                                 "--log-level", "debug"], stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=self._base_env())
+        self.stack.callback(self._stop_daemon, proc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"serve exited: {self.daemon_log.read_text()}")
+            with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
+                s.connect(self.sock)
+                log(f"daemon pid {proc.pid} on {self.sock}")
+                return proc
+            time.sleep(0.05)
+        raise RuntimeError("serve did not come up")
+
+    def _stop_daemon(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def daemon_memory(self) -> dict[str, float]:
+        out = {}
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.daemon.pid}/status").read_text().splitlines():
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "VmHWM"):
+                    out[k] = int(v.split()[0]) / 1024
+        return out
+
+    def daemon_ms(self, command: str, container_id: str) -> float | None:
+        """The daemon's own time for a request, from its debug log."""
+        pat = re.compile(rf"DEBUG {command} {re.escape(container_id)} from pid \d+: exit \d+ "
+                         r"in ([0-9.]+) ms")
+        found = pat.findall(self.daemon_log.read_text(errors="replace"))
+        return float(found[-1]) if found else None
+
+    # ---- one ADD and DEL per mode -----------------------------------------------------------
+
+    def _base_env(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                "HOME": os.environ.get("HOME", "/root")}
+
+    def conf(self, **extra: Any) -> dict[str, Any]:
+        return {"cniVersion": "1.0.0", "name": self.net_name, "type": "cni2cnm",
+                "stateDir": self.state, **extra}
+
+    def plugin_env(self, command: str, cid: str, pid: int, daemon: bool) -> dict[str, str]:
+        return {**self._base_env(), "DOCKER_HOST": self.host, "CNI_COMMAND": command,
+                "CNI_CONTAINERID": cid, "CNI_NETNS": f"/proc/{pid}/ns/net" if pid else "",
+                "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
+                "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={cid[:12]};"
+                            f"K8S_POD_INFRA_CONTAINER_ID={cid}",
+                "CNI2CNM_DAEMON_SOCKET": self.sock if daemon else ""}
+
+    def plugin(self, command: str, cid: str, pid: int, daemon: bool,
+               conf: dict[str, Any] | None = None) -> Run:
+        r = run_process([self.exe], self.plugin_env(command, cid, pid, daemon),
+                        json.dumps(conf or self.conf()).encode())
+        if r.rc != 0 or (daemon and "in-process" in r.stderr):
+            raise RuntimeError(f"{command} ({'daemon' if daemon else 'in-process'}) failed: "
+                               f"rc={r.rc} {r.stdout} {r.stderr}")
+        return r
+
+    def mode_a(self, cid: str, pid: int) -> dict[str, float]:
+        self.api.disconnect_container_from_network(cid, "none")
+        t0 = time.perf_counter()
+        self.api.connect_container_to_network(cid, self.net_id)
+        self.api.inspect_container(cid)
+        t1 = time.perf_counter()
+        self.api.disconnect_container_from_network(cid, self.net_id)
+        t2 = time.perf_counter()
+        return {"add": (t1 - t0) * 1e3, "del": (t2 - t1) * 1e3}
+
+    def mode_plugin(self, cid: str, pid: int, daemon: bool) -> dict[str, float]:
+        add = self.plugin("ADD", cid, pid, daemon)
+        prev = json.loads(add.stdout)
+        dele = self.plugin("DEL", cid, pid, daemon, self.conf(prevResult=prev))
+        out = {"add": add.ms, "del": dele.ms}
+        if daemon:
+            for op, r in (("ADD", "add"), ("DEL", "del")):
+                ms = self.daemon_ms(op, cid)
+                if ms is not None:
+                    out[f"{r}_in_daemon"] = ms
+        return out
+
+    def docker_cli(self, *args: str) -> Run:
+        r = run_process(["docker", "-H", self.host, *args], self._base_env())
+        if r.rc != 0:
+            raise RuntimeError(f"docker {' '.join(args)}: {r.stderr}")
+        return r
+
+    def mode_d(self, cid: str, pid: int) -> dict[str, float]:
+        add = sum(self.docker_cli(*a).ms for a in (("network", "disconnect", "none", cid),
+                                                   ("network", "connect", self.net_name, cid),
+                                                   ("inspect", cid)))
+        dele = self.docker_cli("network", "disconnect", self.net_name, cid).ms
+        return {"add": add, "del": dele}
+
+    def version(self) -> Run:
+        env = {**self._base_env(), "CNI_COMMAND": "VERSION"}
+        r = run_process([self.exe], env, b'{"cniVersion": "1.0.0"}')
+        if r.rc != 0:
+            raise RuntimeError(f"VERSION failed: {r.stdout} {r.stderr}")
+        return r
+
+    # ---- phases -------------------------------------------------------------------------------
+
+    def cycles(self) -> None:
+        n = self.args.cycles
+        samples: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+        versions: list[Run] = []
+        run = {"a": self.mode_a, "b": lambda c, p: self.mode_plugin(c, p, False),
+               "c": lambda c, p: self.mode_plugin(c, p, True), "d": self.mode_d}
+        log(f"{n} cycles (+1 warm-up) of ADD+DEL by a, b, c, d, and VERSION")
+        for i in range(-1, n):  # cycle -1 warms caches up and is not recorded
+            order = MODES[i % 4:] + MODES[:i % 4]
+            for m in order:
+                cid, pid = self.pod()
+                try:
+                    s = run[m](cid, pid)
+                finally:
+                    self.remove(cid)
+                if i >= 0:
+                    samples[m].append(s)
+            v = self.version()
+            if i >= 0:
+                versions.append(v)
+            if i >= 0 and (i + 1) % 10 == 0:
+                log(f"  {i + 1}/{n}")
+        res: dict[str, Any] = {}
+        for m in MODES:
+            xs = samples[m]
+            res[m] = {
+                "add": summary([s["add"] for s in xs]),
+                "del": summary([s["del"] for s in xs]),
+                "cycle": summary([s["add"] + s["del"] for s in xs]),
+                "samples": xs,
+            }
+            if m == "c":
+                for op in ("add", "del"):
+                    inside = [s[f"{op}_in_daemon"] for s in xs if f"{op}_in_daemon" in s]
+                    outside = [s[op] - s[f"{op}_in_daemon"] for s in xs
+                               if f"{op}_in_daemon" in s]
+                    res[m][f"{op}_in_daemon"] = summary(inside)
+                    res[m][f"{op}_outside_daemon"] = summary(outside)
+        res["version"] = {"ms": summary([v.ms for v in versions])}
+        self.results["cycles"] = res
+
+    def concurrency(self) -> None:
+        n = self.args.concurrent
+        res: dict[str, Any] = {}
+        for m in self.args.concurrent_modes:
+            log(f"{n} concurrent ADDs then DELs by ({m})")
+            res[m] = self._concurrent(m, n)
+        if "a" in res:
+            for m in res:
+                for op in ("add", "del"):
+                    res[m][f"{op}_throughput_vs_floor"] = (res["a"][f"{op}_wall_ms"]
+                                                           / res[m][f"{op}_wall_ms"])
+        self.results["concurrency"] = {"n": n, **res}
+
+    def _concurrent(self, m: str, n: int) -> dict[str, Any]:
+        import resource
+
+        pods = [self.pod() for _ in range(n)]
+        errors: list[str] = []
+        prevs: dict[str, Any] = {}
+        client_cpu: dict[str, list[float]] = {"add": [], "del": []}
+
+        def add(pod: tuple[str, int]) -> None:
+            cid, pid = pod
+            if m == "a":
+                self.api.connect_container_to_network(cid, self.net_id)
+                self.api.inspect_container(cid)
+            else:
+                r = self.plugin("ADD", cid, pid, m == "c")
+                client_cpu["add"].append(r.cpu_ms)
+                prevs[cid] = json.loads(r.stdout)
+
+        def delete(pod: tuple[str, int]) -> None:
+            cid, pid = pod
+            if m == "a":
+                self.api.disconnect_container_from_network(cid, self.net_id)
+            else:
+                r = self.plugin("DEL", cid, pid, m == "c", self.conf(prevResult=prevs[cid]))
+                client_cpu["del"].append(r.cpu_ms)
+
+        def this_process_ms() -> float:
+            u = resource.getrusage(resource.RUSAGE_SELF)
+            return (u.ru_utime + u.ru_stime) * 1e3
+
+        walls, cpu = {}, {}
+        engine = dockerd_pid(self.host)
+        try:
+            if m == "a":
+                for cid, _ in pods:
+                    self.api.disconnect_container_from_network(cid, "none")
+            for op, fn in (("add", add), ("del", delete)):
+                before = (process_cpu_ms(engine) if engine else math.nan,
+                          process_cpu_ms(self.daemon.pid), this_process_ms())
+                t0 = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=n) as pool:
+                    for f in [pool.submit(fn, p) for p in pods]:
+                        try:
+                            f.result()
+                        except Exception as e:
+                            errors.append(f"{op}: {e}"[:300])
+                walls[op] = (time.perf_counter() - t0) * 1e3
+                after = (process_cpu_ms(engine) if engine else math.nan,
+                         process_cpu_ms(self.daemon.pid), this_process_ms())
+                # CPU per operation, in ms: where a 2-core machine spends it.
+                cpu[op] = {
+                    "dockerd": (after[0] - before[0]) / n,
+                    "serve": (after[1] - before[1]) / n if m == "c" else 0.0,
+                    "clients": sum(client_cpu[op]) / n,
+                    "sdk_in_bench": (after[2] - before[2]) / n if m == "a" else 0.0,
+                }
+        finally:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda p: self.remove(p[0]), pods))
+        return {"add_wall_ms": walls["add"], "del_wall_ms": walls["del"],
+                "cpu_ms_per_op": cpu, "errors": len(errors), "error_samples": errors[:5]}
+
+    def gc(self) -> None:
+        from cni2cnm.store import ATTACHED, Attachment, Store
+
+        n = self.args.gc_records
+        res = {}
+        for m in ("b", "c"):
+            state = str(self.tmp / f"gc-{m}")
+            with Store(state) as store:
+                for i in range(n):
+                    store.put(Attachment(
+                        network=self.net_name, container_id=f"gone-{i:04d}", ifname="eth0",
+                        state=ATTACHED, docker_network=self.net_name, network_id=self.net_id,
+                        network_name=self.net_name, docker_id=secrets.token_hex(32),
+                        docker_name=f"c2cb-gone-{SESSION}-{i}", ips=["10.255.255.1/24"]))
+            conf = {**self.conf(stateDir=state), "cniVersion": "1.1.0",
+                    "cni.dev/valid-attachments": []}
+            log(f"GC of {n} stale records ({m})")
+            r = self.plugin("GC", "", 0, m == "c", conf)
+            with Store(state) as store:
+                left = len(store.list(self.net_name))
+            res[m] = {"ms": r.ms, "records": n, "left": left, "rc": r.rc}
+        self.results["gc"] = res
+
+    # ---- peak RSS -----------------------------------------------------------------------------
+
+    def rss(self) -> None:
+        """Peak RSS of the plugin process, each run a child of a minimal spawner."""
+        k = self.args.rss_runs
+        log(f"peak RSS: {k} runs each of VERSION and (b), (c) ADD and DEL")
+
+        def measure(argv: list[str], env: dict[str, str], stdin: bytes = b"") -> tuple[float, Run]:
+            r = run_process([self.py, "-S", "-c", RSS_SPAWNER, *argv], env, stdin)
+            m = re.search(r"C2CB_MAXRSS_KB=(\d+)", r.stderr)
+            if r.rc != 0 or m is None:
+                raise RuntimeError(f"{argv}: rc={r.rc} {r.stdout} {r.stderr}")
+            return int(m.group(1)) / 1024, r
+
+        out: dict[str, list[float]] = {"method_floor": [], "version": [], "b_add": [],
+                                       "b_del": [], "c_add": [], "c_del": []}
+        for _ in range(k):
+            out["method_floor"].append(measure(["/bin/true"], self._base_env())[0])
+            out["version"].append(measure([self.exe], {**self._base_env(),
+                                                       "CNI_COMMAND": "VERSION"})[0])
+            for m, daemon in (("b", False), ("c", True)):
+                cid, pid = self.pod()
+                try:
+                    mb, r = measure([self.exe], self.plugin_env("ADD", cid, pid, daemon),
+                                    json.dumps(self.conf()).encode())
+                    out[f"{m}_add"].append(mb)
+                    prev = json.loads(r.stdout)
+                    out[f"{m}_del"].append(measure(
+                        [self.exe], self.plugin_env("DEL", cid, pid, daemon),
+                        json.dumps(self.conf(prevResult=prev)).encode())[0])
+                finally:
+                    self.remove(cid)
+        self.results["rss_mb"] = {k: summary(v) for k, v in out.items()}
+
+    # ---- where the time goes ------------------------------------------------------------
+
+    def profile(self) -> None:
+        log("profiling: imports and cProfile of an in-process ADD, and of a warm daemon ADD")
+        import pstats
+
+        cid, pid = self.pod()
+        try:
+            env = self.plugin_env("ADD", cid, pid, False)
+            r = run_process([self.py, "-X", "importtime", self.exe], env,
+                            json.dumps(self.conf()).encode())
+            prev = json.loads(r.stdout)
+            self.plugin("DEL", cid, pid, False, self.conf(prevResult=prev))
+            imports = import_table(r.stderr)
+            prof = self.tmp / "add.prof"
+            r2 = run_process([self.py, "-m", "cProfile", "-o", str(prof), self.exe], env,
+                             json.dumps(self.conf()).encode())
+            prev = json.loads(r2.stdout)
+            self.plugin("DEL", cid, pid, False, self.conf(prevResult=prev))
+            top = cprofile_table(pstats.Stats(str(prof)))
+        finally:
+            self.remove(cid)
+        self.results["profile"] = {"imports": imports, "cprofile_in_process_add": top,
+                                   "cprofile_daemon_add": self._profile_daemon_add()}
+
+    def _profile_daemon_add(self, runs: int = 5) -> list[dict[str, Any]]:
+        """run_request (what each daemon thread runs) for ADDs in this warm process; the last
+        one under cProfile."""
+        import cProfile
+        import pstats
+
+        from cni2cnm.daemon import server
+
+        server.warm_up()
+        prof = cProfile.Profile()
+        with server.request_logging():
+            for i in range(runs):
+                cid, pid = self.pod()
+                try:
+                    env = {k: v for k, v in self.plugin_env("ADD", cid, pid, True).items()
+                           if k.startswith("CNI") or k == "DOCKER_HOST"}
+                    if i == runs - 1:
+                        prof.enable()
+                    rc, out, err = server.run_request(env, json.dumps(self.conf()).encode())
+                    prof.disable()
+                    if rc != 0:
+                        raise RuntimeError(f"daemon ADD: {out} {err}")
+                    env["CNI_COMMAND"] = "DEL"
+                    server.run_request(env, json.dumps(self.conf(prevResult=json.loads(out)))
+                                       .encode())
+                finally:
+                    self.remove(cid)
+        return cprofile_table(pstats.Stats(prof))
+
+
+def import_table(stderr: str) -> dict[str, Any]:
+    """-X importtime output: total, self time per top-level package, and the cumulative time
+    of what the script imports directly and of every cni2cnm module."""
+    per_pkg: dict[str, float] = {}
+    cumulative: dict[str, float] = {}
+    for line in stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if not line.startswith("import time:") or len(parts) != 3 or \
+                not parts[0].strip().isdigit():
+            continue
+        self_us, cum_us, raw = int(parts[0]), int(parts[1]), parts[2]
+        name = raw.strip()
+        depth = (len(raw) - len(raw.lstrip()) - 1) // 2
+        pkg = name.split(".")[0]
+        per_pkg[pkg] = per_pkg.get(pkg, 0.0) + self_us / 1e3
+        if depth == 0 or name.startswith("cni2cnm"):
+            cumulative[name] = max(cumulative.get(name, 0.0), cum_us / 1e3)
+    return {"total_ms": sum(per_pkg.values()),
+            "self_ms_by_package": dict(sorted(per_pkg.items(), key=lambda kv: -kv[1])[:15]),
+            "cumulative_ms": dict(sorted(cumulative.items(), key=lambda kv: -kv[1])[:25])}
+
+
+def cprofile_table(st: Any, limit: int = 30) -> list[dict[str, Any]]:
+    rows = []
+    for (file, line, fn), (_cc, nc, tt, ct, _callers) in st.stats.items():
+        engine_io = fn == "getresponse" and "http/client" in file
+        netlink_open = fn == "__init__" and "pyroute2/iproute" in file
+        ours = "/cni2cnm/" in file or engine_io or netlink_open or fn == "_find_and_load"
+        rows.append({"function": f"{Path(file).name}:{line}({fn})", "calls": nc,
+                     "tottime_ms": tt * 1e3, "cumtime_ms": ct * 1e3, "ours": ours})
+    rows.sort(key=lambda r: -r["cumtime_ms"])
+    return [r for r in rows if r["ours"]][:limit]
+
+
+# ==== the report ==================================================================================
+
+
+def fmt(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:7.1f}"
+
+
+def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    lines = []
+    cyc = res["cycles"]
+    n = cyc["a"]["add"]["n"]
+    lines.append(f"Latency, {n} interleaved cycles (ms)")
+    lines.append(f"{'':18} {'ADD med':>8} {'ADD p95':>8} {'DEL med':>8} {'DEL p95':>8} "
+                 f"{'cycle med':>9}")
+    for m in MODES:
+        r = cyc[m]
+        lines.append(f"{MODE_NAMES[m]:18} {fmt(r['add']['median']):>8} "
+                     f"{fmt(r['add']['p95']):>8} {fmt(r['del']['median']):>8} "
+                     f"{fmt(r['del']['p95']):>8} {fmt(r['cycle']['median']):>9}")
+    v = cyc["version"]["ms"]
+    lines.append(f"{'VERSION (in-proc)':18} {fmt(v['median']):>8} {fmt(v['p95']):>8}")
+    c = cyc["c"]
+    if c.get("add_in_daemon", {}).get("n"):
+        lines.append(
+            f"(c) split, medians: ADD {c['add_in_daemon']['median']:.1f} ms in the daemon + "
+            f"{c['add_outside_daemon']['median']:.1f} ms client (start-up, socket, exit); "
+            f"DEL {c['del_in_daemon']['median']:.1f} + {c['del_outside_daemon']['median']:.1f}")
+
+    def ratio(x: str, y: str, what: str) -> float:
+        return float(cyc[x][what]["median"] / cyc[y][what]["median"])
+
+    lines.append("Ratios of medians (ADD / DEL / cycle):")
+    for x, y in (("b", "a"), ("c", "a"), ("b", "d"), ("c", "d")):
+        lines.append(f"  {x}/{y}: {ratio(x, y, 'add'):.2f} / {ratio(x, y, 'del'):.2f} / "
+                     f"{ratio(x, y, 'cycle'):.2f}")
+    rss = res.get("rss_mb")
+    if rss:
+        lines.append("Peak RSS, MB (max of runs): " + ", ".join(
+            f"{k} {v['max']:.1f}" for k, v in rss.items()))
+    mem = res.get("daemon_memory_mb")
+    if mem:
+        lines.append(f"Daemon: RSS {mem.get('VmRSS', math.nan):.1f} MB, peak "
+                     f"{mem.get('VmHWM', math.nan):.1f} MB")
+
+    conc = res.get("concurrency")
+    if conc:
+        lines.append(f"{conc['n']} pods, {conc['n']} in flight (wall ms; throughput vs floor; "
+                     "errors)")
+        for m in MODES:
+            if m in conc:
+                r = conc[m]
+                tput = [r.get(f"{op}_throughput_vs_floor", math.nan) for op in ("add", "del")]
+                lines.append(f"  {MODE_NAMES[m]:16} ADD {r['add_wall_ms']:8.0f} ({tput[0]:.2f}x)"
+                             f"  DEL {r['del_wall_ms']:8.0f} ({tput[1]:.2f}x)"
+                             f"  errors {r['errors']}")
+                for op in ("add", "del"):
+                    lines.append(f"      CPU ms per {op.upper()}: " + ", ".join(
+                        f"{k} {v:.1f}" for k, v in r["cpu_ms_per_op"][op].items() if v))
+    gc = res.get("gc")
+    if gc:
+        for m, r in gc.items():
+            lines.append(f"GC of {r['records']} stale records, {MODE_NAMES[m]}: {r['ms']:.0f} ms "
+                         f"({r['ms'] / r['records']:.2f} ms/record), {r['left']} left")
+
+    a, b, cc = (cyc[m] for m in ("a", "b", "c"))
+    checks: dict[str, tuple[float, float, str]] = {
+        "(c) ADD - (a) ADD, ms": (cc["add"]["median"] - a["add"]["median"],
+                                  TARGETS["c_add_over_floor_ms"], "<="),
+        "(c) DEL - (a) DEL, ms": (cc["del"]["median"] - a["del"]["median"],
+                                  TARGETS["c_del_over_floor_ms"], "<="),
+        "(c) cycle / (a) cycle": (ratio("c", "a", "cycle"), TARGETS["c_cycle_vs_floor"], "<="),
+        "(c) cycle / (d) cycle": (ratio("c", "d", "cycle"), TARGETS["c_cycle_vs_cli"], "<="),
+        "(b) ADD - (a) ADD, ms": (b["add"]["median"] - a["add"]["median"],
+                                  TARGETS["b_op_over_floor_ms"], "<="),
+        "(b) DEL - (a) DEL, ms": (b["del"]["median"] - a["del"]["median"],
+                                  TARGETS["b_op_over_floor_ms"], "<="),
+        "VERSION median, ms": (cyc["version"]["ms"]["median"], TARGETS["version_ms"], "<"),
+    }
+    if rss:
+        checks["thin client (c) peak RSS, MB"] = (
+            max(rss["c_add"]["max"], rss["c_del"]["max"]), TARGETS["rss_client_mb"], "<")
+        checks["in-process (b) peak RSS, MB"] = (
+            max(rss["b_add"]["max"], rss["b_del"]["max"]), TARGETS["rss_inprocess_mb"], "<")
+    if conc and "c" in conc and "a" in conc:
+        checks[f"{conc['n']} concurrent ADDs (c) throughput / (a)"] = (
+            conc["c"]["add_throughput_vs_floor"], TARGETS["concurrent_throughput_vs_floor"],
+            ">=")
+        checks[f"{conc['n']} concurrent (c) errors"] = (conc["c"]["errors"], 0, "==")
+    verdicts = {}
+    lines.append("Targets:")
+    for name, (value, limit, op) in checks.items():
+        ok = {"<=": value <= limit, "<": value < limit, ">=": value >= limit,
+              "==": value == limit}[op]
+        verdicts[name] = {"value": value, "limit": limit, "op": op, "met": ok}
+        lines.append(f"  {'met ' if ok else 'MISS'} {name}: {value:.2f} (target {op} {limit})")
+    prof = res.get("profile")
+    if prof:
+        imp = prof["imports"]
+        lines.append(f"Imports of an in-process ADD: {imp['total_ms']:.0f} ms; self time by "
+                     "package: " + ", ".join(f"{k} {v:.0f}" for k, v in
+                                             list(imp["self_ms_by_package"].items())[:10]))
+        lines.append("  cumulative: " + ", ".join(
+            f"{k} {v:.0f}" for k, v in list(imp["cumulative_ms"].items())[:10]))
+        for title, key in (("in-process ADD", "cprofile_in_process_add"),
+                           ("warm daemon ADD (run_request)", "cprofile_daemon_add")):
+            lines.append(f"cProfile, {title} (cumulative ms, calls):")
+            for r in prof[key][:16]:
+                lines.append(f"  {r['cumtime_ms']:8.1f} {r['calls']:6d}  {r['function']}")
+    return "\n".join(lines), verdicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cycles", type=int, default=30)
+    p.add_argument("--concurrent", type=int, default=50)
+    p.add_argument("--concurrent-modes", default="a,c,b",
+                   type=lambda s: [m for m in s.split(",") if m])
+    p.add_argument("--gc-records", type=int, default=1000)
+    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--executable", default="installed",
+                   help='"installed" (default: a copy installed as `pip install .` would), '
+                        '"dev" (this venv\'s editable install) or a path')
+    p.add_argument("--rss-runs", type=int, default=5)
+    p.add_argument("--serve", default="-m cni2cnm.daemon", metavar="ARGS",
+                   help="how the daemon is started, after the interpreter (to A/B a variant)")
+    p.add_argument("--json", metavar="FILE", help="write all results and samples here")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: must run as root (sudo)", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    load_start = os.getloadavg()
+    res: dict[str, Any] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_interrupts_raise())
+            bench = Bench(args, stack)
+            res = bench.results
+            bench.cycles()
+            if args.concurrent:
+                bench.concurrency()
+            if args.gc_records:
+                bench.gc()
+            if args.rss_runs:
+                bench.rss()
+            if not args.no_profile:
+                bench.profile()
+            res["daemon_memory_mb"] = bench.daemon_memory()
+            res["meta"] = {
+                "engine": bench.api.version().get("Version"),
+                "api": bench.api.api_version, "python": sys.version.split()[0],
+                "docker_cli": subprocess.run(["docker", "--version"], capture_output=True,
+                                             text=True, check=False).stdout.strip(),
+                "docker_cli_path": shutil.which("docker"), "executable": bench.exe,
+                "cpus": os.cpu_count(), "loadavg_start": load_start,
+                "loadavg_end": os.getloadavg(),
+                "seconds": time.monotonic() - t0,
+            }
+    finally:
+        if args.json and res:
+            Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+            log(f"wrote {args.json}")
+    text, verdicts = report(res)
+    res["targets"] = verdicts
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    return 0
+
+
+@contextlib.contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    """SIGTERM like Ctrl-C: unwind, so every cleanup runs. Only in this process: pyroute2
+    (the plugin, profiled in this process) forks children and may SIGTERM them, and a child
+    that unwound would run this process's cleanups."""
+    me = os.getpid()
+
+    def raise_interrupt(*_: Any) -> None:
+        if os.getpid() != me:
+            os._exit(1)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, raise_interrupt)
+    old_int = signal.signal(signal.SIGINT, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
