@@ -20,6 +20,9 @@ API_IFNAME = (1, 48)  # Docker 28.0: the ifname driver option
 API_MAC_ON_CONNECT = (1, 54)  # Docker 29.3: mac_address honoured on connect
 
 
+_NEGOTIATED: dict[str, str] = {}  # engine URL -> API version agreed with it
+
+
 class EngineError(Exception):
     """The engine said no, or could not be asked."""
 
@@ -151,10 +154,14 @@ class Engine:
                 tls_config = docker.tls.TLSConfig(
                     client_cert=cert, ca_cert=self.tls.ca, verify=self.tls.verify
                 )
+            # A process that asks the same engine again (the daemon) negotiates only once.
+            version = _NEGOTIATED.get(self.base_url, "auto")
             with self._translate("connect to the engine"):
                 self._client = docker.APIClient(
-                    base_url=self.base_url, version="auto", timeout=self.timeout, tls=tls_config
+                    base_url=self.base_url, version=version, timeout=self.timeout,
+                    tls=tls_config,
                 )
+            _NEGOTIATED[self.base_url] = self._client.api_version
         return self._client
 
     def close(self) -> None:

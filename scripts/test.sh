@@ -25,9 +25,13 @@ bash scripts/bootstrap.sh
 
 engine_dir=""
 # shellcheck disable=SC2317  # invoked by the EXIT trap
+daemon_pid=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    if [ -n "$daemon_pid" ]; then
+        kill -KILL "$daemon_pid" 2>/dev/null || true
+    fi
     if [ -n "$engine_dir" ]; then
         bash scripts/dockerd.sh stop "$engine_dir" || log "warning: stopping the engine failed"
         if grep -q -F " $engine_dir/" /proc/mounts; then
@@ -61,7 +65,7 @@ fi
 bash scripts/images.sh "$DOCKER_HOST"
 
 ruff_rc=0
-.venv/bin/python -m ruff check cni2cnm tests || ruff_rc=$?
+.venv/bin/python -m ruff check cni2cnm tests benchmarks || ruff_rc=$?
 if [ "$ruff_rc" != 0 ]; then
     log "ruff check failed (exit $ruff_rc)"
 fi
@@ -70,6 +74,30 @@ pytest_rc=0
 .venv/bin/python -m pytest -ra "$@" || pytest_rc=$?
 if [ "$pytest_rc" = 5 ]; then
     log "pytest collected no tests: failing"
+fi
+
+# The same plugin operations again, through a `cni2cnm serve` daemon: results and errors
+# must be identical to in-process mode (full runs only, i.e. without pytest arguments).
+if [ "$pytest_rc" = 0 ] && [ $# = 0 ]; then
+    daemon_dir=$(mktemp -d /tmp/c2c-daemon.XXXX)
+    chmod 700 "$daemon_dir"
+    .venv/bin/cni2cnm serve --socket "$daemon_dir/d.sock" 2>"$daemon_dir/serve.log" &
+    daemon_pid=$!
+    for _ in $(seq 100); do [ -S "$daemon_dir/d.sock" ] && break; sleep 0.1; done
+    log "daemon-mode pass through cni2cnm serve (pid $daemon_pid)"
+    CNI2CNM_TEST_DAEMON_SOCKET="$daemon_dir/d.sock" .venv/bin/python -m pytest -ra \
+        tests/integration/test_add_del_check.py tests/integration/test_parallel.py \
+        tests/integration/test_gc_status.py tests/integration/test_proxy.py || pytest_rc=$?
+    kill -TERM "$daemon_pid"
+    daemon_rc=0
+    wait "$daemon_pid" || daemon_rc=$?
+    daemon_pid=""
+    if [ "$daemon_rc" != 0 ]; then
+        log "the daemon did not exit cleanly on SIGTERM (exit $daemon_rc):"
+        tail -20 "$daemon_dir/serve.log" >&2
+        [ "$pytest_rc" != 0 ] || pytest_rc=1
+    fi
+    rm -rf "$daemon_dir"
 fi
 
 if [ "$pytest_rc" != 0 ]; then
