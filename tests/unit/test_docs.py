@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 OWN_KEYS = [
     "network", "dockerHost", "dockerTimeout", "tls", "stateDir", "logFile", "logLevel", "mode",
-    "sandboxImage", "detachNone", "aliases", "driverOpts",
+    "sandboxImage", "detachNone", "aliases", "driverOpts", "daemonSocket",
 ]
 
 
