@@ -14,7 +14,6 @@ runtime DELs and retries, nothing leaks).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import struct
@@ -83,7 +82,7 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
     if "CNI2CNM_TEST_STOP_AT" in environ:
         return Fallback("CNI2CNM_TEST_STOP_AT is set: running in-process, so that the test "
                         "point stops this process and not the daemon", warn=False)
-    conf = _peek_config(data)
+    conf = wire.peek_config(data)
     path = socket_path(environ, conf)
     if path is None:
         return Fallback("daemon disabled (empty socket path): running in-process", warn=False)
@@ -125,14 +124,6 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
                             f"request but did not reply ({_why(e)}): running it again "
                             "in-process")
     return Reply(status, out, err)
-
-
-def _peek_config(data: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def _peer_uid(sock: socket.socket) -> int:

@@ -74,21 +74,13 @@ def rejected(uid: int, pid: int, data: bytes, path: str) -> tuple[int, str, str]
     from cni2cnm.cni import version as cniversion
     from cni2cnm.cni.errors import CNIError, Code
 
-    conf = _peek_config(data)
+    conf = wire.peek_config(data)
     v = conf.get("cniVersion")
     v = v if isinstance(v, str) and v in cniversion.SUPPORTED_VERSIONS else cniversion.LATEST
     err = CNIError(Code.IO_FAILURE, "permission denied",
                    f"the cni2cnm daemon on {path} serves root (uid 0) only; this plugin runs "
                    f"as uid {uid} (pid {pid})")
     return 1, json.dumps(err.to_dict(v)) + "\n", ""
-
-
-def _peek_config(data: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 # ---- logging per request ---------------------------------------------------------------------
@@ -162,7 +154,7 @@ def _request_level(env: Mapping[str, str], data: bytes) -> int:
     for name in (env.get("CNI2CNM_LOG_LEVEL"), _daemon_level):
         if name and name.lower() in _LEVELS:
             return _LEVELS[name.lower()]
-    name = _peek_config(data).get("logLevel")
+    name = wire.peek_config(data).get("logLevel")
     return _LEVELS.get(name, logging.WARNING) if isinstance(name, str) else logging.WARNING
 
 

@@ -93,6 +93,15 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 # ---- messages -------------------------------------------------------------------------------
 
 
+def peek_config(data: bytes) -> dict[str, Any]:
+    """The network config on stdin, read only as far as the json module goes ({} if not)."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def hello(version: str, pid: int) -> dict[str, Any]:
     return {"protocol": PROTOCOL, "version": version, "pid": pid}
 

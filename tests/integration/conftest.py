@@ -131,3 +131,9 @@ def resources(docker_client: Any) -> Iterator[Resources]:
         yield res
     finally:
         res.close()
+
+
+@pytest.fixture
+def net(resources: Resources) -> Any:
+    """A bridge network with its own private subnet, removed at teardown."""
+    return resources.network()

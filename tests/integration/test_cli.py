@@ -72,11 +72,6 @@ class CLI:
 
 
 @pytest.fixture
-def net(resources: Any) -> Any:
-    return resources.network()
-
-
-@pytest.fixture
 def state(resources: Any) -> str:
     return str(resources.tmpdir() / "state")
 

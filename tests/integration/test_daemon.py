@@ -94,11 +94,6 @@ def daemon(sockdir: Path) -> Iterator[Daemon]:
 
 
 @pytest.fixture
-def net(resources: Any) -> Any:
-    return resources.network()
-
-
-@pytest.fixture
 def plugin(docker_host: str, resources: Any, net: Any) -> Plugin:
     return Plugin(docker_host, str(resources.tmpdir() / "state"), net.name)
 

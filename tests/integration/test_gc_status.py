@@ -10,11 +10,6 @@ from pluginrun import Plugin, cri_args, endpoint, proc_netns
 
 
 @pytest.fixture
-def net(resources: Any) -> Any:
-    return resources.network()
-
-
-@pytest.fixture
 def plugin(docker_host: str, resources: Any, net: Any) -> Plugin:
     return Plugin(docker_host, str(resources.tmpdir()), net.name, cni_version="1.1.0")
 

@@ -13,11 +13,6 @@ from pluginrun import Plugin, endpoint, ip_addrs
 CID = "cnitool-" + "7c" * 10
 
 
-@pytest.fixture
-def net(resources: Any) -> Any:
-    return resources.network()
-
-
 def remove_sandboxes(docker_client: Any, net: Any) -> None:
     """Sandboxes are the plugin's, not the test's: remove any a failed test left."""
     for c in sandboxes(docker_client, net):
