@@ -268,38 +268,39 @@ class DockerPlugin:
 
     def status(self, env: CNIEnv, conf: NetConf) -> None:
         try:
-            open_store(conf).close()
+            store = open_store(conf)
         except CNIError as e:
             raise CNIError(Code.NOT_AVAILABLE, "state store unavailable",
                            f"{e.details}; fix stateDir so ADD can record attachments") from None
         engine = self.engine(conf)
-        try:
-            api = engine.api_version()
-            if api < MIN_API:
-                raise CNIError(Code.NOT_AVAILABLE, "Docker engine too old",
-                               f"{engine.base_url} speaks API {api[0]}.{api[1]}; cni2cnm needs "
-                               f"{MIN_API[0]}.{MIN_API[1]} or newer (Docker 19.03+)")
-            network = engine.network(conf.docker_network)
-        except EngineError as e:
-            raise CNIError(Code.NOT_AVAILABLE, "Docker engine not available",
-                           f"{e.explanation}; start dockerd or fix dockerHost/DOCKER_HOST"
-                           ) from None
-        if network is None and engine_is_worker(engine):
-            log.info("STATUS: %s not visible on this swarm worker before its first "
-                     "attachment; ADD will tell whether it exists", conf.docker_network)
-            return
-        if network is None:
-            recorded = []
-            with contextlib.suppress(CNIError, StoreError), open_store(conf) as store:
-                recorded = store.list(conf.name)
-            code = Code.LIMITED_CONNECTIVITY if recorded else Code.NOT_AVAILABLE
-            raise CNIError(code, "Docker network not found",
-                           f"network {conf.docker_network!r} does not exist on "
-                           f"{engine.base_url}" + (f"; {len(recorded)} recorded attachment(s) "
-                           "may have lost connectivity" if recorded else "")
-                           + "; create it with `docker network create`")
-
-    # ---- helpers ------------------------------------------------------------
+        with store, contextlib.closing(engine):
+            try:
+                api = engine.api_version()
+                if api < MIN_API:
+                    raise CNIError(Code.NOT_AVAILABLE, "Docker engine too old",
+                                   f"{engine.base_url} speaks API {api[0]}.{api[1]}; cni2cnm "
+                                   f"needs {MIN_API[0]}.{MIN_API[1]} or newer (Docker 19.03+)")
+                network = engine.network(conf.docker_network)
+            except EngineError as e:
+                raise CNIError(Code.NOT_AVAILABLE, "Docker engine not available",
+                               f"{e.explanation}; start dockerd or fix dockerHost/DOCKER_HOST"
+                               ) from None
+            if network is not None:
+                return
+            if engine_is_worker(engine):
+                log.info("STATUS: %s not visible on this swarm worker before its first "
+                         "attachment; ADD will tell whether it exists", conf.docker_network)
+                return
+            try:
+                recorded = len(store.list(conf.name))
+            except StoreError:
+                recorded = 0
+        code = Code.LIMITED_CONNECTIVITY if recorded else Code.NOT_AVAILABLE
+        raise CNIError(code, "Docker network not found",
+                       f"network {conf.docker_network!r} does not exist on {engine.base_url}"
+                       + (f"; {recorded} recorded attachment(s) may have lost connectivity"
+                          if recorded else "")
+                       + "; create it with `docker network create`")
 
 
 # ==== the steps, in the order ADD uses them ===================================

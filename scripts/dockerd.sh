@@ -34,6 +34,9 @@ unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 log() { echo "dockerd.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 usage() {
     echo "usage: $0 {start|stop|restart|kill|status} DIR" >&2
     exit 2
@@ -83,32 +86,6 @@ is_our_dockerd() {
     return 1
 }
 
-# PIDs of processes whose argv[0] matches the glob $1 and one of whose arguments is a path
-# under DIR (no broad name matching: other engines on the host are never touched).
-pids_mentioning_dir() {
-    local want=$1 p a
-    local -a argv
-    for p in /proc/[0-9]*; do
-        p=${p#/proc/}
-        [ "$p" = "$$" ] && continue
-        mapfile -d '' -t argv 2>/dev/null <"/proc/$p/cmdline" || continue
-        [ ${#argv[@]} -gt 0 ] || continue
-        # shellcheck disable=SC2254
-        case ${argv[0]##*/} in
-            $want) ;;
-            *) continue ;;
-        esac
-        for a in "${argv[@]:1}"; do
-            case $a in
-                "$DIR"/* | *="$DIR"/*)
-                    echo "$p"
-                    break
-                    ;;
-            esac
-        done
-    done
-}
-
 daemon_pid() {
     local pid=""
     if [ -f "$PIDFILE" ]; then
@@ -119,7 +96,7 @@ daemon_pid() {
         fi
     fi
     # Pidfile lost: look for a dockerd serving our socket.
-    for pid in $(pids_mentioning_dir 'dockerd'); do
+    for pid in $(pids_mentioning 'dockerd' "$DIR"); do
         if is_our_dockerd "$pid"; then
             echo "$pid"
             return 0
@@ -291,17 +268,6 @@ do_start() {
     echo "$HOST"
 }
 
-# Lazily unmount every mount point at or below $1, deepest first.
-unmount_under() {
-    local root=$1 m
-    # /proc/mounts escapes spaces etc. as octal; our paths have none.
-    awk -v root="$root" '$2 == root || index($2, root "/") == 1 {print $2}' /proc/mounts \
-        | sort -r -u \
-        | while read -r m; do
-            umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"
-        done
-}
-
 # SIGTERM the daemon, wait, SIGKILL.
 stop_daemon() {
     local pid
@@ -327,7 +293,7 @@ our_cgroups() {
 kill_leftovers() {
     local pids p
     # containerd (managed by dockerd) and containerd-shim*: their command lines name DIR/exec.
-    pids=$(pids_mentioning_dir 'containerd*')
+    pids=$(pids_mentioning 'containerd*' "$DIR")
     # Processes of containers: they sit in cgroups below our cgroup parent.
     pids="$pids $(our_cgroups | while IFS= read -r -d '' cg; do
         find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null || true
@@ -390,7 +356,7 @@ do_kill() {
         wait_gone "$pid" 5 || true
         # Its managed containerd dies with it (parent-death signal); wait for that.
         local p
-        for p in $(pids_mentioning_dir 'containerd'); do
+        for p in $(pids_mentioning 'containerd' "$DIR"); do
             wait_gone "$p" 5 || true
         done
     else

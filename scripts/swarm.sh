@@ -59,6 +59,9 @@ unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH DOCKER_HOST
 log() { echo "swarm.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 usage() {
     echo "usage: $0 {up|down|status} DIR" >&2
     exit 2
@@ -134,32 +137,6 @@ is_our_dockerd() {  # pid node
     return 1
 }
 
-# PIDs of processes whose argv[0] matches the glob $1 and one of whose arguments is a path
-# under $2 (no broad name matching: other engines on the host are never touched).
-pids_mentioning() {  # glob dir
-    local want=$1 under=$2 p a
-    local -a argv
-    for p in /proc/[0-9]*; do
-        p=${p#/proc/}
-        [ "$p" = "$$" ] && continue
-        mapfile -d '' -t argv 2>/dev/null <"/proc/$p/cmdline" || continue
-        [ ${#argv[@]} -gt 0 ] || continue
-        # shellcheck disable=SC2254
-        case ${argv[0]##*/} in
-            $want) ;;
-            *) continue ;;
-        esac
-        for a in "${argv[@]:1}"; do
-            case $a in
-                "$under"/* | *="$under"/*)
-                    echo "$p"
-                    break
-                    ;;
-            esac
-        done
-    done
-}
-
 daemon_pid() {  # node
     local node=$1 pid=""
     if [ -f "$DIR/$node/dockerd.pid" ]; then
@@ -176,16 +153,6 @@ daemon_pid() {  # node
         fi
     done
     return 1
-}
-
-# Lazily unmount every mount point at or below $1, deepest first.
-unmount_under() {
-    local root=$1 m
-    awk -v root="$root" '$2 == root || index($2, root "/") == 1 {print $2}' /proc/mounts \
-        | sort -r -u \
-        | while read -r m; do
-            umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"
-        done
 }
 
 mounted_under() {

@@ -1,0 +1,39 @@
+# shellcheck shell=bash
+# Shell helpers shared by scripts/dockerd.sh and scripts/swarm.sh (sourced; they define log).
+
+# PIDs of processes whose argv[0] matches the glob $1 and one of whose arguments is a path
+# under $2 (no broad name matching: other engines on the host are never touched).
+pids_mentioning() {  # glob dir
+    local want=$1 under=$2 p a
+    local -a argv
+    for p in /proc/[0-9]*; do
+        p=${p#/proc/}
+        [ "$p" = "$$" ] && continue
+        mapfile -d '' -t argv 2>/dev/null <"/proc/$p/cmdline" || continue
+        [ ${#argv[@]} -gt 0 ] || continue
+        # shellcheck disable=SC2254
+        case ${argv[0]##*/} in
+            $want) ;;
+            *) continue ;;
+        esac
+        for a in "${argv[@]:1}"; do
+            case $a in
+                "$under"/* | *="$under"/*)
+                    echo "$p"
+                    break
+                    ;;
+            esac
+        done
+    done
+}
+
+# Lazily unmount every mount point at or below $1, deepest first.
+unmount_under() {
+    local root=$1 m
+    # /proc/mounts escapes spaces etc. as octal; our paths have none.
+    awk -v root="$root" '$2 == root || index($2, root "/") == 1 {print $2}' /proc/mounts \
+        | sort -r -u \
+        | while read -r m; do
+            umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"
+        done
+}
