@@ -23,7 +23,9 @@ from privateengine import PrivateEngine, private_engine
 CYCLES = 200
 IN_FLIGHT = 10
 NETWORKS = 3
-DEADLINE_S = 600
+DEADLINE_S = 300  # every retry gives up after this; below the pytest timeout
+
+pytestmark = pytest.mark.timeout(DEADLINE_S + 180)
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +67,28 @@ def run_soak(peng: PrivateEngine, res: Resources) -> None:
         with lock:
             counts[key] += 1
 
+    def start_pod(name: str) -> Any:
+        """Create and start a pause container; on failure remove what half-exists.
+
+        An engine restart can land between create and start: the container then exists
+        (stopped) and a plain retry of `run` would hit "name already in use" forever.
+        """
+        try:
+            return peng.client.containers.run(
+                peng.images.pause, name=name, detach=True, network_mode="none",
+                labels={LABEL: SESSION_ID})
+        except Exception:
+            try:
+                peng.client.api.remove_container(name, force=True)
+            except Exception:
+                pass
+            raise
+
     def cycle(i: int) -> None:
         nonlocal done
         plugin = plugins[i % NETWORKS]
         name = unique_name(f"soak{i}")
-        pod = retry(lambda: peng.client.containers.run(
-            peng.images.pause, name=name, detach=True, network_mode="none",
-            labels={LABEL: SESSION_ID}), until)
+        pod = retry(lambda: start_pod(name), until)
         try:
             netns = retry(lambda: proc_netns(pod), until)
             add = plugin.run("ADD", pod.id, netns)
