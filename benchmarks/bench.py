@@ -12,8 +12,9 @@ In each cycle, in an order that rotates from cycle to cycle so machine noise hit
 one ADD and one DEL of a fresh none-mode pause container (created and removed outside the
 timed region; Docker names interfaces eth0, eth1, ... and never reuses a number) by:
 
-  (a) floor     the Docker SDK in this warm process: `none` detached first (untimed), then
-                connect + inspect ("ADD") and disconnect ("DEL")
+  (a) floor     the Docker SDK in this warm process: the engine work itself, detach `none` +
+                connect + inspect ("ADD"; connect + inspect alone is reported too) and
+                disconnect ("DEL")
   (b) in-proc   the cni2cnm executable as a runtime runs it (new process, env + stdin),
                 no daemon
   (c) daemon    the same executable, forwarding to `cni2cnm serve`
@@ -59,15 +60,6 @@ PAUSE = "local/pause:3.10"
 LABEL = "c2c.bench"
 SESSION = secrets.token_hex(4)
 MODES = ("a", "b", "c", "d")
-# What `pip install .` writes for the console script (after the shebang).
-PIP_CONSOLE_SCRIPT = """# -*- coding: utf-8 -*-
-import re
-import sys
-from cni2cnm.entry import main
-if __name__ == '__main__':
-    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
-    sys.exit(main())
-"""
 # Runs a command as a child of a minimal process, for its peak RSS: ru_maxrss counts the
 # memory of the process a child was forked from, so children of this big benchmark process
 # would all report its size. The floor of this method (/bin/true) is reported with it.
@@ -198,9 +190,10 @@ class Bench:
 
     def _executable(self, which: str) -> tuple[str, str]:
         """(python, cni2cnm executable). "installed": a copy of the package installed the way
-        `pip install .` does (a venv, the package in site-packages, pip's console script), with
-        the dependencies of this venv; "dev": this venv's editable install, whose import hook
-        costs every process ~11 ms that an installed node does not pay."""
+        `pip install .` does (a venv, the package in site-packages), with the dependencies of
+        this venv, run through the plugin file `cni2cnm install` writes; "dev": this venv's
+        console script and editable install, whose import hook costs every process ~11 ms
+        that an installed node does not pay."""
         if which == "dev":
             return sys.executable, DEV_EXE
         if which != "installed":
@@ -218,10 +211,15 @@ class Bench:
 
         (purelib / "cni2cnm-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
         subprocess.run([py, "-m", "compileall", "-q", str(purelib / "cni2cnm")], check=True)
-        exe = venv / "bin" / "cni2cnm"
-        exe.write_text(f"#!{py}\n" + PIP_CONSOLE_SCRIPT)
+        # The file `cni2cnm install` places in the CNI bin dir, as a node runs the plugin.
+        exe = venv / "cni-bin" / "cni2cnm"
+        exe.parent.mkdir()
+        exe.write_text(subprocess.run(
+            [py, "-c", "import sys; from cni2cnm.ops.install import wrapper_text; "
+             "sys.stdout.write(wrapper_text())"],
+            capture_output=True, text=True, check=True).stdout)
         exe.chmod(0o755)
-        log(f"installed a copy of cni2cnm in {venv}")
+        log(f"installed a copy of cni2cnm in {venv}, plugin file {exe}")
         return py, str(exe)
 
     # ---- engine, images, network ----------------------------------------------------------
@@ -356,15 +354,25 @@ class Bench:
                                f"rc={r.rc} {r.stdout} {r.stderr}")
         return r
 
-    def mode_a(self, cid: str, pid: int) -> dict[str, float]:
-        self.api.disconnect_container_from_network(cid, "none")
+    def floor_add(self, cid: str) -> float:
+        """The engine work an ADD of a `none`-mode container needs: detach `none` (Docker
+        refuses to connect a container that is on it), connect, inspect. Returns the ms of
+        the detach."""
         t0 = time.perf_counter()
+        self.api.disconnect_container_from_network(cid, "none")
+        t1 = time.perf_counter()
         self.api.connect_container_to_network(cid, self.net_id)
         self.api.inspect_container(cid)
+        return (t1 - t0) * 1e3
+
+    def mode_a(self, cid: str, pid: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        detach_ms = self.floor_add(cid)
         t1 = time.perf_counter()
         self.api.disconnect_container_from_network(cid, self.net_id)
         t2 = time.perf_counter()
-        return {"add": (t1 - t0) * 1e3, "del": (t2 - t1) * 1e3}
+        add = (t1 - t0) * 1e3
+        return {"add": add, "del": (t2 - t1) * 1e3, "add_connect_inspect": add - detach_ms}
 
     def mode_plugin(self, cid: str, pid: int, daemon: bool) -> dict[str, float]:
         add = self.plugin("ADD", cid, pid, daemon)
@@ -431,6 +439,8 @@ class Bench:
                 "cycle": summary([s["add"] + s["del"] for s in xs]),
                 "samples": xs,
             }
+            if m == "a":
+                res[m]["add_connect_inspect"] = summary([s["add_connect_inspect"] for s in xs])
             if m == "c":
                 for op in ("add", "del"):
                     inside = [s[f"{op}_in_daemon"] for s in xs if f"{op}_in_daemon" in s]
@@ -465,8 +475,7 @@ class Bench:
         def add(pod: tuple[str, int]) -> None:
             cid, pid = pod
             if m == "a":
-                self.api.connect_container_to_network(cid, self.net_id)
-                self.api.inspect_container(cid)
+                self.floor_add(cid)
             else:
                 r = self.plugin("ADD", cid, pid, m == "c")
                 client_cpu["add"].append(r.cpu_ms)
@@ -487,9 +496,6 @@ class Bench:
         walls, cpu = {}, {}
         engine = dockerd_pid(self.host)
         try:
-            if m == "a":
-                for cid, _ in pods:
-                    self.api.disconnect_container_from_network(cid, "none")
             for op, fn in (("add", add), ("del", delete)):
                 before = (process_cpu_ms(engine) if engine else math.nan,
                           process_cpu_ms(self.daemon.pid), this_process_ms())
@@ -683,6 +689,9 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                      f"{fmt(r['del']['p95']):>8} {fmt(r['cycle']['median']):>9}")
     v = cyc["version"]["ms"]
     lines.append(f"{'VERSION (in-proc)':18} {fmt(v['median']):>8} {fmt(v['p95']):>8}")
+    if "add_connect_inspect" in cyc["a"]:
+        lines.append(f"(a) ADD is detach none + connect + inspect; connect + inspect alone: "
+                     f"median {cyc['a']['add_connect_inspect']['median']:.1f} ms")
     c = cyc["c"]
     if c.get("add_in_daemon", {}).get("n"):
         lines.append(

@@ -522,8 +522,8 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
             uninstall: bool, output: str, docker_host: str, state_dir: str) -> None:
     """Install this cni2cnm as a CNI plugin on this node (or --uninstall it).
 
-    Writes <bin-dir>/cni2cnm, a /bin/sh wrapper that runs this installation
-    (`exec <this python> -I -m cni2cnm`), and with --network the conflist that
+    Writes <bin-dir>/cni2cnm, a small script that runs this installation (this Python,
+    isolated, with this cni2cnm package), and with --network the conflist that
     `cni2cnm conflist` makes. Running it again changes nothing ("unchanged"); a file with
     other content is refused unless --force. What was written is recorded in
     <state-dir>/install-manifest.json, and --uninstall removes exactly those files while

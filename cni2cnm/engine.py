@@ -23,6 +23,44 @@ API_MAC_ON_CONNECT = (1, 54)  # Docker 29.3: mac_address honoured on connect
 _NEGOTIATED: dict[str, str] = {}  # engine URL -> API version agreed with it
 
 
+class ClientPool:
+    """Idle SDK clients, kept by a long-running process (the daemon) for the next request.
+
+    A request takes a client and gives it back when it is done, so the client's keep-alive
+    connection to dockerd stays open between requests. One client serves one request at a
+    time; a client that met a connection error is closed instead of kept.
+    """
+
+    def __init__(self, max_idle: int = 16) -> None:
+        import threading
+
+        self.max_idle = max_idle
+        self._idle: dict[tuple[Any, ...], list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: tuple[Any, ...]) -> Any | None:
+        with self._lock:
+            idle = self._idle.get(key)
+            return idle.pop() if idle else None
+
+    def give(self, key: tuple[Any, ...], client: Any) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self.max_idle:
+                idle.append(client)
+                return
+        client.close()
+
+
+_POOL: ClientPool | None = None  # None: every Engine makes and closes its own client
+
+
+def keep_clients(max_idle: int = 16) -> None:
+    """From now on, Engines in this process reuse idle clients (see ClientPool)."""
+    global _POOL
+    _POOL = ClientPool(max_idle)
+
+
 class EngineError(Exception):
     """The engine said no, or could not be asked."""
 
@@ -140,11 +178,18 @@ class Engine:
         self.timeout = timeout
         self.tls = tls
         self._client: Any = None
+        self._broken = False
 
     # ---- connection -------------------------------------------------------
 
     @property
+    def _pool_key(self) -> tuple[Any, ...]:
+        return self.base_url, self.timeout, self.tls
+
+    @property
     def client(self) -> Any:
+        if self._client is None and _POOL is not None:
+            self._client = _POOL.take(self._pool_key)
         if self._client is None:
             import docker
 
@@ -166,7 +211,10 @@ class Engine:
 
     def close(self) -> None:
         if self._client is not None:
-            self._client.close()
+            if _POOL is not None and not self._broken:
+                _POOL.give(self._pool_key, self._client)
+            else:
+                self._client.close()
             self._client = None
 
     def api_version(self) -> tuple[int, int]:
@@ -296,14 +344,18 @@ class Engine:
             cls = Conflict if status in (403, 409) else Rejected
             if status is None:
                 cls = EngineUnavailable
+                self._broken = True
             raise cls(_explain(e), status) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            self._broken = True  # its connection may be half-used: never hand it on
             raise EngineUnavailable(
                 f"cannot {what}: {self.base_url} did not answer ({_reason(e)})"
             ) from None
         except docker.errors.DockerException as e:
+            self._broken = True
             raise EngineUnavailable(f"cannot {what} at {self.base_url}: {_reason(e)}") from None
         except OSError as e:
+            self._broken = True
             raise EngineUnavailable(f"cannot {what} at {self.base_url}: {e}") from None
 
 

@@ -24,9 +24,23 @@ if TYPE_CHECKING:
 def main() -> None:
     if "CNI_COMMAND" in os.environ:
         sys.exit(run_plugin())
+    enable_site()
     from cni2cnm.cli import cli
 
     cli()
+
+
+def enable_site() -> None:
+    """Add site-packages (where docker, pydantic and click live) if Python started without.
+
+    The plugin file `cni2cnm install` places starts Python with -S, because `site` costs up
+    to ~15 ms and a request forwarded to the daemon needs only the standard library; every
+    path that needs more calls this first.
+    """
+    if sys.flags.no_site and "site" not in sys.modules:
+        import site
+
+        site.main()
 
 
 def run_plugin() -> int:
@@ -51,6 +65,7 @@ def run_plugin() -> int:
 
 
 def run_in_process(stdin: IO[bytes], fallback: Fallback | None = None) -> int:
+    enable_site()
     import logging
 
     from cni2cnm.cni import logs, skel

@@ -1,4 +1,4 @@
-"""Looking inside network namespaces (pyroute2, no shell)."""
+"""Looking inside network namespaces and moving links between them (rtnetlink, no shell)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-IFF_UP = 0x1
+from cni2cnm import rtnl
+
 RTPROT_KERNEL = 2
-RT_TABLE_MAIN = 254
-RTN_UNICAST = 1
 IFA_F_NODAD = 0x02
 
 
@@ -70,16 +69,13 @@ class RouteEntry:
 CLONE_NEWNET = 0x40000000
 
 
-def _netlink_in(path: str) -> Any:
+def _netlink_in(path: str) -> rtnl.Rtnl:
     """A netlink socket bound to the namespace at `path`.
 
     A socket belongs to the namespace its thread was in when it was made: this thread
-    enters the namespace (setns), opens the socket and returns at once. That costs ~3 ms,
-    where pyroute2's own netns support forks a helper process (~12 ms).
+    enters the namespace (setns), opens the socket and returns at once, without forking.
     """
     import ctypes
-
-    from pyroute2 import IPRoute
 
     libc = ctypes.CDLL(None, use_errno=True)
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
@@ -90,7 +86,7 @@ def _netlink_in(path: str) -> Any:
                 err = ctypes.get_errno()
                 raise OSError(err, f"setns: {os.strerror(err)}")
             try:
-                return IPRoute()
+                return rtnl.Rtnl()
             finally:
                 if libc.setns(own, CLONE_NEWNET) != 0:  # never leave this thread elsewhere
                     err = ctypes.get_errno()
@@ -120,14 +116,14 @@ class Netns:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._ipr: Any = None
+        self._ipr: rtnl.Rtnl | None = None
 
     def __enter__(self) -> Netns:
         if not os.path.exists(self.path):
             raise NetnsError(f"network namespace {self.path} does not exist")
         try:
             self._ipr = _netlink_in(self.path)
-        except Exception as e:  # pyroute2 and setns raise many kinds
+        except (OSError, RuntimeError) as e:
             raise NetnsError(f"cannot open network namespace {self.path}: {e}") from None
         return self
 
@@ -137,34 +133,27 @@ class Netns:
             self._ipr.close()
             self._ipr = None
 
+    @property
+    def _nl(self) -> rtnl.Rtnl:
+        if self._ipr is None:
+            raise NetnsError(f"network namespace {self.path} is not open")
+        return self._ipr
+
     def links(self) -> list[Link]:
         try:
-            raw_links = self._ipr.get_links()
-            raw_addrs = self._ipr.get_addr()
-        except Exception as e:
+            raw_links = self._nl.links()
+            raw_addrs = self._nl.addresses()
+        except OSError as e:
             raise NetnsError(f"cannot read interfaces in {self.path}: {e}") from None
         addrs: dict[int, list[str]] = {}
         for a in raw_addrs:
-            ip = a.get_attr("IFA_ADDRESS")
-            if not ip:
-                continue
-            iface = ipaddress.ip_interface(f"{ip}/{a['prefixlen']}")
+            iface = ipaddress.ip_interface(f"{a.address}/{a.prefixlen}")
             if iface.version == 6 and iface.ip.is_link_local:
                 continue
-            addrs.setdefault(a["index"], []).append(str(iface))
-        out = []
-        for m in raw_links:
-            out.append(
-                Link(
-                    index=m["index"],
-                    name=m.get_attr("IFLA_IFNAME") or "",
-                    mac=(m.get_attr("IFLA_ADDRESS") or "").lower(),
-                    mtu=int(m.get_attr("IFLA_MTU") or 0),
-                    up=bool(m["flags"] & IFF_UP),
-                    addresses=tuple(addrs.get(m["index"], ())),
-                )
-            )
-        return out
+            addrs.setdefault(a.index, []).append(str(iface))
+        return [Link(index=m.index, name=m.name, mac=m.mac, mtu=m.mtu,
+                     up=bool(m.flags & rtnl.IFF_UP), addresses=tuple(addrs.get(m.index, ())))
+                for m in raw_links]
 
     def link_named(self, name: str) -> Link | None:
         return next((lk for lk in self.links() if lk.name == name), None)
@@ -175,36 +164,21 @@ class Netns:
         out: list[RouteEntry] = []
         for family in (socket.AF_INET, socket.AF_INET6):
             try:
-                raw = self._ipr.get_routes(family=family, table=RT_TABLE_MAIN)
-            except Exception as e:
+                raw = self._nl.routes(family)
+            except OSError as e:
                 raise NetnsError(f"cannot read routes in {self.path}: {e}") from None
             for r in raw:
-                if r.get_attr("RTA_OIF") != oif or r["type"] != RTN_UNICAST:
+                if (r.oif != oif or r.type != rtnl.RTN_UNICAST or r.proto == RTPROT_KERNEL
+                        or r.table != rtnl.RT_TABLE_MAIN):
                     continue
-                if r["proto"] == RTPROT_KERNEL:
-                    continue
-                dst = r.get_attr("RTA_DST")
                 zero = "0.0.0.0" if family == socket.AF_INET else "::"
-                net = ipaddress.ip_network(f"{dst or zero}/{r['dst_len']}", strict=False)
+                net = ipaddress.ip_network(f"{r.dst or zero}/{r.dst_len}", strict=False)
                 if net.version == 6 and (net.is_link_local or net.is_multicast):
                     continue
-                metrics = r.get_attr("RTA_METRICS")
-                mtu = advmss = None
-                if metrics is not None:
-                    mtu = metrics.get_attr("RTAX_MTU")
-                    advmss = metrics.get_attr("RTAX_ADVMSS")
-                out.append(
-                    RouteEntry(
-                        dst=str(net),
-                        gw=r.get_attr("RTA_GATEWAY"),
-                        oif=oif,
-                        priority=r.get_attr("RTA_PRIORITY"),
-                        table=RT_TABLE_MAIN,
-                        scope=r["scope"],
-                        mtu=mtu,
-                        advmss=advmss,
-                    )
-                )
+                out.append(RouteEntry(
+                    dst=str(net), gw=r.gateway, oif=oif, priority=r.priority,
+                    table=rtnl.RT_TABLE_MAIN, scope=r.scope,
+                    mtu=r.metrics.get(rtnl.RTAX_MTU), advmss=r.metrics.get(rtnl.RTAX_ADVMSS)))
         return out
 
     # ---- moving a link between namespaces --------------------------------------
@@ -213,43 +187,42 @@ class Netns:
 
     def move_link(self, link: Link, target_path: str, tmp_name: str) -> None:
         try:
-            self._ipr.link("set", index=link.index, state="down")
-            self._ipr.link("set", index=link.index, ifname=tmp_name)
+            self._nl.set_link(link.index, up=False)
+            self._nl.set_link(link.index, name=tmp_name)
             fd = os.open(target_path, os.O_RDONLY)
             try:
-                self._ipr.link("set", index=link.index, net_ns_fd=fd)
+                self._nl.set_link(link.index, netns_fd=fd)
             finally:
                 os.close(fd)
-        except Exception as e:
+        except OSError as e:
             raise NetnsError(f"cannot move {link.name} from {self.path} to {target_path}: "
                              f"{e}") from None
 
     def configure_link(self, tmp_name: str, name: str, *, mtu: int, addresses: list[str],
                        routes: list[RouteEntry]) -> Link:
         """Rename an arrived link, set MTU and addresses, bring it up, add the routes."""
-        ipr = self._ipr
+        nl = self._nl
         try:
-            found = ipr.link_lookup(ifname=tmp_name)
-            if not found:
+            arrived = next((lk for lk in nl.links() if lk.name == tmp_name), None)
+            if arrived is None:
                 raise NetnsError(f"{tmp_name} did not arrive in {self.path}")
-            index = found[0]
-            ipr.link("set", index=index, ifname=name, mtu=mtu)
+            index = arrived.index
+            nl.set_link(index, name=name, mtu=mtu)
             for cidr in addresses:
                 iface = ipaddress.ip_interface(cidr)
-                ipr.addr("add", index=index, address=str(iface.ip),
-                         prefixlen=iface.network.prefixlen,
-                         flags=IFA_F_NODAD if iface.version == 6 else 0)
-            ipr.link("set", index=index, state="up")
+                family = socket.AF_INET if iface.version == 4 else socket.AF_INET6
+                broadcast = (str(iface.network.broadcast_address)
+                             if iface.version == 4 and iface.network.prefixlen < 31 else None)
+                nl.add_address(index, family, str(iface.ip), iface.network.prefixlen,
+                               flags=IFA_F_NODAD if iface.version == 6 else 0,
+                               broadcast=broadcast)
+            nl.set_link(index, up=True)
             for r in routes:
-                kwargs: dict[str, Any] = {"dst": r.dst, "oif": index}
-                if r.gw:
-                    kwargs["gateway"] = r.gw
-                if r.priority is not None:
-                    kwargs["priority"] = r.priority
-                ipr.route("add", **kwargs)
-        except NetnsError:
-            raise
-        except Exception as e:
+                net = ipaddress.ip_network(r.dst)
+                nl.add_route(socket.AF_INET if net.version == 4 else socket.AF_INET6,
+                             str(net.network_address), net.prefixlen, oif=index,
+                             gateway=r.gw, priority=r.priority)
+        except OSError as e:
             raise NetnsError(f"cannot configure {name} in {self.path}: {e}") from None
         link = self.link_named(name)
         if link is None:
@@ -258,7 +231,7 @@ class Netns:
 
     def rename_link(self, link: Link, name: str) -> None:
         try:
-            self._ipr.link("set", index=link.index, state="down")
-            self._ipr.link("set", index=link.index, ifname=name)
-        except Exception as e:
+            self._nl.set_link(link.index, up=False)
+            self._nl.set_link(link.index, name=name)
+        except OSError as e:
             raise NetnsError(f"cannot rename {link.name} in {self.path}: {e}") from None

@@ -14,8 +14,10 @@ runtime DELs and retries, nothing leaks).
 
 from __future__ import annotations
 
+# _socket is the C module under `socket`: socket.py builds its enums at import, ~10 ms of
+# every pod's start-up. _socket.socket has everything used here (it is socket.socket's base).
+import _socket
 import os
-import socket
 import struct
 
 from cni2cnm import __version__
@@ -57,19 +59,19 @@ def forwarded(environ: Mapping[str, str]) -> bool:
     return environ.get("CNI_COMMAND", "") in wire.FORWARDED_COMMANDS
 
 
-def socket_path(environ: Mapping[str, str], conf: Mapping[str, Any]) -> str | None:
+def socket_path(environ: Mapping[str, str], data: bytes) -> str | None:
     """CNI2CNM_DAEMON_SOCKET, else the config's daemonSocket, else the default; None (an empty
     value) means no daemon."""
     if wire.SOCKET_ENV in environ:
         return environ[wire.SOCKET_ENV] or None
-    configured = conf.get(wire.SOCKET_KEY)
+    configured = wire.config_value(data, wire.SOCKET_KEY)
     if isinstance(configured, str):
         return configured or None
     return wire.DEFAULT_SOCKET
 
 
-def reply_timeout(conf: Mapping[str, Any]) -> float:
-    t = conf.get("dockerTimeout")
+def reply_timeout(data: bytes) -> float:
+    t = wire.config_value(data, "dockerTimeout")
     if isinstance(t, int | float) and not isinstance(t, bool) and 0 < t <= 600:
         return max(MIN_REPLY_TIMEOUT, 3.0 * t)
     return MIN_REPLY_TIMEOUT
@@ -82,12 +84,11 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
     if "CNI2CNM_TEST_STOP_AT" in environ:
         return Fallback("CNI2CNM_TEST_STOP_AT is set: running in-process, so that the test "
                         "point stops this process and not the daemon", warn=False)
-    conf = wire.peek_config(data)
-    path = socket_path(environ, conf)
+    path = socket_path(environ, data)
     if path is None:
         return Fallback("daemon disabled (empty socket path): running in-process", warn=False)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    with sock:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
         try:
             sock.settimeout(connect_timeout)
             sock.connect(path)
@@ -102,16 +103,17 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
                             "root: not using it, running in-process")
         try:
             sock.settimeout(hello_timeout)
-            hello = wire.recv(sock)
+            protocol, version, pid = wire.parse_hello(wire.recv(sock))
         except (OSError, wire.WireError) as e:
             return Fallback(f"daemon at {path} did not answer within {hello_timeout:g} s "
                             f"({_why(e)}): running in-process")
-        if hello.get("protocol") != wire.PROTOCOL or hello.get("version") != __version__:
-            return Fallback(f"daemon at {path} runs cni2cnm {hello.get('version')!s} (protocol "
-                            f"{hello.get('protocol')!s}), this executable is {__version__} "
+        if protocol != wire.PROTOCOL or version != __version__:
+            theirs = (f"runs cni2cnm {version} (protocol {protocol})" if protocol
+                      else "speaks another protocol (an older cni2cnm)")
+            return Fallback(f"daemon at {path} {theirs}, this executable is {__version__} "
                             f"(protocol {wire.PROTOCOL}): restart the daemon; running in-process")
         try:
-            sock.settimeout(reply_timeout_s or reply_timeout(conf))
+            sock.settimeout(reply_timeout_s or reply_timeout(data))
             wire.send(sock, wire.request(wire.forwarded_env(environ), data))
         except (OSError, wire.WireError) as e:
             # The daemon runs a request only once it has all of it: nothing was started.
@@ -120,14 +122,15 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
         try:
             status, out, err = wire.parse_reply(wire.recv(sock))
         except (OSError, wire.WireError) as e:
-            return Fallback(f"the daemon at {path} (pid {hello.get('pid')!s}) accepted the "
-                            f"request but did not reply ({_why(e)}): running it again "
-                            "in-process")
+            return Fallback(f"the daemon at {path} (pid {pid}) accepted the request but did "
+                            f"not reply ({_why(e)}): running it again in-process")
+    finally:
+        sock.close()
     return Reply(status, out, err)
 
 
-def _peer_uid(sock: socket.socket) -> int:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+def _peer_uid(sock: Any) -> int:
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
     return int(struct.unpack("3i", creds)[1])
 
 

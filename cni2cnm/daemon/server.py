@@ -74,8 +74,7 @@ def rejected(uid: int, pid: int, data: bytes, path: str) -> tuple[int, str, str]
     from cni2cnm.cni import version as cniversion
     from cni2cnm.cni.errors import CNIError, Code
 
-    conf = wire.peek_config(data)
-    v = conf.get("cniVersion")
+    v = wire.peek_config(data).get("cniVersion")
     v = v if isinstance(v, str) and v in cniversion.SUPPORTED_VERSIONS else cniversion.LATEST
     err = CNIError(Code.IO_FAILURE, "permission denied",
                    f"the cni2cnm daemon on {path} serves root (uid 0) only; this plugin runs "
@@ -261,7 +260,7 @@ class Server:
     def stop(self, reason: str = "") -> None:
         """Stop accepting. Safe from a signal handler (takes no lock) and from any thread;
         only the first call does anything."""
-        if os.getpid() != self.pid:  # a child forked by a request (pyroute2): not ours
+        if os.getpid() != self.pid:  # a forked child that inherited this object: not ours
             return
         if self._stopping.is_set():
             return
@@ -402,7 +401,7 @@ def _remove_stale_socket(path: str) -> None:
 # ==== the process ============================================================================
 
 
-WARM_MODULES = ("docker", "docker.transport", "requests", "pyroute2", "pyroute2.iproute",
+WARM_MODULES = ("docker", "docker.transport", "requests", "cni2cnm.netns", "cni2cnm.rtnl",
                 "cni2cnm.plugin", "cni2cnm.cni.config", "cni2cnm.cni.result",
                 "cni2cnm.cni.skel", "cni2cnm.entry")
 
@@ -426,12 +425,14 @@ def serve(path: str, log_level: str = "info") -> int:
                     "plugin needs root to read network namespaces")
     t0 = time.monotonic()
     warm_up()
+    from cni2cnm import engine
+
+    engine.keep_clients()  # requests reuse warm engine connections
     server = Server(path)
     server.bind()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        # No logging or locks here. A child pyroute2 forked to open a namespace inherits
-        # this handler (and may be sent SIGTERM by pyroute2): it must do nothing.
+        # No logging or locks here; a forked child that inherits this handler does nothing.
         if os.getpid() != server.pid or server.stopping:
             return
         _notify("STOPPING=1")

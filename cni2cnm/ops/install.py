@@ -1,19 +1,28 @@
 """`cni2cnm install`: put this installation where a CNI runtime looks for it.
 
-The plugin file is a two-line shell wrapper,
+The plugin file is a small Python script,
 
-    #!/bin/sh
-    exec '<this interpreter>' -I -m cni2cnm "$@"
+    #!<this interpreter> -IS
+    import sys
+    sys.path.insert(0, '<the directory holding this cni2cnm package>')
+    from cni2cnm.entry import main
+    main()
 
-rather than a copy or link of the console script, because:
+rather than a copy or link of pip's console script, because:
 - it runs exactly the interpreter and package the operator ran `cni2cnm install` with,
   whichever way they were installed (venv, system pip, editable checkout), without relying
   on where pip put console scripts;
 - `-I` (isolated mode) keeps the runtime's environment from choosing the code a root-run
   plugin executes: PYTHONPATH, PYTHONHOME, the user site directory and the working
-  directory are ignored (a plain `python -m` puts the runtime's cwd first on sys.path);
+  directory are ignored;
+- `-S` skips `site` at start-up: a request forwarded to the daemon needs only the standard
+  library, and `site` (with its .pth files) costs up to ~15 ms of every pod start.
+  cni2cnm.entry adds site-packages itself when a request runs in-process;
 - the same bytes come out for the same installation, so re-running is a no-op, and
   `cni2cnm doctor` can run it to check the chain end to end.
+
+An interpreter path a `#!` line cannot carry (blanks, or too long) gets a shell wrapper
+instead: `exec '<python>' -I -m cni2cnm "$@"`.
 
 Each file placed is recorded with its SHA-256 in `<state-dir>/install-manifest.json`;
 `--uninstall` removes a file only while it still has that content, and never touches files
@@ -64,14 +73,29 @@ class Planned:
     mode: int
 
 
-def wrapper_text(python: str | None = None) -> str:
+SHEBANG_MAX = 200  # Linux reads 255 bytes of a #! line (127 before 5.1): stay well inside
+
+
+def wrapper_text(python: str | None = None, package_dir: str | None = None) -> str:
     python = python or sys.executable
     if not python:
         raise OpError("cannot tell which Python interpreter runs cni2cnm (sys.executable is "
                       "empty)")
-    return ("#!/bin/sh\n"
-            "# cni2cnm CNI plugin, placed by `cni2cnm install`: runs the installation below.\n"
-            f"exec {shlex.quote(os.path.abspath(python))} -I -m cni2cnm \"$@\"\n")
+    python = os.path.abspath(python)  # not realpath: a venv's python finds its venv by path
+    header = "# cni2cnm CNI plugin, placed by `cni2cnm install`: runs the installation below.\n"
+    if len(python) > SHEBANG_MAX or any(c.isspace() for c in python):
+        return f"#!/bin/sh\n{header}exec {shlex.quote(python)} -I -m cni2cnm \"$@\"\n"
+    if package_dir is None:
+        import cni2cnm
+
+        package_dir = os.path.dirname(os.path.dirname(os.path.abspath(cni2cnm.__file__)))
+    return (f"#!{python} -IS\n{header}"
+            "# -I: the runtime's environment cannot choose the code run here; -S: site-packages\n"
+            "# is added only when a request needs more than the standard library.\n"
+            "import sys\n"
+            f"sys.path.insert(0, {package_dir!r})\n"
+            "from cni2cnm.entry import main\n"
+            "main()\n")
 
 
 def plugin_path(bin_dir: str) -> str:

@@ -7,6 +7,7 @@ ADD (followed by DEL when ADD fails, as runtimes do), DEL (retried while the eng
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
@@ -78,10 +79,8 @@ def run_soak(peng: PrivateEngine, res: Resources) -> None:
                 peng.images.pause, name=name, detach=True, network_mode="none",
                 labels={LABEL: SESSION_ID})
         except Exception:
-            try:
+            with contextlib.suppress(Exception):
                 peng.client.api.remove_container(name, force=True)
-            except Exception:
-                pass
             raise
 
     def cycle(i: int) -> None:

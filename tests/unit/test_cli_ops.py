@@ -159,10 +159,24 @@ def test_result_cache_round_trip(tmp_path: Path) -> None:
 # ---- install --------------------------------------------------------------------------------
 
 
-def test_wrapper_runs_this_installation() -> None:
+def test_wrapper_runs_this_installation(tmp_path: Path) -> None:
     text = inst.wrapper_text()
-    assert text.startswith("#!/bin/sh\n")
-    assert f"exec {sys.executable} -I -m cni2cnm \"$@\"" in text or "exec '" in text
+    assert text.startswith(f"#!{os.path.abspath(sys.executable)} -IS\n")
+    assert f"sys.path.insert(0, {str(Path(inst.__file__).parents[2])!r})" in text
+    plugin = tmp_path / "cni2cnm"
+    plugin.write_text(text)
+    plugin.chmod(0o755)
+    proc = subprocess.run([str(plugin)], input=b'{"cniVersion": "0.4.0"}', timeout=60,
+                          env={"CNI_COMMAND": "VERSION", "PYTHONPATH": "/nonexistent"},
+                          capture_output=True, check=True)
+    assert json.loads(proc.stdout)["cniVersion"] == "0.4.0"
+
+
+def test_wrapper_falls_back_to_sh_for_paths_a_shebang_cannot_carry() -> None:
+    spaced = inst.wrapper_text("/opt/my tools/bin/python", "/x")
+    assert spaced.startswith("#!/bin/sh\n")
+    assert "exec '/opt/my tools/bin/python' -I -m cni2cnm \"$@\"" in spaced
+    assert inst.wrapper_text("/p" * 150, "/x").startswith("#!/bin/sh\n")
 
 
 def test_install_uninstall(tmp_path: Path) -> None:

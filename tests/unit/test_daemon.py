@@ -32,7 +32,10 @@ from cni2cnm.entry import load_plugin
 
 from .fakes import env_for, netconf, stdin_of
 
-HEAVY = ("docker", "pydantic", "pydantic_core", "click", "pyroute2", "requests", "urllib3")
+HEAVY = ("docker", "pydantic", "pydantic_core", "click", "requests", "urllib3")
+# Not needed to forward a request either, and each costs start-up time (site: up to 15 ms;
+# socket and json with re and enum: ~12 ms).
+LEAN = ("site", "socket", "json", "re", "enum", "typing", "selectors")
 UNREACHABLE = "unix:///nonexistent/c2c/docker.sock"
 
 
@@ -126,24 +129,31 @@ def fake_daemon(path: Path, script: Callable[[socket.socket], None]) -> threadin
 def test_frames_round_trip() -> None:
     a, b = socket.socketpair()
     with a, b:
-        doc = {"text": "é\u2603", "n": [1, 2]}
-        wire.send(a, doc)
-        assert wire.recv(b) == doc
+        body = "é\u2603".encode() + bytes(range(256))
+        wire.send(a, body)
+        assert wire.recv(b) == body
 
 
-def test_request_carries_any_stdin_bytes() -> None:
+def test_request_carries_any_stdin_bytes_and_environment() -> None:
     data = bytes(range(256)) + b'{"cniVersion": "1.0.0"}'
-    env, got = wire.parse_request(json.loads(json.dumps(wire.request({"CNI_COMMAND": "ADD"},
-                                                                     data))))
-    assert got == data and env == {"CNI_COMMAND": "ADD"}
+    env = {"CNI_COMMAND": "ADD", "CNI_ARGS": "A=1;B=x=y", "EMPTY": "", "T": "é\udcff"}
+    assert wire.parse_request(wire.request(env, data)) == (env, data)
+    assert wire.parse_request(wire.request({}, b"")) == ({}, b"")
+
+
+def test_reply_and_hello_round_trip() -> None:
+    assert wire.parse_reply(wire.reply(7, '{"code": 7}\n', "log é\n")) == (
+        7, '{"code": 7}\n', "log é\n")
+    assert wire.parse_reply(wire.reply(0, "", "")) == (0, "", "")
+    assert wire.parse_hello(wire.hello("1.2.3", 42)) == (wire.PROTOCOL, "1.2.3", "42")
+    # protocol 1 greeted with JSON: recognised as "another protocol", not misread
+    assert wire.parse_hello(b'{"protocol": 1, "version": "0.1.0", "pid": 1}')[0] == 0
 
 
 @pytest.mark.parametrize("raw, why", [
     (b"", "connection closed"),
     (b"\x00\x00\x00\x05{}", "after 2 of 5 bytes"),
     (b"\xff\xff\xff\xff", "exceeds"),
-    (b"\x00\x00\x00\x02[]", "not an object"),
-    (b"\x00\x00\x00\x01{", "not JSON"),
 ])
 def test_bad_frames(raw: bytes, why: str) -> None:
     a, b = socket.socketpair()
@@ -154,27 +164,40 @@ def test_bad_frames(raw: bytes, why: str) -> None:
             wire.recv(b)
 
 
-@pytest.mark.parametrize("doc", [
-    {"env": {"A": 1}, "stdin": ""},
-    {"env": [], "stdin": ""},
-    {"env": {}, "stdin": None},
-    {"env": {}, "stdin": "not base64!"},
+@pytest.mark.parametrize("body", [
+    b"",
+    b"\x00\x00",
+    b"\x00\x00\x00\x09A=1",
+    b"\x00\x00\x00\x03ABC",
+    b"\x00\x00\x00\x04=abc",
 ])
-def test_bad_requests(doc: dict[str, Any]) -> None:
+def test_bad_requests(body: bytes) -> None:
     with pytest.raises(wire.WireError):
-        wire.parse_request(doc)
+        wire.parse_request(body)
 
 
-@pytest.mark.parametrize("doc", [
-    {"exit": True, "stdout": ""},
-    {"exit": 256, "stdout": ""},
-    {"exit": "0", "stdout": ""},
-    {"exit": 0},
-    {"exit": 0, "stdout": "", "stderr": 3},
-])
-def test_bad_replies(doc: dict[str, Any]) -> None:
+@pytest.mark.parametrize("body", [b"", b"\x00\x00\x00", b"\x00\x00\x00\x00\x09{}"])
+def test_bad_replies(body: bytes) -> None:
     with pytest.raises(wire.WireError):
-        wire.parse_reply(doc)
+        wire.parse_reply(body)
+
+
+def test_reply_exit_status_must_fit() -> None:
+    with pytest.raises(wire.WireError):
+        wire.reply(256, "", "")
+
+
+@pytest.mark.parametrize("data, key, value", [
+    (b'{"daemonSocket": "/x.sock"}', "daemonSocket", "/x.sock"),
+    (b'{"other": "daemonSocket"}', "daemonSocket", None),
+    (b'{"daemon\\u0053ocket": "/escaped.sock"}', "daemonSocket", "/escaped.sock"),
+    (b'{"name": "n"}', "daemonSocket", None),
+    (b"not json daemonSocket", "daemonSocket", None),
+    (b'{"dockerTimeout": 90}', "dockerTimeout", 90),
+])
+def test_config_value_reads_json_only_when_the_key_can_be_there(data: bytes, key: str,
+                                                               value: Any) -> None:
+    assert wire.config_value(data, key) == value
 
 
 def test_forwarded_environment() -> None:
@@ -199,7 +222,7 @@ def test_forwarded_environment() -> None:
     ({}, {"daemonSocket": 7}, wire.DEFAULT_SOCKET),
 ])
 def test_socket_path(environ: dict[str, str], conf: dict[str, Any], expected: str | None) -> None:
-    assert client.socket_path(environ, conf) == expected
+    assert client.socket_path(environ, json.dumps(conf).encode()) == expected
 
 
 @pytest.mark.parametrize("conf, expected", [
@@ -208,7 +231,7 @@ def test_socket_path(environ: dict[str, str], conf: dict[str, Any], expected: st
     ({"dockerTimeout": 1e9}, 150.0),
 ])
 def test_reply_timeout(conf: dict[str, Any], expected: float) -> None:
-    assert client.reply_timeout(conf) == expected
+    assert client.reply_timeout(json.dumps(conf).encode()) == expected
 
 
 @pytest.mark.parametrize("command, forwarded", [
@@ -271,7 +294,7 @@ def test_daemon_of_another_version(sockdir: Path) -> None:
     got: list[bytes] = []
 
     def old_daemon(conn: socket.socket) -> None:
-        wire.send(conn, {"protocol": 1, "version": "0.0.1", "pid": 1})
+        wire.send(conn, wire.hello("0.0.1", 1))
         conn.settimeout(2)
         with contextlib.suppress(OSError):
             got.append(conn.recv(10))
@@ -283,6 +306,22 @@ def test_daemon_of_another_version(sockdir: Path) -> None:
     assert isinstance(out, client.Fallback) and out.warn
     assert "runs cni2cnm 0.0.1" in out.reason and "restart the daemon" in out.reason
     assert got == [b""], "no request may be sent to a daemon of another version"
+
+
+def test_daemon_of_the_json_protocol(sockdir: Path) -> None:
+    def json_daemon(conn: socket.socket) -> None:  # what protocol 1 sent
+        body = b'{"protocol": 1, "version": "0.1.0", "pid": 1}'
+        conn.sendall(len(body).to_bytes(4, "big") + body)
+        conn.settimeout(2)
+        with contextlib.suppress(OSError):
+            conn.recv(10)
+
+    path = sockdir / "v1.sock"
+    t = fake_daemon(path, json_daemon)
+    out = client.forward(env_for("ADD", **{wire.SOCKET_ENV: str(path)}), b"{}")
+    t.join(5)
+    assert isinstance(out, client.Fallback) and out.warn
+    assert "speaks another protocol" in out.reason and "restart the daemon" in out.reason
 
 
 def test_daemon_that_dies_after_taking_the_request(sockdir: Path) -> None:
@@ -561,6 +600,36 @@ def test_forwarding_imports_only_the_standard_library(sockdir: Path) -> None:
     assert "cni2cnm.daemon.client" in imported
     assert not {m for m in imported if m.split(".")[0] in HEAVY}, sorted(imported)
     assert timed.returncode == 1 and len(recorder.requests) == 2
+
+
+def test_installed_plugin_forwards_without_site_socket_or_json(sockdir: Path,
+                                                              tmp_path: Path) -> None:
+    """The file `cni2cnm install` places: a forwarded request imports none of the modules that
+    cost start-up time; in-process and CLI runs get site-packages back and work."""
+    from cni2cnm.ops.install import wrapper_text
+
+    plugin = tmp_path / "cni2cnm"
+    plugin.write_text(wrapper_text())
+    plugin.chmod(0o755)
+    path = sockdir / "d.sock"
+    recorder = Recorder(reply=(0, '{"cniVersion": "1.0.0"}\n', ""))
+    conf = b'{"cniVersion": "1.0.0", "name": "n", "type": "cni2cnm"}'
+    with serving(path, recorder):
+        timed = subprocess.run([sys.executable, "-IS", "-X", "importtime", str(plugin)],
+                               input=conf, env=executable_env(sock=path), capture_output=True,
+                               timeout=60, check=False)
+    assert timed.returncode == 0 and timed.stdout == b'{"cniVersion": "1.0.0"}\n'
+    imported = {line.split("|")[-1].strip() for line in timed.stderr.decode().splitlines()
+                if line.startswith("import time:")}
+    assert "cni2cnm.daemon.client" in imported
+    assert not {m for m in imported if m.split(".")[0] in HEAVY + LEAN}, sorted(imported)
+    # no daemon: in-process, with pydantic from site-packages (an invalid name is code 7)
+    bad = subprocess.run([str(plugin)], input=stdin_of(netconf("1.0.0", name="")),
+                         env=executable_env(sock=""), capture_output=True, timeout=60)
+    assert bad.returncode == 1 and json.loads(bad.stdout)["code"] == 7, bad.stderr
+    cli = subprocess.run([str(plugin), "version"], env={"PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0 and cli.stdout.startswith(f"cni2cnm {__version__}\n")
 
 
 def test_without_a_daemon_the_plugin_runs_in_process(sockdir: Path) -> None:

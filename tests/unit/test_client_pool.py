@@ -1,0 +1,72 @@
+"""The daemon's pool of idle engine clients (engine.ClientPool), without Docker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from cni2cnm import engine as eng
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def pool() -> Iterator[eng.ClientPool]:
+    saved = eng._POOL
+    eng.keep_clients(max_idle=2)
+    assert eng._POOL is not None
+    try:
+        yield eng._POOL
+    finally:
+        eng._POOL = saved
+
+
+def test_a_closed_engine_hands_its_client_to_the_next(pool: eng.ClientPool) -> None:
+    first = eng.Engine("unix:///x.sock", timeout=5)
+    client = FakeClient()
+    first._client = client
+    first.close()
+    assert not client.closed
+    second = eng.Engine("unix:///x.sock", timeout=5)
+    assert second.client is client
+    other = eng.Engine("unix:///y.sock", timeout=5)
+    assert pool.take(other._pool_key) is None  # another engine URL never gets it
+
+
+def test_a_client_that_met_a_connection_error_is_closed(pool: eng.ClientPool) -> None:
+    e = eng.Engine("unix:///x.sock", timeout=5)
+    client = FakeClient()
+    e._client = client
+    with pytest.raises(eng.EngineUnavailable), e._translate("inspect"):
+        raise ConnectionRefusedError(111, "Connection refused")
+    e.close()
+    assert client.closed and pool.take(e._pool_key) is None
+
+
+def test_idle_clients_are_bounded(pool: eng.ClientPool) -> None:
+    clients = [FakeClient() for _ in range(3)]
+    for c in clients:
+        pool.give(("k",), c)
+    assert [c.closed for c in clients] == [False, False, True]
+    assert pool.take(("k",)) is clients[1] and pool.take(("k",)) is clients[0]
+    assert pool.take(("k",)) is None
+
+
+def test_without_a_pool_close_closes() -> None:
+    saved = eng._POOL
+    eng._POOL = None
+    try:
+        e = eng.Engine("unix:///x.sock")
+        client = FakeClient()
+        e._client = client
+        e.close()
+        assert client.closed
+    finally:
+        eng._POOL = saved
