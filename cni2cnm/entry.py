@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 
 def main() -> None:
     if "CNI_COMMAND" in os.environ:
-        sys.exit(run_plugin())
+        # A plugin process lives for one request: the cyclic garbage collector would only
+        # slow the imports of docker and pydantic down (~10 ms).
+        import gc
+
+        gc.disable()
+        exit_now(run_plugin())
     enable_site()
     from cni2cnm.cli import cli
 
@@ -62,6 +67,23 @@ def run_plugin() -> int:
                 fallback = outcome
                 stdin = io.BytesIO(data)
     return run_in_process(stdin, fallback)
+
+
+def exit_now(status: int) -> NoReturn:
+    """End the plugin process without finalising the interpreter.
+
+    With docker and pydantic loaded, tearing the interpreter down costs ~20 ms of every
+    request, and there is nothing left to tear down: the store and the engine client are
+    closed by then; output and log handlers are flushed here.
+    """
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            status = status or 1
+    os._exit(status)
 
 
 def run_in_process(stdin: IO[bytes], fallback: Fallback | None = None) -> int:

@@ -71,7 +71,7 @@ if [ "$ruff_rc" != 0 ]; then
 fi
 
 pytest_rc=0
-.venv/bin/python -m pytest -ra "$@" || pytest_rc=$?
+.venv/bin/python -m pytest -ra --durations=15 "$@" || pytest_rc=$?
 if [ "$pytest_rc" = 5 ]; then
     log "pytest collected no tests: failing"
 fi
@@ -85,9 +85,13 @@ if [ "$pytest_rc" = 0 ] && [ $# = 0 ]; then
     daemon_pid=$!
     for _ in $(seq 100); do [ -S "$daemon_dir/d.sock" ] && break; sleep 0.1; done
     log "daemon-mode pass through cni2cnm serve (pid $daemon_pid)"
+    # Every integration test that runs the plugin, i.e. all but the engine adapter's and the
+    # swarm harness's own tests and test_daemon.py (which runs both ways by itself).
     CNI2CNM_TEST_DAEMON_SOCKET="$daemon_dir/d.sock" .venv/bin/python -m pytest -ra \
-        tests/integration/test_add_del_check.py tests/integration/test_parallel.py \
-        tests/integration/test_gc_status.py tests/integration/test_proxy.py || pytest_rc=$?
+        --durations=15 tests/integration \
+        --ignore=tests/integration/test_engine.py \
+        --ignore=tests/integration/test_swarm_harness.py \
+        --ignore=tests/integration/test_daemon.py || pytest_rc=$?
     kill -TERM "$daemon_pid"
     daemon_rc=0
     wait "$daemon_pid" || daemon_rc=$?

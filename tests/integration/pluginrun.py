@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import subprocess
-import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,25 @@ from cni2cnm.store import Store
 CRI_DOCKERD_CNI_PATH = "/opt/cni/bin"
 
 
+_PLUGIN_DIR: str | None = None
+
+
 def plugin_executable() -> str:
-    """The installed `cni2cnm` console script next to this interpreter (or on PATH)."""
-    beside = Path(sys.executable).parent / "cni2cnm"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("cni2cnm")
-    if not found:
-        raise RuntimeError("cni2cnm is not installed: run scripts/bootstrap.sh")
-    return found
+    """The plugin file `cni2cnm install` places in a CNI bin dir, for this installation:
+    the tests run the plugin exactly as a node does. Written once per test process into a
+    private directory that is removed at exit."""
+    global _PLUGIN_DIR
+    if _PLUGIN_DIR is None:
+        from cni2cnm.ops.install import wrapper_text
+
+        d = tempfile.mkdtemp(prefix="c2c-bin-")
+        os.chmod(d, 0o755)  # a test runs it as nobody too
+        atexit.register(shutil.rmtree, d, True)
+        plugin = Path(d, "cni2cnm")
+        plugin.write_text(wrapper_text())
+        plugin.chmod(0o755)
+        _PLUGIN_DIR = d
+    return str(Path(_PLUGIN_DIR, "cni2cnm"))
 
 
 @dataclass
@@ -108,8 +119,16 @@ class Plugin:
             environ["CNI2CNM_LOG_LEVEL"] = os.environ["CNI2CNM_LOG_LEVEL"]
         # Through a `cni2cnm serve` daemon when CNI2CNM_TEST_DAEMON_SOCKET names its socket;
         # else in-process, even if a daemon serves the default socket on this machine.
-        environ["CNI2CNM_DAEMON_SOCKET"] = os.environ.get("CNI2CNM_TEST_DAEMON_SOCKET", "")
+        daemon = os.environ.get("CNI2CNM_TEST_DAEMON_SOCKET", "")
+        environ["CNI2CNM_DAEMON_SOCKET"] = daemon
         environ.update(env or {})
+        # In the daemon-mode pass every request must reach the daemon: a silent fallback to
+        # in-process would make that pass test nothing. (A test stop point runs in-process
+        # on purpose; VERSION never goes to the daemon.)
+        must_forward = (daemon and environ["CNI2CNM_DAEMON_SOCKET"] == daemon
+                        and "CNI2CNM_TEST_STOP_AT" not in environ and command != "VERSION")
+        if must_forward:
+            assert Path(daemon).is_socket(), f"the test daemon's socket {daemon} is gone"
         proc = subprocess.run(
             [plugin_executable()],
             input=json.dumps(doc).encode(),
@@ -118,7 +137,11 @@ class Plugin:
             timeout=timeout,
             check=False,
         )
-        return Outcome(command, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+        out = Outcome(command, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+        if must_forward:
+            assert "running in-process" not in out.stderr and "running it again" not in \
+                out.stderr, f"{command} did not go through the daemon: {out.stderr}"
+        return out
 
     # ---- the store, read directly -----------------------------------------------------
 
