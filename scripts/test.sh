@@ -85,13 +85,10 @@ if [ "$pytest_rc" = 0 ] && [ $# = 0 ]; then
     daemon_pid=$!
     for _ in $(seq 100); do [ -S "$daemon_dir/d.sock" ] && break; sleep 0.1; done
     log "daemon-mode pass through cni2cnm serve (pid $daemon_pid)"
-    # Every integration test that runs the plugin, i.e. all but the engine adapter's and the
-    # swarm harness's own tests and test_daemon.py (which runs both ways by itself).
+    # Every integration test that runs the plugin, except those marked own_modes: they run
+    # both ways by themselves (test_daemon, the soak) or do not run the plugin at all.
     CNI2CNM_TEST_DAEMON_SOCKET="$daemon_dir/d.sock" .venv/bin/python -m pytest -ra \
-        --durations=15 tests/integration \
-        --ignore=tests/integration/test_engine.py \
-        --ignore=tests/integration/test_swarm_harness.py \
-        --ignore=tests/integration/test_daemon.py || pytest_rc=$?
+        --durations=15 -m "not own_modes" tests/integration || pytest_rc=$?
     kill -TERM "$daemon_pid"
     daemon_rc=0
     wait "$daemon_pid" || daemon_rc=$?

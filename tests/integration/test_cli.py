@@ -19,6 +19,9 @@ from pluginrun import Plugin, cri_args, endpoint, plugin_executable, proc_netns
 
 from cni2cnm.cli import cli as click_cli
 
+# The CLI runs operations in its own process by design: the daemon-mode pass skips it.
+pytestmark = pytest.mark.own_modes
+
 SCHEMA = {
     "network": str, "containerId": str, "ifname": str, "state": (str, type(None)),
     "mode": (str, type(None)), "dockerNetwork": dict, "dockerContainer": dict, "netns": str,

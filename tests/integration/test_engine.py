@@ -24,6 +24,9 @@ from c2ctest import (
     pause_container,
 )
 
+# The engine and fixtures only (no plugin run): the daemon-mode pass skips it.
+pytestmark = pytest.mark.own_modes
+
 
 def _api_version(client: Any) -> tuple[int, ...]:
     return tuple(int(p) for p in client.version()["ApiVersion"].split("."))

@@ -3,21 +3,30 @@
 Each cycle is what a runtime does for one pod: start a pause container (--network none),
 ADD (followed by DEL when ADD fails, as runtimes do), DEL (retried while the engine says
 "try again later"), remove the container. Bounded in count and time; it stops by itself.
+
+Even cycles go through a `cni2cnm serve` daemon, odd ones run in-process, at the same time and
+on the same store, as on a node whose daemon comes and goes; the engine restart hits both
+(and the daemon's warm engine connections). So this test covers both modes itself, and the
+daemon-mode CI pass does not run it again (marker own_modes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from c2ctest import LABEL, SESSION_ID, Resources, unique_name
+from daemonrun import SOCKET_ENV, Daemon, start_daemon
 from pluginrun import Plugin, proc_netns
 from privateengine import PrivateEngine, private_engine
 
@@ -26,7 +35,7 @@ IN_FLIGHT = 10
 NETWORKS = 3
 DEADLINE_S = 300  # every retry gives up after this; below the pytest timeout
 
-pytestmark = pytest.mark.timeout(DEADLINE_S + 180)
+pytestmark = [pytest.mark.timeout(DEADLINE_S + 180), pytest.mark.own_modes]
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +57,21 @@ def retry(fn: Any, until: float) -> Any:
 
 def test_soak_with_engine_restart(peng: PrivateEngine) -> None:
     res = Resources(peng.client)
+    sockdir = Path(tempfile.mkdtemp(prefix="c2cs-"))  # short: socket paths are limited
+    daemon = None
     try:
-        run_soak(peng, res)
+        daemon = start_daemon(sockdir)
+        run_soak(peng, res, daemon)
+        assert daemon.stop() == 0, daemon.log_text()[-2000:]
     finally:
+        if daemon is not None and daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait(30)
+        shutil.rmtree(sockdir, ignore_errors=True)
         res.close()
 
 
-def run_soak(peng: PrivateEngine, res: Resources) -> None:
+def run_soak(peng: PrivateEngine, res: Resources, daemon: Daemon) -> None:
     state = str(res.tmpdir())
     nets = [res.network() for _ in range(NETWORKS)]
     plugins = [Plugin(peng.host, state, n.name) for n in nets]
@@ -90,15 +107,24 @@ def run_soak(peng: PrivateEngine, res: Resources) -> None:
         pod = retry(lambda: start_pod(name), until)
         try:
             netns = retry(lambda: proc_netns(pod), until)
-            add = plugin.run("ADD", pod.id, netns)
-            count("add_ok" if add.rc == 0 else f"add_error_{add.doc['code']}")
+            mode = "daemon" if i % 2 == 0 else "inproc"
+            env = {SOCKET_ENV: str(daemon.path) if mode == "daemon" else ""}
+
+            def run(command: str, prev: Any = None) -> Any:
+                out = plugin.run(command, pod.id, netns, prev=prev, env=env)
+                if mode == "daemon" and "in-process" in out.stderr:
+                    count("daemon_fallback")
+                return out
+
+            add = run("ADD")
+            count(f"{mode}_add_ok" if add.rc == 0 else f"{mode}_add_error_{add.doc['code']}")
             prev = add.doc if add.rc == 0 else None
             while True:  # a runtime retries DEL until it succeeds
-                out = plugin.run("DEL", pod.id, netns, prev=prev)
+                out = run("DEL", prev)
                 if out.rc == 0:
                     count("del_ok")
                     break
-                count(f"del_retry_{out.doc['code']}")
+                count(f"{mode}_del_retry_{out.doc['code']}")
                 assert time.monotonic() < until, f"DEL of {name} never succeeded: {out.stdout}"
                 time.sleep(0.3)
             if not add.rc:
@@ -131,12 +157,15 @@ def run_soak(peng: PrivateEngine, res: Resources) -> None:
     for n in nets:
         n.reload()
         endpoints += len(n.attrs["Containers"] or {})
-    print(f"\nsoak: {CYCLES} cycles in {elapsed:.1f}s, {IN_FLIGHT} in flight, engine restarted "
-          f"once; {dict(sorted(counts.items()))}; leftover records={len(records)} "
-          f"endpoints={endpoints} stray_interfaces={counts['stray_interface']}")
+    print(f"\nsoak: {CYCLES} cycles (half through the daemon) in {elapsed:.1f}s, {IN_FLIGHT} in "
+          f"flight, engine restarted once; {dict(sorted(counts.items()))}; "
+          f"leftover records={len(records)} endpoints={endpoints} "
+          f"stray_interfaces={counts['stray_interface']}")
     assert restarted.is_set()
     assert counts["del_ok"] == CYCLES
-    assert counts["add_ok"] >= CYCLES // 2
+    assert counts["daemon_fallback"] == 0
+    for mode in ("daemon", "inproc"):
+        assert counts[f"{mode}_add_ok"] >= CYCLES // 4, mode
     assert records == []
     assert endpoints == 0
     assert counts["stray_interface"] == 0

@@ -17,6 +17,9 @@ import pytest
 from c2ctest import BUSYBOX_IMAGE, PAUSE_IMAGE, unique_name
 from swarmnodes import SwarmNodes, swarm_fixture
 
+# The harness only (no plugin run): the daemon-mode pass skips it.
+pytestmark = pytest.mark.own_modes
+
 swarm = swarm_fixture()
 
 PORT = 7000
