@@ -180,7 +180,7 @@ class Rtnl:
     def _replies(self, seq: int) -> Iterator[tuple[int, int, bytes]]:
         """(type, flags, body) of the kernel's answers to request `seq`, up to the end."""
         while True:
-            data = self.sock.recv(1 << 16)
+            data = self.sock.recv(1 << 18)  # a dump datagram is at most ~32 KiB
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
                 length, kind, flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
