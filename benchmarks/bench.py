@@ -23,7 +23,7 @@ timed region; Docker names interfaces eth0, eth1, ... and never reuses a number)
                 `network disconnect`
 
 plus VERSION through the executable. Then 50 pods ADDed with 50 in flight and DELed, for (a),
-(c) and (b); then GC of 1,000 stale records (containers that do not exist) in one run of the
+(c) and (b), three rounds interleaved (the median round counts); then GC of 1,000 stale records (containers that do not exist) in one run of the
 executable, in-process and through the daemon; then where the time goes (imports on the
 start-up path, cProfile of an in-process ADD, the daemon's share of a forwarded ADD).
 Prints a table and the targets, and writes everything (raw samples too) as JSON.
@@ -452,11 +452,26 @@ class Bench:
         self.results["cycles"] = res
 
     def concurrency(self) -> None:
-        n = self.args.concurrent
+        """Each mode `--concurrent-rounds` times, the modes interleaved round by round; the
+        median round of each mode is reported (one round alone is noisy on 2 cores)."""
+        n, rounds = self.args.concurrent, self.args.concurrent_rounds
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in self.args.concurrent_modes}
+        for r in range(rounds):
+            for m in self.args.concurrent_modes:
+                log(f"{n} concurrent ADDs then DELs by ({m}), round {r + 1}/{rounds}")
+                runs[m].append(self._concurrent(m, n))
         res: dict[str, Any] = {}
-        for m in self.args.concurrent_modes:
-            log(f"{n} concurrent ADDs then DELs by ({m})")
-            res[m] = self._concurrent(m, n)
+        for m, rs in runs.items():
+            res[m] = {
+                "add_wall_ms": median([x["add_wall_ms"] for x in rs]),
+                "del_wall_ms": median([x["del_wall_ms"] for x in rs]),
+                "errors": sum(x["errors"] for x in rs),
+                "error_samples": [e for x in rs for e in x["error_samples"]][:5],
+                "cpu_ms_per_op": {op: {k: median([x["cpu_ms_per_op"][op][k] for x in rs])
+                                       for k in rs[0]["cpu_ms_per_op"][op]}
+                                  for op in ("add", "del")},
+                "rounds": rs,
+            }
         if "a" in res:
             for m in res:
                 for op in ("add", "del"):
@@ -588,14 +603,18 @@ class Bench:
         cid, pid = self.pod()
         try:
             env = self.plugin_env("ADD", cid, pid, False)
-            r = run_process([self.py, "-X", "importtime", self.exe], env,
+            # -IS as the plugin file's #! line has it (-I also ignores PYTHONPROFILEIMPORTTIME)
+            r = run_process([self.py, "-IS", "-X", "importtime", self.exe], env,
                             json.dumps(self.conf()).encode())
             prev = json.loads(r.stdout)
             self.plugin("DEL", cid, pid, False, self.conf(prevResult=prev))
             imports = import_table(r.stderr)
             prof = self.tmp / "add.prof"
-            r2 = run_process([self.py, "-m", "cProfile", "-o", str(prof), self.exe], env,
-                             json.dumps(self.conf()).encode())
+            # run_plugin() rather than the executable: the executable ends with os._exit,
+            # which would leave no profile behind.
+            code = ("import cProfile\nfrom cni2cnm.entry import run_plugin\n"
+                    f"cProfile.run('run_plugin()', {str(prof)!r})\n")
+            r2 = run_process([self.py, "-I", "-c", code], env, json.dumps(self.conf()).encode())
             prev = json.loads(r2.stdout)
             self.plugin("DEL", cid, pid, False, self.conf(prevResult=prev))
             top = cprofile_table(pstats.Stats(str(prof)))
@@ -717,8 +736,8 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
     conc = res.get("concurrency")
     if conc:
-        lines.append(f"{conc['n']} pods, {conc['n']} in flight (wall ms; throughput vs floor; "
-                     "errors)")
+        lines.append(f"{conc['n']} pods, {conc['n']} in flight (median of rounds: wall ms; "
+                     "throughput vs floor; errors)")
         for m in MODES:
             if m in conc:
                 r = conc[m]
@@ -788,6 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrent", type=int, default=50)
     p.add_argument("--concurrent-modes", default="a,c,b",
                    type=lambda s: [m for m in s.split(",") if m])
+    p.add_argument("--concurrent-rounds", type=int, default=3)
     p.add_argument("--gc-records", type=int, default=1000)
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--executable", default="installed",

@@ -2,7 +2,8 @@
 
 Well-known keys from SPEC.md/CONVENTIONS.md are typed; this plugin's own keys
 are typed too; anything else is kept (extra="allow") and ignored, as the spec
-asks plugins to tolerate fields they do not know.
+asks plugins to tolerate fields they do not know. Booleans and numbers are strict,
+as libcni's JSON decoding is: "true" or "45" in quotes are errors, not coerced.
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from cni2cnm.cni import version as cniversion
 from cni2cnm.cni.errors import CNIError, Code
@@ -38,8 +47,8 @@ class RuntimeDNS(_Model):
 
 
 class PortMapping(_Model):
-    hostPort: int
-    containerPort: int
+    hostPort: StrictInt
+    containerPort: StrictInt
     protocol: str = "tcp"
     hostIP: str | None = None
 
@@ -61,7 +70,7 @@ class TLS(_Model):
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
-    verify: bool = True
+    verify: StrictBool = True
 
 
 class Attachment(_Model):
@@ -79,10 +88,10 @@ class NetConf(_Model):
     name: str
     type: str
     args: dict[str, Any] | None = None
-    ipMasq: bool | None = None
+    ipMasq: StrictBool | None = None
     ipam: dict[str, Any] | None = None
     dns: DNS | None = None
-    capabilities: dict[str, bool] | None = None
+    capabilities: dict[str, StrictBool] | None = None
     runtimeConfig: RuntimeConfig | None = None
     prevResult: dict[str, Any] | None = None
     valid_attachments: list[Attachment] | None = Field(
@@ -93,7 +102,7 @@ class NetConf(_Model):
     # cni2cnm's own keys
     network: str | None = None
     dockerHost: str | None = None
-    dockerTimeout: float = Field(default=DEFAULT_DOCKER_TIMEOUT, gt=0, le=600)
+    dockerTimeout: float = Field(default=DEFAULT_DOCKER_TIMEOUT, gt=0, le=600, strict=True)
     tls: TLS | None = None
     stateDir: str = DEFAULT_STATE_DIR
     logFile: str | None = None
@@ -101,7 +110,7 @@ class NetConf(_Model):
     mode: Literal["auto", "container", "proxy"] = "auto"
     sandboxImage: str = DEFAULT_SANDBOX_IMAGE
     daemonSocket: str | None = None  # read by the executable before this model (entry.py)
-    detachNone: bool = True
+    detachNone: StrictBool = True
     aliases: list[str] = Field(default_factory=list)
     driverOpts: dict[str, str] = Field(default_factory=dict)
 

@@ -170,6 +170,15 @@ def test_log_levels(level: str) -> None:
         ("logLevel", "verbose"),
         ("logLevel", 10),
         ("detachNone", "sometimes"),
+        # strict, as libcni's Go decoding is: no quoted booleans or numbers
+        ("detachNone", "true"),
+        ("detachNone", 1),
+        ("dockerTimeout", "45"),
+        ("dockerTimeout", True),
+        ("ipMasq", "false"),
+        ("capabilities", {"ips": "true"}),
+        ("tls", {"verify": "false"}),
+        ("runtimeConfig", {"portMappings": [{"hostPort": "80", "containerPort": 80}]}),
         ("aliases", "web"),
         ("aliases", [1, 2]),
         ("driverOpts", ["a=b"]),
@@ -181,6 +190,11 @@ def test_log_levels(level: str) -> None:
 def test_plugin_keys_are_validated(key: str, value: Any) -> None:
     err = rejected(**{key: value})
     assert key in err.details
+
+
+def test_numbers_stay_numbers() -> None:
+    conf = parse(dockerTimeout=45, detachNone=False, capabilities={"ips": True})
+    assert conf.dockerTimeout == 45.0 and conf.detachNone is False and conf.capability("ips")
 
 
 def test_several_errors_are_all_named() -> None:
