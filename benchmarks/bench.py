@@ -23,7 +23,8 @@ timed region; Docker names interfaces eth0, eth1, ... and never reuses a number)
                 `network disconnect`
 
 plus VERSION through the executable. Then 50 pods ADDed with 50 in flight and DELed, for (a),
-(c) and (b), three rounds interleaved (the median round counts); then GC of 1,000 stale records (containers that do not exist) in one run of the
+(c) and (b), five rounds in rotating order (the median round counts); then GC of 1,000 stale
+records (containers that do not exist) in one run of the
 executable, in-process and through the daemon; then where the time goes (imports on the
 start-up path, cProfile of an in-process ADD, the daemon's share of a forwarded ADD).
 Prints a table and the targets, and writes everything (raw samples too) as JSON.
@@ -456,8 +457,9 @@ class Bench:
         median round of each mode is reported (one round alone is noisy on 2 cores)."""
         n, rounds = self.args.concurrent, self.args.concurrent_rounds
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in self.args.concurrent_modes}
+        modes = list(self.args.concurrent_modes)
         for r in range(rounds):
-            for m in self.args.concurrent_modes:
+            for m in modes[r % len(modes):] + modes[:r % len(modes)]:  # rotated per round
                 log(f"{n} concurrent ADDs then DELs by ({m}), round {r + 1}/{rounds}")
                 runs[m].append(self._concurrent(m, n))
         res: dict[str, Any] = {}
@@ -807,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrent", type=int, default=50)
     p.add_argument("--concurrent-modes", default="a,c,b",
                    type=lambda s: [m for m in s.split(",") if m])
-    p.add_argument("--concurrent-rounds", type=int, default=3)
+    p.add_argument("--concurrent-rounds", type=int, default=5)
     p.add_argument("--gc-records", type=int, default=1000)
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--executable", default="installed",

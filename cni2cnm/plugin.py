@@ -628,39 +628,39 @@ def _attached_anywhere(c: Container) -> bool:
 
 
 def detach(engine: Engine, att: Attachment) -> None:
-    """Disconnect what the record describes; success when it is already gone."""
+    """Disconnect what the record describes; success when it is already gone.
+
+    One engine call in the common case: a disconnect by container ID. ADD refused containers
+    already on the network, so an endpoint of this container there is ours, even when its
+    ID changed (dockerd re-creates endpoints when it restarts a container).
+    """
     if att.mode == "proxy":
         proxy.release(engine, att.sandbox_id or att.sandbox_name, att.netns, att.mac,
                       att.sandbox_ifname)
         return
     network_ref = att.network_id or att.docker_network
-    container = engine.container(att.docker_id) if att.docker_id else None
-    if container is None:
-        if att.docker_name:
-            # Docker finds a removed container's endpoint by the container NAME.
-            _quiet_disconnect(engine, att.docker_name, network_ref)
+    if att.docker_id and _quiet_disconnect(engine, att.docker_id, network_ref):
         return
-    ep = container.endpoint_in(att.network_id) if att.network_id else None
-    if ep is None and not att.network_id:
-        ep = container.endpoints.get(att.docker_network)
-    if ep is None or not ep.attached:
-        return
-    # ADD refused containers already on the network, so the endpoint is ours even when its
-    # ID changed (dockerd re-creates endpoints when it restarts a container).
-    _quiet_disconnect(engine, container.id, network_ref)
+    if att.docker_name:
+        # No such container: Docker finds a removed container's endpoint by its NAME.
+        _quiet_disconnect(engine, att.docker_name, network_ref)
 
 
-def _quiet_disconnect(engine: Engine, container: str, network: str) -> None:
+def _quiet_disconnect(engine: Engine, container: str, network: str) -> bool:
+    """Force-disconnect; True when done or there was nothing to disconnect, False on a 404
+    (with force, dockerd answers "endpoint <ref> not found" for a container it does not
+    know, and looks the endpoint up by that name)."""
     try:
         engine.disconnect(container, network, force=True)
     except NotFound:
-        pass
+        return False
     except EngineUnavailable:
         raise
     except EngineError as e:
         if "is not connected" in e.explanation or "not found" in e.explanation:
-            return
+            return True
         raise
+    return True
 
 
 def delete_without_store(engine: Engine, env: CNIEnv, conf: NetConf) -> None:
