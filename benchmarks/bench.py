@@ -611,6 +611,13 @@ class Bench:
             prev = json.loads(r.stdout)
             self.plugin("DEL", cid, pid, False, self.conf(prevResult=prev))
             imports = import_table(r.stderr)
+        finally:
+            self.remove(cid)
+        # A fresh pod: Docker never reuses an interface name, so a second ADD of the same
+        # pod would ask for eth0 and get eth1 (and be rolled back).
+        cid, pid = self.pod()
+        try:
+            env = self.plugin_env("ADD", cid, pid, False)
             prof = self.tmp / "add.prof"
             # run_plugin() rather than the executable: the executable ends with os._exit,
             # which would leave no profile behind.

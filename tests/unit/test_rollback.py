@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cni2cnm.engine import Container, Endpoint, EngineUnavailable
+from cni2cnm.engine import Container, Endpoint, EngineUnavailable, NotFound, Rejected
 from cni2cnm.plugin import detach, rollback
 from cni2cnm.store import ADDING, ATTACHED, Attachment, Store
 
@@ -18,7 +18,9 @@ def ep(network: str, endpoint_id: str = "ep1") -> Endpoint:
 
 
 class FakeEngine:
-    """Containers by ID; connect/disconnect change their endpoints; calls are recorded."""
+    """Containers by ID; connect/disconnect change their endpoints; calls are recorded.
+    Disconnect answers as dockerd 20.10 does (measured): a container it does not know is a
+    404 ("endpoint <ref> not found" with force), one not on the network a 500."""
 
     base_url = "fake://"
 
@@ -40,8 +42,14 @@ class FakeEngine:
 
     def disconnect(self, container: str, network: str, force: bool = False) -> None:
         self.calls.append(("disconnect", container, network))
-        c = self.containers[container]
+        c = self.containers.get(container)
+        if c is None:
+            raise NotFound(f"endpoint {container} not found" if force
+                           else f"No such container: {container}", 404)
         name = network.removeprefix("id-")
+        current = c.endpoints.get(name)
+        if current is None or not current.attached:  # a stale entry cannot be disconnected
+            raise Rejected(f"container {container} is not connected to network {name}", 500)
         self.containers[container] = replace(
             c, endpoints={k: v for k, v in c.endpoints.items() if k != name})
 
@@ -67,7 +75,8 @@ def test_rollback_clears_the_stale_entry_of_a_failed_connect(tmp_path: Path) -> 
         att = record(store, none_detached=True)
         rollback(engine, store, att)  # type: ignore[arg-type]
         assert store.list() == []
-    assert engine.calls == [("connect", "c1", "id-net"), ("disconnect", "c1", "id-net"),
+    assert engine.calls == [("disconnect", "c1", "id-net"),  # refused: stale
+                            ("connect", "c1", "id-net"), ("disconnect", "c1", "id-net"),
                             ("connect", "c1", "none")]
     assert list(engine.containers["c1"].endpoints) == ["none"]
 
@@ -88,16 +97,27 @@ def test_rollback_keeps_the_record_when_the_engine_is_gone(tmp_path: Path) -> No
     assert kept.state == ADDING  # DEL or GC finishes the job once the engine answers
 
 
-def test_detach_ignores_an_already_detached_endpoint(tmp_path: Path) -> None:
+def test_detach_of_an_endpoint_already_gone_is_quiet(tmp_path: Path) -> None:
     engine = FakeEngine(pod(none=ep("none")))
     with Store(str(tmp_path)) as store:
         detach(engine, record(store, state=ATTACHED))  # type: ignore[arg-type]
-    assert engine.calls == []
+    assert engine.calls == [("disconnect", "c1", "id-net")]  # one call, "not connected"
+    assert list(engine.containers["c1"].endpoints) == ["none"]
+
+
+def test_detach_is_one_call_when_attached(tmp_path: Path) -> None:
+    engine = FakeEngine(pod(net=ep("net")))
+    with Store(str(tmp_path)) as store:
+        detach(engine, record(store, state=ATTACHED))  # type: ignore[arg-type]
+    assert engine.calls == [("disconnect", "c1", "id-net")]
+    assert engine.containers["c1"].endpoints == {}
 
 
 def test_detach_of_a_removed_container_uses_its_name(tmp_path: Path) -> None:
     engine = FakeEngine(None)
-    engine.containers["pod"] = pod()  # force-disconnect finds endpoints by container name
+    # force-disconnect finds a removed container's endpoint by the container's name
+    engine.containers["pod"] = pod(net=ep("net"))
     with Store(str(tmp_path)) as store:
         detach(engine, record(store, state=ATTACHED))  # type: ignore[arg-type]
-    assert engine.calls == [("disconnect", "pod", "id-net")]
+    assert engine.calls == [("disconnect", "c1", "id-net"), ("disconnect", "pod", "id-net")]
+    assert engine.containers["pod"].endpoints == {}
