@@ -28,14 +28,17 @@ class ClientPool:
 
     A request takes a client and gives it back when it is done, so the client's keep-alive
     connection to dockerd stays open between requests. One client serves one request at a
-    time; a client that met a connection error is closed instead of kept.
+    time; a client that met a connection error is closed instead of kept. At most
+    `max_idle` clients are kept per engine, for the `max_engines` engines used last.
     """
 
-    def __init__(self, max_idle: int = 16) -> None:
+    def __init__(self, max_idle: int = 16, max_engines: int = 8) -> None:
         import threading
+        from collections import OrderedDict
 
         self.max_idle = max_idle
-        self._idle: dict[tuple[Any, ...], list[Any]] = {}
+        self.max_engines = max_engines
+        self._idle: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def take(self, key: tuple[Any, ...]) -> Any | None:
@@ -44,12 +47,18 @@ class ClientPool:
             return idle.pop() if idle else None
 
     def give(self, key: tuple[Any, ...], client: Any) -> None:
+        surplus = []
         with self._lock:
             idle = self._idle.setdefault(key, [])
+            self._idle.move_to_end(key)
             if len(idle) < self.max_idle:
                 idle.append(client)
-                return
-        client.close()
+            else:
+                surplus.append(client)
+            while len(self._idle) > self.max_engines:
+                surplus.extend(self._idle.popitem(last=False)[1])
+        for c in surplus:
+            c.close()
 
 
 _POOL: ClientPool | None = None  # None: every Engine makes and closes its own client

@@ -54,6 +54,11 @@ export DOCKER_HOST
 scripts/images.sh "$DOCKER_HOST" >/dev/null 2>&1
 note "local images: local/pause:3.10 (a static pause binary), local/busybox"
 
+"$ROOT/.venv/bin/cni2cnm" install --bin-dir "$state_dir/bin" --conf-dir "$state_dir/net.d" \
+    --state-dir "$state_dir" >/dev/null
+PLUGIN="$state_dir/bin/cni2cnm"
+note "cni2cnm install --bin-dir $state_dir/bin: the plugin file a runtime executes"
+
 bold "1. A Docker network for the pod"
 $DOCKER network create --subnet 10.233.7.0/24 $NET >/dev/null
 note "$DOCKER network create --subnet 10.233.7.0/24 $NET"

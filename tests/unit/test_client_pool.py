@@ -59,6 +59,18 @@ def test_idle_clients_are_bounded(pool: eng.ClientPool) -> None:
     assert pool.take(("k",)) is None
 
 
+def test_clients_of_engines_not_used_lately_are_closed() -> None:
+    pool = eng.ClientPool(max_idle=2, max_engines=2)
+    clients = {k: FakeClient() for k in ("a", "b", "c")}
+    pool.give(("a",), clients["a"])
+    pool.give(("b",), clients["b"])
+    assert pool.take(("a",)) is clients["a"]
+    pool.give(("a",), clients["a"])  # "a" is now the most recently used
+    pool.give(("c",), clients["c"])  # a third engine: "b" goes
+    assert clients["b"].closed and not clients["a"].closed and not clients["c"].closed
+    assert pool.take(("b",)) is None and pool.take(("a",)) is clients["a"]
+
+
 def test_without_a_pool_close_closes() -> None:
     saved = eng._POOL
     eng._POOL = None
