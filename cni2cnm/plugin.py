@@ -669,14 +669,8 @@ def delete_without_store(engine: Engine, env: CNIEnv, conf: NetConf) -> None:
         container, _ = find_container(engine, env)
     except CNIError:
         return
-    if container is None:
-        return
-    network = engine.network(conf.docker_network)
-    if network is None:
-        return
-    ep = container.endpoint_in(network.id)
-    if ep is not None and ep.attached:
-        _quiet_disconnect(engine, container.id, network.id)
+    if container is not None:
+        _quiet_disconnect(engine, container.id, conf.docker_network)
 
 
 def build_result(prev: Result | None, env: CNIEnv, conf: NetConf, attached: Attached) -> Result:
