@@ -206,31 +206,27 @@ class Rtnl:
         for _ in self._replies(self._send(kind, flags | NLM_F_ACK, body)):
             pass
 
-    def dump(self, kind: int, body: bytes) -> Iterator[tuple[int, bytes]]:
-        for mkind, _flags, mbody in self._replies(self._send(kind, NLM_F_DUMP, body)):
-            yield mkind, mbody
+    def dump(self, kind: int, header: struct.Struct, request: bytes, answer: int
+             ) -> Iterator[tuple[tuple[int, ...], dict[int, bytes]]]:
+        """A dump request: (fixed header fields, attributes) of each `answer` message."""
+        for mkind, _flags, body in self._replies(self._send(kind, NLM_F_DUMP, request)):
+            if mkind == answer:
+                yield header.unpack_from(body), attrs(body, header.size)
 
     # ---- reading ----------------------------------------------------------------
 
     def links(self) -> list[LinkMsg]:
-        out = []
-        for kind, body in self.dump(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
-            if kind != RTM_NEWLINK:
-                continue
-            _fam, _type, index, flags, _change = _IFINFOMSG.unpack_from(body)
-            a = attrs(body, _IFINFOMSG.size)
-            out.append(LinkMsg(index=index, name=_cstr(a.get(IFLA_IFNAME)),
-                               mac=_mac(a.get(IFLA_ADDRESS)), mtu=_u32(a.get(IFLA_MTU)) or 0,
-                               flags=flags))
-        return out
+        request = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        return [LinkMsg(index=index, name=_cstr(a.get(IFLA_IFNAME)), mac=_mac(a.get(IFLA_ADDRESS)),
+                        mtu=_u32(a.get(IFLA_MTU)) or 0, flags=flags)
+                for (_fam, _type, index, flags, _change), a
+                in self.dump(RTM_GETLINK, _IFINFOMSG, request, RTM_NEWLINK)]
 
     def addresses(self) -> list[AddrMsg]:
         out = []
-        for kind, body in self.dump(RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
-            if kind != RTM_NEWADDR:
-                continue
-            family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(body)
-            a = attrs(body, _IFADDRMSG.size)
+        request = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        for (family, prefixlen, _flags, _scope, index), a in self.dump(
+                RTM_GETADDR, _IFADDRMSG, request, RTM_NEWADDR):
             ip = _ip(family, a.get(IFA_LOCAL) or a.get(IFA_ADDRESS))
             if ip:
                 out.append(AddrMsg(index=index, family=family, address=ip, prefixlen=prefixlen))
@@ -238,12 +234,9 @@ class Rtnl:
 
     def routes(self, family: int) -> list[RouteMsg]:
         out = []
-        for kind, body in self.dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
-            if kind != RTM_NEWROUTE:
-                continue
-            (fam, dst_len, _src_len, _tos, table, proto, scope, rtype,
-             _flags) = _RTMSG.unpack_from(body)
-            a = attrs(body, _RTMSG.size)
+        request = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        for (fam, dst_len, _src, _tos, table, proto, scope, rtype, _flags), a in self.dump(
+                RTM_GETROUTE, _RTMSG, request, RTM_NEWROUTE):
             metrics = {k: v for k, raw in attrs(a.get(RTA_METRICS, b"")).items()
                        if (v := _u32(raw)) is not None}
             out.append(RouteMsg(

@@ -31,9 +31,7 @@ ADDRESS_POOL=base=10.232.0.0/16,size=24
 
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 
-log() { echo "dockerd.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
+PROG=dockerd.sh
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -42,21 +40,13 @@ usage() {
     exit 2
 }
 
-[ $# -eq 2 ] || usage
+{ [ $# -eq 2 ] && [ -n "$2" ]; } || usage
 cmd=$1
-[ -n "$2" ] || usage
 [ "$(id -u)" = 0 ] || die "must run as root"
-
-# Resolve DIR to an absolute, symlink-free path (created for start/restart).
 case $cmd in
-    start|restart) mkdir -p "$2" ;;
+    start|restart) DIR=$(resolve_dir "$2" create) ;;
+    *) DIR=$(resolve_dir "$2") ;;
 esac
-if [ -d "$2" ]; then
-    DIR=$(cd "$2" && pwd -P)
-else
-    # stop/kill/status on a missing DIR: nothing can be running there, but be tolerant.
-    DIR=$(realpath -m "$2")
-fi
 
 HOST="unix://$DIR/docker.sock"
 NS="c2c-$(printf '%s' "$DIR" | sha256sum | cut -c1-10)"

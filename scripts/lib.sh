@@ -1,5 +1,15 @@
 # shellcheck shell=bash
-# Shell helpers shared by scripts/dockerd.sh and scripts/swarm.sh (sourced; they define log).
+# Shell helpers shared by scripts/dockerd.sh and scripts/swarm.sh (sourced after they set PROG).
+
+log() { echo "$PROG: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Print DIR ($1) as an absolute, symlink-free path; create it first when $2 is "create". A
+# DIR that does not exist is made absolute only (stop, status: nothing can run there).
+resolve_dir() {  # dir [create]
+    [ "${2:-}" != create ] || mkdir -p "$1"
+    if [ -d "$1" ]; then (cd "$1" && pwd -P); else realpath -m "$1"; fi
+}
 
 # PIDs of processes whose argv[0] matches the glob $1 and one of whose arguments is a path
 # under $2 (no broad name matching: other engines on the host are never touched).

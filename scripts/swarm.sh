@@ -56,9 +56,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH DOCKER_HOST
 
-log() { echo "swarm.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
+PROG=swarm.sh
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -67,19 +65,13 @@ usage() {
     exit 2
 }
 
-[ $# -eq 2 ] || usage
+{ [ $# -eq 2 ] && [ -n "$2" ]; } || usage
 cmd=$1
-[ -n "$2" ] || usage
 [ "$(id -u)" = 0 ] || die "must run as root"
-
 case $cmd in
-    up) mkdir -p "$2" ;;
+    up) DIR=$(resolve_dir "$2" create) ;;
+    *) DIR=$(resolve_dir "$2") ;;
 esac
-if [ -d "$2" ]; then
-    DIR=$(cd "$2" && pwd -P)
-else
-    DIR=$(realpath -m "$2")
-fi
 if [ ${#DIR} -gt 80 ]; then
     die "DIR '$DIR' is too long (${#DIR} chars); unix socket paths are limited to 108 bytes"
 fi

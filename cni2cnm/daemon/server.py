@@ -260,8 +260,6 @@ class Server:
     def stop(self, reason: str = "") -> None:
         """Stop accepting. Safe from a signal handler (takes no lock) and from any thread;
         only the first call does anything."""
-        if os.getpid() != self.pid:  # a forked child that inherited this object: not ours
-            return
         if self._stopping.is_set():
             return
         self.stop_reason = reason
@@ -432,8 +430,8 @@ def serve(path: str, log_level: str = "info") -> int:
     server.bind()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        # No logging or locks here; a forked child that inherits this handler does nothing.
-        if os.getpid() != server.pid or server.stopping:
+        # No logging or locks here: a signal handler.
+        if server.stopping:
             return
         _notify("STOPPING=1")
         server.stop(signal.Signals(signum).name)

@@ -1,15 +1,18 @@
-"""A `cni2cnm serve` process for integration tests: started on a socket in a given directory,
-stopped with SIGTERM (see test_daemon.py and test_soak.py)."""
+"""A `cni2cnm serve` process for integration tests: started on a socket in a given directory
+(start_daemon) or a fresh one (running_daemon), stopped with SIGTERM."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,3 +57,23 @@ def start_daemon(directory: Path) -> Daemon:
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"serve did not come up: {daemon.log_text()}")
+
+
+@contextlib.contextmanager
+def running_daemon() -> Iterator[Daemon]:
+    """`cni2cnm serve` on a socket in a fresh directory. At the end, if it still runs (a test
+    may have killed it), it must exit 0 on SIGTERM; after a failure it is killed. The
+    directory is always removed."""
+    directory = Path(tempfile.mkdtemp(prefix="c2cd-"))  # short: socket paths are limited
+    daemon = None
+    try:
+        daemon = start_daemon(directory)
+        yield daemon
+        if daemon.proc.poll() is None:
+            rc = daemon.stop()
+            assert rc == 0, f"serve exited {rc} on SIGTERM: {daemon.log_text()[-2000:]}"
+    finally:
+        if daemon is not None and daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait(30)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +21,7 @@ from typing import Any
 
 import pytest
 from c2ctest import network_subnets, pause_container, unique_name
-from daemonrun import SOCKET_ENV, Daemon, start_daemon
+from daemonrun import SOCKET_ENV, Daemon, running_daemon, start_daemon
 from pluginrun import Outcome, Plugin, cri_args, plugin_executable, proc_netns
 
 from cni2cnm.store import Store
@@ -33,23 +31,9 @@ pytestmark = pytest.mark.own_modes
 
 
 @pytest.fixture
-def sockdir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="c2cd-"))  # short: socket paths are limited to 107 bytes
-    try:
+def daemon() -> Iterator[Daemon]:
+    with running_daemon() as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def daemon(sockdir: Path) -> Iterator[Daemon]:
-    d = start_daemon(sockdir)
-    try:
-        yield d
-    finally:
-        if d.proc.poll() is None:
-            rc = d.stop()
-            assert rc == 0, f"serve exited {rc} on SIGTERM: {d.log_text()}"
 
 
 @pytest.fixture

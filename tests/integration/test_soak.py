@@ -13,20 +13,17 @@ daemon-mode CI pass does not run it again (marker own_modes).
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 from c2ctest import LABEL, SESSION_ID, Resources, unique_name
-from daemonrun import SOCKET_ENV, Daemon, start_daemon
+from daemonrun import SOCKET_ENV, Daemon, running_daemon
 from pluginrun import Plugin, proc_netns
 from privateengine import PrivateEngine, private_engine
 
@@ -57,17 +54,10 @@ def retry(fn: Any, until: float) -> Any:
 
 def test_soak_with_engine_restart(peng: PrivateEngine) -> None:
     res = Resources(peng.client)
-    sockdir = Path(tempfile.mkdtemp(prefix="c2cs-"))  # short: socket paths are limited
-    daemon = None
     try:
-        daemon = start_daemon(sockdir)
-        run_soak(peng, res, daemon)
-        assert daemon.stop() == 0, daemon.log_text()[-2000:]
+        with running_daemon() as daemon:  # must exit 0 on SIGTERM at the end
+            run_soak(peng, res, daemon)
     finally:
-        if daemon is not None and daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(30)
-        shutil.rmtree(sockdir, ignore_errors=True)
         res.close()
 
 

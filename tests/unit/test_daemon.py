@@ -290,38 +290,26 @@ def test_daemon_that_never_greets(sockdir: Path) -> None:
         assert time.monotonic() - t0 < 2
 
 
-def test_daemon_of_another_version(sockdir: Path) -> None:
+@pytest.mark.parametrize("greeting, why", [
+    (wire.hello("0.0.1", 1), "runs cni2cnm 0.0.1 (protocol 2)"),
+    (b'{"protocol": 1, "version": "0.1.0", "pid": 1}', "speaks another protocol"),  # 1: JSON
+])
+def test_daemon_of_another_version_or_protocol(sockdir: Path, greeting: bytes, why: str) -> None:
     got: list[bytes] = []
 
-    def old_daemon(conn: socket.socket) -> None:
-        wire.send(conn, wire.hello("0.0.1", 1))
+    def other_daemon(conn: socket.socket) -> None:
+        wire.send(conn, greeting)
         conn.settimeout(2)
         with contextlib.suppress(OSError):
             got.append(conn.recv(10))
 
-    path = sockdir / "old.sock"
-    t = fake_daemon(path, old_daemon)
+    path = sockdir / "other.sock"
+    t = fake_daemon(path, other_daemon)
     out = client.forward(env_for("ADD", **{wire.SOCKET_ENV: str(path)}), b"{}")
     t.join(5)
     assert isinstance(out, client.Fallback) and out.warn
-    assert "runs cni2cnm 0.0.1" in out.reason and "restart the daemon" in out.reason
+    assert why in out.reason and "restart the daemon" in out.reason
     assert got == [b""], "no request may be sent to a daemon of another version"
-
-
-def test_daemon_of_the_json_protocol(sockdir: Path) -> None:
-    def json_daemon(conn: socket.socket) -> None:  # what protocol 1 sent
-        body = b'{"protocol": 1, "version": "0.1.0", "pid": 1}'
-        conn.sendall(len(body).to_bytes(4, "big") + body)
-        conn.settimeout(2)
-        with contextlib.suppress(OSError):
-            conn.recv(10)
-
-    path = sockdir / "v1.sock"
-    t = fake_daemon(path, json_daemon)
-    out = client.forward(env_for("ADD", **{wire.SOCKET_ENV: str(path)}), b"{}")
-    t.join(5)
-    assert isinstance(out, client.Fallback) and out.warn
-    assert "speaks another protocol" in out.reason and "restart the daemon" in out.reason
 
 
 def test_daemon_that_dies_after_taking_the_request(sockdir: Path) -> None:
