@@ -32,15 +32,34 @@ def identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def is_namespace(path: str) -> bool:
-    """True when the path is a live network namespace (on nsfs), not a leftover file.
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type (Linux 4.11)
+CLONE_NEWNET = 0x40000000
 
-    An `ip netns` file whose bind mount is gone is an empty regular file; a live
-    namespace has the same device as our own `/proc/self/ns/net`.
-    """
+
+def is_namespace(path: str) -> bool:
+    """True when the path is a live NETWORK namespace: not a leftover `ip netns` file
+    (an empty regular file once its bind mount is gone) and not a namespace of another
+    type (`/proc/self/ns/mnt` is on nsfs too)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        import fcntl
+
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def is_host(path: str) -> bool:
+    """True when the path is the namespace this process runs in or PID 1's: the node's
+    own network, which the plugin must never change."""
     ident = identity(path)
-    own = identity("/proc/self/ns/net")
-    return ident is not None and own is not None and ident[0] == own[0]
+    return ident is not None and ident in {identity("/proc/self/ns/net"),
+                                           identity("/proc/1/ns/net")}
 
 
 @dataclass(frozen=True)
@@ -65,8 +84,6 @@ class RouteEntry:
     advmss: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-
-CLONE_NEWNET = 0x40000000
 
 
 def _netlink_in(path: str) -> rtnl.Rtnl:
@@ -235,3 +252,24 @@ class Netns:
             self._nl.set_link(link.index, name=name)
         except OSError as e:
             raise NetnsError(f"cannot rename {link.name} in {self.path}: {e}") from None
+
+
+class Namespaces:
+    """The host's namespaces, as the plugin sees them. The plugin takes an instance (unit
+    tests give it cni2cnm.testing's in-memory one) instead of calling this module."""
+
+    def identity(self, path: str) -> tuple[int, int] | None:
+        return identity(path)
+
+    def is_namespace(self, path: str) -> bool:
+        return is_namespace(path)
+
+    def is_host(self, path: str) -> bool:
+        return is_host(path)
+
+    def open(self, path: str) -> Netns:
+        """`with namespaces.open(path) as ns:`; NetnsError when it cannot be opened."""
+        return Netns(path)
+
+
+SYSTEM = Namespaces()

@@ -185,6 +185,16 @@ class Store:
                           self.path, text, oe)
         return StoreError(f"cannot open state database {self.path}: {text}", self.path)
 
+    def identity(self) -> str:
+        """The store's identity (the `store-id` marker), "" when there is none yet. It labels
+        what this store makes outside itself (proxy sandboxes), so that another stateDir on
+        the same engine never sweeps them."""
+        try:
+            with open(self.marker) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()

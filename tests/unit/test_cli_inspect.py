@@ -20,7 +20,7 @@ CID = "c" * 64
 
 def network(name: str = "pods") -> Network:
     return Network(id=NET_ID, name=name, driver="bridge", scope="local", internal=False,
-                   attachable=False, ipv6=False, subnets=(), containers={})
+                   attachable=False, ipv6=False, subnets=(), members=())
 
 
 def container(ips: tuple[str, ...] = ("10.240.0.5/24",), attached: bool = True) -> Container:

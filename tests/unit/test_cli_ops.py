@@ -23,7 +23,7 @@ from cni2cnm.ops import install as inst
 NETWORK = Network(id="n" * 64, name="pods", driver="bridge", scope="local", internal=False,
                   attachable=False, ipv6=True,
                   subnets=(Subnet("10.240.3.0/24", "10.240.3.1"), Subnet("fd00:c2c::/64", None)),
-                  containers={})
+                  members=())
 
 
 # ---- conflist -------------------------------------------------------------------------------

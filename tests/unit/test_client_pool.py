@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cni2cnm import engine as eng
+from cni2cnm.engine import client as eng
 
 
 class FakeClient:

@@ -6,8 +6,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cni2cnm.engine import Container, Endpoint, EngineUnavailable, NotFound, Rejected
-from cni2cnm.plugin import detach, rollback
+from cni2cnm import netns
+from cni2cnm.engine import Container, Endpoint, EngineUnavailable, NotConnected, NotFound
+from cni2cnm.plugin.attach import detach, rollback
 from cni2cnm.store import ADDING, ATTACHED, Attachment, Store
 
 
@@ -49,7 +50,7 @@ class FakeEngine:
         name = network.removeprefix("id-")
         current = c.endpoints.get(name)
         if current is None or not current.attached:  # a stale entry cannot be disconnected
-            raise Rejected(f"container {container} is not connected to network {name}", 500)
+            raise NotConnected(f"container {container} is not connected to network {name}", 500)
         self.containers[container] = replace(
             c, endpoints={k: v for k, v in c.endpoints.items() if k != name})
 
@@ -73,7 +74,7 @@ def test_rollback_clears_the_stale_entry_of_a_failed_connect(tmp_path: Path) -> 
     engine = FakeEngine(pod(net=ep("net", endpoint_id="")))
     with Store(str(tmp_path)) as store:
         att = record(store, none_detached=True)
-        rollback(engine, store, att)  # type: ignore[arg-type]
+        rollback(engine, netns.SYSTEM, store, att)  # type: ignore[arg-type]
         assert store.list() == []
     assert engine.calls == [("disconnect", "c1", "id-net"),  # refused: stale
                             ("connect", "c1", "id-net"), ("disconnect", "c1", "id-net"),
@@ -84,7 +85,7 @@ def test_rollback_clears_the_stale_entry_of_a_failed_connect(tmp_path: Path) -> 
 def test_rollback_disconnects_and_reattaches_none(tmp_path: Path) -> None:
     engine = FakeEngine(pod(net=ep("net")))
     with Store(str(tmp_path)) as store:
-        rollback(engine, store, record(store, none_detached=True))  # type: ignore[arg-type]
+        rollback(engine, netns.SYSTEM, store, record(store, none_detached=True))  # type: ignore[arg-type]
         assert store.list() == []
     assert engine.calls == [("disconnect", "c1", "id-net"), ("connect", "c1", "none")]
 
@@ -92,7 +93,7 @@ def test_rollback_disconnects_and_reattaches_none(tmp_path: Path) -> None:
 def test_rollback_keeps_the_record_when_the_engine_is_gone(tmp_path: Path) -> None:
     engine = FakeEngine(pod(net=ep("net")), down=True)
     with Store(str(tmp_path)) as store:
-        rollback(engine, store, record(store))  # type: ignore[arg-type]
+        rollback(engine, netns.SYSTEM, store, record(store))  # type: ignore[arg-type]
         [kept] = store.list()
     assert kept.state == ADDING  # DEL or GC finishes the job once the engine answers
 
@@ -100,7 +101,7 @@ def test_rollback_keeps_the_record_when_the_engine_is_gone(tmp_path: Path) -> No
 def test_detach_of_an_endpoint_already_gone_is_quiet(tmp_path: Path) -> None:
     engine = FakeEngine(pod(none=ep("none")))
     with Store(str(tmp_path)) as store:
-        detach(engine, record(store, state=ATTACHED))  # type: ignore[arg-type]
+        detach(engine, netns.SYSTEM, record(store, state=ATTACHED))  # type: ignore[arg-type]
     assert engine.calls == [("disconnect", "c1", "id-net")]  # one call, "not connected"
     assert list(engine.containers["c1"].endpoints) == ["none"]
 
@@ -108,7 +109,7 @@ def test_detach_of_an_endpoint_already_gone_is_quiet(tmp_path: Path) -> None:
 def test_detach_is_one_call_when_attached(tmp_path: Path) -> None:
     engine = FakeEngine(pod(net=ep("net")))
     with Store(str(tmp_path)) as store:
-        detach(engine, record(store, state=ATTACHED))  # type: ignore[arg-type]
+        detach(engine, netns.SYSTEM, record(store, state=ATTACHED))  # type: ignore[arg-type]
     assert engine.calls == [("disconnect", "c1", "id-net")]
     assert engine.containers["c1"].endpoints == {}
 
@@ -118,6 +119,6 @@ def test_detach_of_a_removed_container_uses_its_name(tmp_path: Path) -> None:
     # force-disconnect finds a removed container's endpoint by the container's name
     engine.containers["pod"] = pod(net=ep("net"))
     with Store(str(tmp_path)) as store:
-        detach(engine, record(store, state=ATTACHED))  # type: ignore[arg-type]
+        detach(engine, netns.SYSTEM, record(store, state=ATTACHED))  # type: ignore[arg-type]
     assert engine.calls == [("disconnect", "c1", "id-net"), ("disconnect", "pod", "id-net")]
     assert engine.containers["pod"].endpoints == {}

@@ -17,8 +17,9 @@ import secrets
 from dataclasses import dataclass
 
 from cni2cnm import netns
-from cni2cnm.engine import Container, Engine
-from cni2cnm.request import EndpointRequest
+from cni2cnm.engine import Container, EngineAPI, SandboxSpec
+from cni2cnm.plugin.request import EndpointRequest
+from cni2cnm.store import Attachment
 
 log = logging.getLogger("cni2cnm.proxy")
 
@@ -27,6 +28,7 @@ LABEL_NETWORK = "io.cni2cnm.network"
 LABEL_CONTAINER_ID = "io.cni2cnm.container-id"
 LABEL_IFNAME = "io.cni2cnm.ifname"
 LABEL_NETNS = "io.cni2cnm.netns"
+LABEL_STORE = "io.cni2cnm.store"  # the store-id of the stateDir that made it
 
 
 class ProxyError(Exception):
@@ -48,86 +50,119 @@ def sandbox_name(network: str, container_id: str, ifname: str) -> str:
     return f"cni2cnm-{slug}-{cid}-{ifname}-{digest}"
 
 
-def sandbox_labels(network: str, container_id: str, ifname: str, netns_path: str
-                   ) -> dict[str, str]:
+def sandbox_labels(network: str, container_id: str, ifname: str, netns_path: str,
+                   store_id: str) -> dict[str, str]:
     return {
         LABEL_SANDBOX: "true",
         LABEL_NETWORK: network,
         LABEL_CONTAINER_ID: container_id,
         LABEL_IFNAME: ifname,
         LABEL_NETNS: netns_path,
+        LABEL_STORE: store_id,
     }
 
 
-def start_sandbox(engine: Engine, name: str, image: str, network: str,
+def start_sandbox(engine: EngineAPI, name: str, image: str, network: str,
                   request: EndpointRequest, labels: dict[str, str]) -> str:
     """A pause container whose only network is `network`, with the requested endpoint."""
-    return engine.run_sandbox(
-        name, image, network, labels=labels, ipv4=request.ipv4, ipv6=request.ipv6,
-        aliases=list(request.aliases), mac=request.mac, driver_opts=request.driver_opts,
-    )
+    return engine.run_sandbox(SandboxSpec(
+        name=name, image=image, network=network, labels=labels, ipv4=request.ipv4,
+        ipv6=request.ipv6, aliases=tuple(request.aliases), mac=request.mac,
+        driver_opts=dict(request.driver_opts),
+    ))
 
 
-def move_in(sandbox: Container, mac: str, addresses: list[str], target: str,
-            ifname: str) -> Moved:
+def refuse_exited(sandbox: Container, image: str) -> None:
+    """A sandbox must keep running: one whose image's command exits is useless."""
+    if sandbox.running:
+        return
+    ended = sandbox.exit
+    how = (f"exited with code {ended.exit_code}" + (f" ({ended.error})" if ended.error else "")
+           + (", killed for lack of memory" if ended.oom_killed else "")
+           if ended is not None else f"is {sandbox.status or 'not running'}")
+    raise ProxyError(f"sandbox container {sandbox.name} of image {image} {how} right after "
+                     "it started; sandboxImage must be an image whose default command keeps "
+                     "running, such as pause (registry.k8s.io/pause:3.10)")
+
+
+def move_in(namespaces: netns.Namespaces, sandbox: Container, mac: str, addresses: list[str],
+            target: str, ifname: str) -> Moved:
     """Move the endpoint's interface from the sandbox into `target` as `ifname`."""
     tmp = "c2c" + secrets.token_hex(5)
-    with netns.Netns(f"/proc/{sandbox.pid}/ns/net") as src:
+    with namespaces.open(f"/proc/{sandbox.pid}/ns/net") as src:
         link = netns.find_link(src.links(), mac, addresses)
         if link is None:
             raise ProxyError(f"no interface with MAC {mac} in sandbox {sandbox.name}")
         routes = src.routes(link.index)
         src.move_link(link, target, tmp)
-    with netns.Netns(target) as dst:
+    with namespaces.open(target) as dst:
         moved = dst.configure_link(tmp, ifname, mtu=link.mtu, addresses=list(link.addresses),
                                    routes=routes)
         return Moved(sandbox_ifname=link.name, link=moved, routes=dst.routes(moved.index))
 
 
-def move_back(target: str, mac: str, sandbox: Container, sandbox_ifname: str) -> bool:
+def move_back(namespaces: netns.Namespaces, target: str, mac: str, sandbox: Container,
+              sandbox_ifname: str) -> bool:
     """Return the interface to the sandbox under its original name. False if it is gone."""
-    if not netns.is_namespace(target):
+    if not namespaces.is_namespace(target):
         return False
     tmp = "c2c" + secrets.token_hex(5)
-    with netns.Netns(target) as src:
+    with namespaces.open(target) as src:
         link = next((lk for lk in src.links() if lk.mac == mac), None)
         if link is None:
             return False
         src.move_link(link, f"/proc/{sandbox.pid}/ns/net", tmp)
-    with netns.Netns(f"/proc/{sandbox.pid}/ns/net") as dst:
+    with namespaces.open(f"/proc/{sandbox.pid}/ns/net") as dst:
         back = dst.link_named(tmp)
         if back is not None:
             dst.rename_link(back, sandbox_ifname or "eth0")
     return True
 
 
-def release(engine: Engine, sandbox_ref: str, target: str, mac: str, sandbox_ifname: str
-            ) -> None:
+def is_ours(sandbox: Container, att: Attachment) -> bool:
+    """A sandbox is this record's only if its labels say so (names can be reused)."""
+    labels = sandbox.labels
+    return (labels.get(LABEL_SANDBOX) == "true" and labels.get(LABEL_NETWORK) == att.network
+            and labels.get(LABEL_CONTAINER_ID) == att.container_id
+            and labels.get(LABEL_IFNAME) == att.ifname)
+
+
+def release(engine: EngineAPI, namespaces: netns.Namespaces, att: Attachment) -> None:
     """DEL of a proxy attachment: interface back (if it still exists), sandbox removed.
 
     Every already-gone case succeeds: the namespace deleted with the interface in it
     (dockerd then removes the sandbox and releases the address all the same), the
-    sandbox container removed by hand, both.
+    sandbox container removed by hand, both. A container that is not this record's
+    sandbox (by its labels) is never touched.
     """
-    if not sandbox_ref:
+    ref = att.sandbox_id or att.sandbox_name
+    if not ref:
         return
-    sandbox = engine.container(sandbox_ref)
+    sandbox = engine.container(ref)
     if sandbox is None:
         return
-    if sandbox.running and sandbox.pid and mac and target:
+    if not is_ours(sandbox, att):
+        log.warning("not removing container %s (%s): its labels do not make it the sandbox of "
+                    "%s/%s", sandbox.name, sandbox.short_id, att.container_id, att.ifname)
+        return
+    if sandbox.running and sandbox.pid and att.mac and att.netns:
         try:
-            move_back(target, mac, sandbox, sandbox_ifname)
+            move_back(namespaces, att.netns, att.mac, sandbox, att.sandbox_ifname)
         except netns.NetnsError as e:
             log.warning("could not move the interface back into %s (%s); removing it anyway",
                         sandbox.name, e)
     engine.remove_container(sandbox.id)
 
 
-def labelled_sandboxes(engine: Engine, network: str) -> list[tuple[str, str, str]]:
-    """(container ID of the sandbox, CNI container ID, ifname) of every sandbox of a network."""
+def labelled_sandboxes(engine: EngineAPI, network: str, store_id: str
+                       ) -> list[tuple[str, str, str]]:
+    """(container ID of the sandbox, CNI container ID, ifname) of every sandbox of a network
+    that the store `store_id` made (sandboxes of other stores are theirs to sweep)."""
+    if not store_id:
+        return []
     out = []
     for c in engine.containers_with_label(f"{LABEL_NETWORK}={network}"):
-        labels = c.get("Labels") or {}
-        if labels.get(LABEL_SANDBOX) == "true":
-            out.append((c["Id"], labels.get(LABEL_CONTAINER_ID, ""), labels.get(LABEL_IFNAME, "")))
+        if c.labels.get(LABEL_SANDBOX) == "true" and c.labels.get(LABEL_STORE) == store_id:
+            out.append((c.id, c.labels.get(LABEL_CONTAINER_ID, ""),
+                        c.labels.get(LABEL_IFNAME, "")))
     return out

@@ -1,7 +1,7 @@
-"""The Docker engine adapter. Knows Docker, knows nothing of CNI.
+"""The Docker engine adapter over the Docker SDK. Knows Docker, knows nothing of CNI.
 
 Everything the Docker SDK or `requests` can raise is turned into one of the
-EngineError classes here, so callers never see a library exception.
+EngineError classes (errors.py) here, so callers never see a library exception.
 """
 
 from __future__ import annotations
@@ -9,15 +9,32 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("cni2cnm.engine")
+from cni2cnm.engine.errors import (
+    EngineConfigError,
+    EngineUnavailable,
+    NotConnected,
+    NotFound,
+    Rejected,
+    classify,
+)
+from cni2cnm.engine.models import (
+    API_IFNAME,
+    API_MAC_ON_CONNECT,
+    DEFAULT_HOST,
+    Container,
+    ContainerExit,
+    Endpoint,
+    Labelled,
+    Member,
+    Network,
+    SandboxSpec,
+    Subnet,
+    TLSSettings,
+)
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
-IFNAME_OPTION = "com.docker.network.endpoint.ifname"
-API_IFNAME = (1, 48)  # Docker 28.0: the ifname driver option
-API_MAC_ON_CONNECT = (1, 54)  # Docker 29.3: mac_address honoured on connect
+log = logging.getLogger("cni2cnm.engine")
 
 
 _NEGOTIATED: dict[str, str] = {}  # engine URL -> API version agreed with it
@@ -70,114 +87,6 @@ def keep_clients(max_idle: int = 16) -> None:
     _POOL = ClientPool(max_idle)
 
 
-class EngineError(Exception):
-    """The engine said no, or could not be asked."""
-
-    def __init__(self, explanation: str, status: int | None = None) -> None:
-        super().__init__(explanation)
-        self.explanation = explanation
-        self.status = status
-
-
-class EngineUnavailable(EngineError):
-    """The engine cannot be reached, or did not answer in time."""
-
-
-class NotFound(EngineError):
-    """404: no such container, network or endpoint."""
-
-
-class Conflict(EngineError):
-    """403/409: already exists, address in use, forbidden in this state."""
-
-
-class Rejected(EngineError):
-    """Any other refusal (400, 500)."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    network_name: str
-    network_id: str
-    endpoint_id: str
-    mac: str
-    ipv4: str | None  # CIDR
-    ipv6: str | None  # CIDR
-    gateway: str | None
-    ipv6_gateway: str | None
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def attached(self) -> bool:
-        """Docker 20.10 leaves entries with an empty EndpointID after a failed connect."""
-        return bool(self.endpoint_id)
-
-    @property
-    def addresses(self) -> list[str]:
-        return [a for a in (self.ipv4, self.ipv6) if a]
-
-
-@dataclass(frozen=True)
-class Container:
-    id: str
-    name: str
-    running: bool
-    status: str
-    pid: int
-    network_mode: str
-    sandbox_key: str
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)  # by network name
-
-    def endpoint_in(self, network_id: str) -> Endpoint | None:
-        for ep in self.endpoints.values():
-            if ep.network_id == network_id:
-                return ep
-        return None
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
-
-
-@dataclass(frozen=True)
-class Subnet:
-    subnet: str
-    gateway: str | None
-
-
-@dataclass(frozen=True)
-class Network:
-    id: str
-    name: str
-    driver: str
-    scope: str
-    internal: bool
-    attachable: bool
-    ipv6: bool
-    subnets: tuple[Subnet, ...]
-    containers: dict[str, dict[str, Any]]  # container ID -> Name, EndpointID, MacAddress, ...
-    options: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def not_yet_visible(cls, ref: str) -> Network:
-        """A swarm network a worker cannot inspect before its first local attachment:
-        known by name only until a connect makes it visible."""
-        return cls(id="", name=ref, driver="", scope="swarm", internal=False, attachable=True,
-                   ipv6=False, subnets=(), containers={})
-
-    @property
-    def ref(self) -> str:
-        return self.id or self.name
-
-
-@dataclass(frozen=True)
-class TLSSettings:
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    verify: bool = True
-
-
 class Engine:
     """A thin, typed view of the Docker API calls cni2cnm needs."""
 
@@ -202,25 +111,55 @@ class Engine:
         if self._client is None:
             import docker
 
-            tls_config: Any = False
-            if self.tls is not None:
-                cert = (self.tls.cert, self.tls.key) if self.tls.cert and self.tls.key else None
-                tls_config = docker.tls.TLSConfig(
-                    client_cert=cert, ca_cert=self.tls.ca, verify=self.tls.verify
-                )
+            tls_config = self._tls_config()
             # A process that asks the same engine again (the daemon) negotiates only once.
             version = _NEGOTIATED.get(self.base_url, "auto")
             with self._translate("connect to the engine"):
-                self._client = docker.APIClient(
+                client = docker.APIClient(
                     base_url=self.base_url, version=version, timeout=self.timeout,
                     tls=tls_config,
                 )
-            _NEGOTIATED[self.base_url] = self._client.api_version
-            if self.base_url.startswith("unix:"):
-                # Proxies never apply to a unix socket, but with trust_env requests reads the
-                # whole process environment for them on every call (~15% of the daemon's CPU).
-                self._client.trust_env = False
+            # The config decides how the engine is reached, never the environment: with
+            # trust_env, requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE replace the
+            # configured CA and HTTPS_PROXY/ALL_PROXY route engine traffic through a proxy
+            # (and scans the whole environment on every call).
+            client.trust_env = False
+            self._client = client
+            _NEGOTIATED[self.base_url] = client.api_version
         return self._client
+
+    def _tls_config(self) -> Any:
+        if self.tls is None:
+            return False
+        import docker.errors
+        import docker.tls
+
+        for what, path in (("ca", self.tls.ca), ("cert", self.tls.cert),
+                           ("key", self.tls.key)):
+            if path is None:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(4096)
+            except OSError as e:
+                raise EngineConfigError(f"tls.{what} {path}: {e.strerror}") from None
+            if b"-----BEGIN" not in head:
+                raise EngineConfigError(f"tls.{what} {path}: not a PEM file")
+        if bool(self.tls.cert) != bool(self.tls.key):
+            raise EngineConfigError("tls: cert and key must be given together")
+        cert = (self.tls.cert, self.tls.key) if self.tls.cert and self.tls.key else None
+        try:
+            return docker.tls.TLSConfig(client_cert=cert, ca_cert=self.tls.ca,
+                                        verify=self.tls.verify)
+        except docker.errors.TLSParameterError as e:
+            raise EngineConfigError(f"tls: {e}") from None
+
+    def _tls_files(self) -> str:
+        if self.tls is None:
+            return "; the config has no tls settings for this engine"
+        files = [f"tls.{k} {v}" for k, v in (("ca", self.tls.ca), ("cert", self.tls.cert),
+                                             ("key", self.tls.key)) if v]
+        return f"; check {', '.join(files) or 'the tls settings'}"
 
     def close(self) -> None:
         if self._client is not None:
@@ -271,43 +210,59 @@ class Engine:
         with self._translate("list containers"):
             return [c["Id"] for c in self.client.containers(filters={"status": "running"})]
 
-    def containers_with_label(self, label: str) -> list[dict[str, Any]]:
+    def containers_with_label(self, label: str) -> list[Labelled]:
         with self._translate("list containers"):
-            return list(self.client.containers(all=True, filters={"label": label}))
+            raw = self.client.containers(all=True, filters={"label": label})
+        return [Labelled(id=c["Id"], name=((c.get("Names") or [""])[0]).lstrip("/"),
+                         labels=dict(c.get("Labels") or {}), state=c.get("State") or "")
+                for c in raw]
 
-    def run_sandbox(self, name: str, image: str, network: str, *, labels: dict[str, str],
-                    ipv4: str | None = None, ipv6: str | None = None,
-                    aliases: list[str] | None = None, mac: str | None = None,
-                    driver_opts: dict[str, str] | None = None) -> str:
-        """Create and start a container whose only network is `network`; returns its ID."""
-        self.ensure_image(image)
-        with self._translate(f"create sandbox container {name}"):
+    def run_sandbox(self, spec: SandboxSpec) -> str:
+        """Create and start a container whose only network is `spec.network`; its ID.
+
+        The sandbox only holds a network namespace: it runs with no capabilities, a
+        read-only root filesystem and no-new-privileges.
+        """
+        self.ensure_image(spec.image)
+        with self._translate(f"create sandbox container {spec.name}"):
             endpoint = self.client.create_endpoint_config(
-                ipv4_address=ipv4, ipv6_address=ipv6, aliases=aliases or None,
-                driver_opt=driver_opts or None, mac_address=mac,
+                ipv4_address=spec.ipv4, ipv6_address=spec.ipv6,
+                aliases=list(spec.aliases) or None, driver_opt=spec.driver_opts or None,
+                mac_address=spec.mac,
             )
             created = self.client.create_container(
-                image, name=name, labels=labels,
+                spec.image, name=spec.name, labels=spec.labels,
                 host_config=self.client.create_host_config(
-                    network_mode=network, restart_policy={"Name": "no"}, init=False,
+                    network_mode=spec.network, restart_policy={"Name": "no"}, init=False,
+                    cap_drop=["ALL"], read_only=True, security_opt=["no-new-privileges"],
                 ),
-                networking_config=self.client.create_networking_config({network: endpoint}),
+                networking_config=self.client.create_networking_config(
+                    {spec.network: endpoint}),
             )
         cid = str(created["Id"])
-        with self._translate(f"start sandbox container {name}"):
+        with self._translate(f"start sandbox container {spec.name}"):
             self.client.start(cid)
         return cid
 
     def ensure_image(self, image: str) -> None:
+        """Pull the image unless the engine has it (by tag or by digest)."""
         try:
             with self._translate(f"inspect image {image}"):
                 self.client.inspect_image(image)
             return
         except NotFound:
             pass
-        repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+        repo, tag = split_image_ref(image)
         with self._translate(f"pull image {image}"):
-            self.client.pull(repo or image, tag=tag or "latest")
+            self.client.pull(repo, tag=tag)
+
+    def has_image(self, image: str) -> bool:
+        try:
+            with self._translate(f"inspect image {image}"):
+                self.client.inspect_image(image)
+        except NotFound:
+            return False
+        return True
 
     def remove_container(self, ref: str) -> bool:
         """Remove with force; False when it was already gone."""
@@ -338,8 +293,17 @@ class Engine:
             )
 
     def disconnect(self, container: str, network: str, *, force: bool = False) -> None:
-        with self._translate(f"disconnect {container} from {network}"):
-            self.client.disconnect_container_from_network(container, network, force=force)
+        """NotConnected when the container has no endpoint there; NotFound when dockerd
+        knows no such container (with force it then looks `container` up as an endpoint
+        NAME, and answers 404 "endpoint X not found" when there is none)."""
+        try:
+            with self._translate(f"disconnect {container} from {network}"):
+                self.client.disconnect_container_from_network(container, network,
+                                                              force=force)
+        except Rejected as e:
+            if "not found" in e.explanation.lower():  # a 500 for a vanished endpoint
+                raise NotConnected(e.explanation, e.status) from None
+            raise
 
     # ---- errors -----------------------------------------------------------
 
@@ -350,15 +314,15 @@ class Engine:
 
         try:
             yield
-        except docker.errors.NotFound as e:
-            raise NotFound(_explain(e), 404) from None
         except docker.errors.APIError as e:
-            status = e.status_code
-            cls = Conflict if status in (403, 409) else Rejected
-            if status is None:
-                cls = EngineUnavailable
+            if e.status_code is None:
                 self._broken = True
-            raise cls(_explain(e), status) from None
+                raise EngineUnavailable(_explain(e)) from None
+            raise classify(e.status_code, _explain(e)) from None
+        except requests.exceptions.SSLError as e:  # before ConnectionError, its base
+            self._broken = True
+            raise EngineConfigError(f"cannot {what}: TLS with {self.base_url} failed "
+                                    f"({_reason(e)}){self._tls_files()}") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
             self._broken = True  # its connection may be half-used: never hand it on
             raise EngineUnavailable(
@@ -372,6 +336,20 @@ class Engine:
             raise EngineUnavailable(f"cannot {what} at {self.base_url}: {e}") from None
 
 
+def split_image_ref(image: str) -> tuple[str, str]:
+    """(repository, tag or digest) for a pull: `pause:3.10` -> (pause, 3.10),
+    `pause@sha256:...` -> (pause, sha256:...), `host:5000/pause` -> (host:5000/pause,
+    latest)."""
+    if "@" in image:
+        repo, digest = image.split("@", 1)
+        return repo, digest
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = image.rsplit(":", 1)
+        return repo, tag
+    return image, "latest"
+
+
 def _explain(e: Any) -> str:
     return str(getattr(e, "explanation", None) or e)
 
@@ -380,7 +358,10 @@ def _reason(e: BaseException) -> str:
     """The innermost cause, without the urllib3 noise around it."""
     text = str(e)
     for marker in ("Connection refused", "No such file or directory", "timed out",
-                   "Permission denied", "Read timed out"):
+                   "Permission denied", "Read timed out", "CERTIFICATE_VERIFY_FAILED",
+                   "certificate verify failed", "doesn't match", "certificate required",
+                   "TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE",
+                   "bad certificate", "certificate has expired"):
         if marker in text:
             return marker.lower()
     return text.splitlines()[0][:300] if text else type(e).__name__
@@ -406,20 +387,36 @@ def _container(raw: dict[str, Any]) -> Container:
             ipv6_gateway=ep.get("IPv6Gateway") or None,
             aliases=tuple(ep.get("Aliases") or ()),
         )
+    running = bool(state.get("Running"))
+    exited = None
+    if not running and state.get("Status") in ("exited", "dead"):
+        exited = ContainerExit(exit_code=int(state.get("ExitCode") or 0),
+                               error=state.get("Error") or "",
+                               oom_killed=bool(state.get("OOMKilled")))
+    config = raw.get("Config") or {}
     return Container(
         id=raw["Id"],
         name=(raw.get("Name") or "").lstrip("/"),
-        running=bool(state.get("Running")),
+        running=running,
         status=state.get("Status") or "",
         pid=int(state.get("Pid") or 0),
         network_mode=(raw.get("HostConfig") or {}).get("NetworkMode") or "",
         sandbox_key=settings.get("SandboxKey") or "",
         endpoints=endpoints,
+        image=config.get("Image") or "",
+        exit=exited,
+        labels=dict(config.get("Labels") or {}),
     )
 
 
 def _network(raw: dict[str, Any]) -> Network:
     ipam = (raw.get("IPAM") or {}).get("Config") or []
+    members = tuple(
+        Member(container_id=cid, name=m.get("Name") or "", endpoint_id=m.get("EndpointID") or "",
+               mac=(m.get("MacAddress") or "").lower(), ipv4=m.get("IPv4Address") or None,
+               ipv6=m.get("IPv6Address") or None)
+        for cid, m in (raw.get("Containers") or {}).items()
+    )
     return Network(
         id=raw["Id"],
         name=raw.get("Name") or "",
@@ -429,6 +426,6 @@ def _network(raw: dict[str, Any]) -> Network:
         attachable=bool(raw.get("Attachable")),
         ipv6=bool(raw.get("EnableIPv6")),
         subnets=tuple(Subnet(c.get("Subnet") or "", c.get("Gateway") or None) for c in ipam),
-        containers=dict(raw.get("Containers") or {}),
+        members=members,
         options=dict(raw.get("Options") or {}),
     )

@@ -17,7 +17,7 @@ from cni2cnm.cni.errors import CNIError, Code
 
 log = logging.getLogger("cni2cnm.request")
 
-MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _requested_mac(env: CNIEnv, conf: NetConf) -> str | None:
     ):
         if value is None:
             continue
-        if not isinstance(value, str) or not MAC_RE.match(value):
+        if not isinstance(value, str) or not MAC_RE.fullmatch(value):
             raise CNIError(Code.INVALID_CONFIG, "invalid MAC address requested",
                            f"{source}: {value!r} is not a MAC address like 02:42:0a:00:00:05")
         return value.lower()

@@ -1,0 +1,220 @@
+"""The plugin: each CNI operation, top-down, as Docker calls.
+
+    ADD    -> find the container's CNM sandbox, detach `none`, `network connect`,
+              verify the interface inside CNI_NETNS, record, print the result
+    DEL    -> `network disconnect --force` of what the store recorded, drop the record
+    CHECK  -> the recorded endpoint, the engine and the namespace still agree with prevResult
+    GC     -> DEL every recorded attachment of this network the runtime no longer lists
+    STATUS -> the engine answers and the network exists
+
+Each handler runs inside errors.boundary, the one place lower-layer failures become CNI
+errors; the engine and the namespaces are injected (unit tests pass in-memory fakes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+
+from cni2cnm import netns
+from cni2cnm.cni.config import NetConf
+from cni2cnm.cni.env import CNIEnv
+from cni2cnm.cni.errors import CNIError, Code
+from cni2cnm.cni.result import Result, parse_result
+from cni2cnm.engine import DEFAULT_HOST, Engine, EngineAPI, EngineError, TLSSettings
+from cni2cnm.plugin import preflight
+from cni2cnm.plugin.attach import add_container, detach
+from cni2cnm.plugin.attach_proxy import add_proxy
+from cni2cnm.plugin.check import check_attachment, fail_check
+from cni2cnm.plugin.context import AddContext
+from cni2cnm.plugin.errors import boundary
+from cni2cnm.plugin.gc import collect
+from cni2cnm.plugin.request import endpoint_request
+from cni2cnm.plugin.result import build_result
+from cni2cnm.plugin.unrecorded import delete_unrecorded
+from cni2cnm.store import ATTACHED, Store, StoreError
+
+log = logging.getLogger("cni2cnm.plugin")
+
+MIN_API = (1, 40)
+
+EngineFactory = Callable[[NetConf, Mapping[str, str]], EngineAPI]
+
+
+def engine_for(conf: NetConf, environ: Mapping[str, str]) -> EngineAPI:
+    host = conf.dockerHost or environ.get("DOCKER_HOST") or DEFAULT_HOST
+    tls = None
+    if conf.tls is not None:
+        tls = TLSSettings(ca=conf.tls.ca, cert=conf.tls.cert, key=conf.tls.key,
+                          verify=conf.tls.verify)
+    return Engine(host, timeout=conf.dockerTimeout, tls=tls)
+
+
+class DockerPlugin:
+    """The CNI plugin over a Docker engine."""
+
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        engine_factory: EngineFactory = engine_for,
+        namespaces: netns.Namespaces = netns.SYSTEM,
+    ) -> None:
+        self.environ = os.environ if environ is None else environ
+        self.engine_factory = engine_factory
+        self.namespaces = namespaces
+
+    @contextlib.contextmanager
+    def engine(self, conf: NetConf, recorded: str = "") -> Iterator[EngineAPI]:
+        """The engine to ask: the config's dockerHost, else the engine the attachment was
+        made on (runtimes do not always give DEL the environment ADD had: podman's cleanup
+        process drops DOCKER_HOST), else DOCKER_HOST, else the local socket."""
+        environ = self.environ
+        if recorded and not conf.dockerHost:
+            environ = {**environ, "DOCKER_HOST": recorded}
+        engine = self.engine_factory(conf, environ)
+        try:
+            yield engine
+        finally:
+            engine.close()
+
+    # ==== ADD ================================================================
+
+    def add(self, env: CNIEnv, conf: NetConf) -> Result:
+        prev = parse_result(conf.prevResult, conf.cniVersion) if conf.prevResult else None
+        request = endpoint_request(env, conf)
+        preflight.refuse_unusable_netns(self.namespaces, env.netns)
+        with boundary("ADD"), Store(conf.stateDir) as store, store.lock(env.container_id), \
+                self.engine(conf) as engine:
+            finish_interrupted_add(engine, self.namespaces, store, env, conf)
+            container = preflight.sandbox_for(engine, self.namespaces, env, conf)
+            ctx = AddContext(env=env, conf=conf, engine=engine, store=store,
+                             namespaces=self.namespaces, environ=self.environ,
+                             request=request,
+                             network=preflight.find_network(engine, conf.docker_network))
+            ctx.links_before = preflight.refuse_taken_ifname(self.namespaces, env)
+            preflight.refuse_unusable_addresses(ctx.network, request)
+            if container is None:
+                attached = add_proxy(ctx)
+            else:
+                preflight.refuse_shared_namespace(container)
+                preflight.refuse_existing_endpoint(container, ctx.network)
+                preflight.refuse_unnameable(engine, env)
+                attached = add_container(ctx, container)
+        return build_result(prev, env, conf, attached)
+
+    # ==== DEL ================================================================
+
+    def delete(self, env: CNIEnv, conf: NetConf) -> None:
+        with boundary("DEL"):
+            try:
+                store = Store(conf.stateDir).open()
+            except StoreError as e:
+                log.error("DEL without the store (%s)", e)
+                with self.engine(conf) as engine:
+                    delete_unrecorded(engine, self.namespaces, env, conf, store_id_of(conf))
+                return
+            with store, store.lock(env.container_id):
+                att = store.get(conf.name, env.container_id, env.ifname)
+                if att is None:
+                    log.info("DEL %s/%s: nothing recorded, nothing to do", env.container_id,
+                             env.ifname)
+                    return
+                with self.engine(conf, att.docker_host) as engine:
+                    detach(engine, self.namespaces, att)
+                store.delete(*att.key)
+
+    # ==== CHECK ==============================================================
+
+    def check(self, env: CNIEnv, conf: NetConf) -> None:
+        if not conf.prevResult:
+            raise CNIError(Code.INVALID_CONFIG, "CHECK needs prevResult",
+                           "the runtime must pass the ADD result as prevResult")
+        prev = parse_result(conf.prevResult, conf.cniVersion)
+        with boundary("CHECK"), Store(conf.stateDir) as store, store.lock(env.container_id):
+            att = store.get(conf.name, env.container_id, env.ifname)
+            if att is None or att.state != ATTACHED:
+                fail_check(f"no attachment of {env.container_id}/{env.ifname} to network "
+                           f"{conf.name} is recorded (was ADD run?)")
+                return
+            with self.engine(conf, att.docker_host) as engine:
+                check_attachment(engine, self.namespaces, att, prev, env)
+
+    # ==== GC =================================================================
+
+    def gc(self, env: CNIEnv, conf: NetConf) -> None:
+        with boundary("GC"), Store(conf.stateDir) as store, contextlib.ExitStack() as stack:
+            engines: dict[str, EngineAPI] = {}
+
+            def engine_of(recorded: str) -> EngineAPI:
+                if recorded not in engines:
+                    engines[recorded] = stack.enter_context(self.engine(conf, recorded))
+                return engines[recorded]
+
+            collect(engine_of, self.namespaces, store, conf)
+
+    # ==== STATUS =============================================================
+
+    def status(self, env: CNIEnv, conf: NetConf) -> None:
+        try:
+            store = Store(conf.stateDir).open()
+        except StoreError as e:
+            raise CNIError(Code.NOT_AVAILABLE, "state store unavailable",
+                           f"{e}; fix stateDir so ADD can record attachments") from None
+        with store, self.engine(conf) as engine:
+            try:
+                api = engine.api_version()
+                if api < MIN_API:
+                    raise CNIError(Code.NOT_AVAILABLE, "Docker engine too old",
+                                   f"{engine.base_url} speaks API {api[0]}.{api[1]}; cni2cnm "
+                                   f"needs {MIN_API[0]}.{MIN_API[1]} or newer (Docker 19.03+)")
+                network = engine.network(conf.docker_network)
+            except EngineError as e:
+                raise CNIError(Code.NOT_AVAILABLE, "Docker engine not available",
+                               f"{e.explanation}; start dockerd or fix dockerHost/DOCKER_HOST"
+                               ) from None
+            if network is not None:
+                return
+            if engine_is_worker(engine):
+                log.info("STATUS: %s not visible on this swarm worker before its first "
+                         "attachment; ADD will tell whether it exists", conf.docker_network)
+                return
+            try:
+                recorded = len(store.list(conf.name))
+            except StoreError:
+                recorded = 0
+            base_url = engine.base_url
+        code = Code.LIMITED_CONNECTIVITY if recorded else Code.NOT_AVAILABLE
+        raise CNIError(code, "Docker network not found",
+                       f"network {conf.docker_network!r} does not exist on {base_url}"
+                       + (f"; {recorded} recorded attachment(s) may have lost connectivity"
+                          if recorded else "")
+                       + "; create it with `docker network create`")
+
+
+def finish_interrupted_add(engine: EngineAPI, namespaces: netns.Namespaces, store: Store,
+                           env: CNIEnv, conf: NetConf) -> None:
+    """A completed attachment is refused; an interrupted ADD's leftovers are undone first."""
+    key = (conf.name, env.container_id, env.ifname)
+    existing = store.get(*key)
+    if existing is not None and existing.state == ATTACHED:
+        raise CNIError(Code.INTERFACE_EXISTS, "attachment already exists",
+                       f"{env.container_id}/{env.ifname} is already attached to network "
+                       f"{existing.network_name}; DEL it before adding it again")
+    if existing is not None:
+        log.warning("finishing an interrupted ADD of %s/%s first", *key[1:])
+        detach(engine, namespaces, existing)
+        store.delete(*key)
+
+
+def engine_is_worker(engine: EngineAPI) -> bool:
+    try:
+        return engine.swarm_role() == "worker"
+    except EngineError:
+        return False
+
+
+def store_id_of(conf: NetConf) -> str:
+    """The identity of the stateDir's store, readable even when its database is not."""
+    return Store(conf.stateDir).identity()

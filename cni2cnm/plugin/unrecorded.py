@@ -1,0 +1,53 @@
+"""DEL when the store cannot be read: act only on evidence that the attachment is ours.
+
+Without a record nothing says which endpoint ADD made, and a wrong guess detaches someone
+else's container. Evidence accepted:
+- container mode: the Docker container named by CNI_CONTAINERID (or the pod's infra
+  container ID) runs in CNI_NETNS itself (same kernel namespace), so the runtime that
+  created that namespace is the one asking; its endpoint on the configured network goes;
+- proxy mode: a sandbox container whose labels name this network, container ID and
+  interface and this store's identity (`store-id`, which survives the database).
+Anything else is left alone and logged; DEL still exits 0, as the spec asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from cni2cnm import netns
+from cni2cnm.cni.config import NetConf
+from cni2cnm.cni.env import CNIEnv
+from cni2cnm.cni.errors import CNIError
+from cni2cnm.engine import EngineAPI, NotConnected, NotFound
+from cni2cnm.plugin import proxy
+from cni2cnm.plugin.preflight import find_container
+
+log = logging.getLogger("cni2cnm.plugin")
+
+
+def delete_unrecorded(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv,
+                      conf: NetConf, store_id: str) -> None:
+    for sandbox_id, cid, ifname in proxy.labelled_sandboxes(engine, conf.name, store_id):
+        if (cid, ifname) == (env.container_id, env.ifname):
+            log.warning("DEL without the store: removing sandbox %s of %s/%s (its labels name "
+                        "this store)", sandbox_id[:12], cid, ifname)
+            engine.remove_container(sandbox_id)
+    if not env.netns or not namespaces.is_namespace(env.netns):
+        log.warning("DEL without the store: CNI_NETNS %r cannot prove which container is "
+                    "ours; nothing detached", env.netns)
+        return
+    try:
+        container, _ = find_container(engine, namespaces, env)
+    except CNIError as e:
+        log.warning("DEL without the store: %s; nothing detached", e.details)
+        return
+    if container is None or namespaces.identity(f"/proc/{container.pid}/ns/net") != \
+            namespaces.identity(env.netns):
+        log.warning("DEL without the store: no Docker container runs in %s; nothing detached",
+                    env.netns)
+        return
+    log.warning("DEL without the store: detaching %s (%s), which runs in CNI_NETNS, from %s",
+                container.name, container.short_id, conf.docker_network)
+    with contextlib.suppress(NotConnected, NotFound):
+        engine.disconnect(container.id, conf.docker_network, force=True)
