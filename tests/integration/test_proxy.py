@@ -10,6 +10,8 @@ import pytest
 from c2ctest import busybox_container
 from pluginrun import Plugin, endpoint, ip_addrs
 
+from cni2cnm.store import Store
+
 CID = "cnitool-" + "7c" * 10
 
 
@@ -161,13 +163,19 @@ def test_check_fails_when_route_removed(plugin: Plugin, ns: str) -> None:
 def test_gc_removes_orphan_sandbox_found_by_label(plugin: Plugin, ns: str, net: Any,
                                                   resources: Any, docker_client: Any) -> None:
     plugin.run("ADD", CID, ns).ok()
-    # The store is lost (a fresh stateDir): only the label tells what the sandbox is.
-    lost = Plugin(plugin.docker_host, str(resources.tmpdir()), net.name, cni_version="1.1.0",
-                  conf_extra=plugin.conf_extra)
+    # The record is lost: only the labels (network, container, ifname, this store's
+    # identity) tell what the sandbox is.
+    with Store(plugin.state_dir) as store:
+        store.delete(plugin.name, CID, "eth0")
+    # Another store on the same engine (another stateDir) never sweeps it.
+    other = Plugin(plugin.docker_host, str(resources.tmpdir()), net.name, cni_version="1.1.0",
+                   conf_extra=plugin.conf_extra)
+    other.run("GC", "", "", ifname="", conf=other.conf()).silent()
+    assert len(sandboxes(docker_client, net)) == 1
     keep = {"cni.dev/valid-attachments": [{"containerID": CID, "ifname": "eth0"}]}
-    lost.run("GC", "", "", ifname="", conf=lost.conf(**keep)).silent()
+    plugin.run("GC", "", "", ifname="", conf=plugin.conf(**keep)).silent()
     assert len(sandboxes(docker_client, net)) == 1  # still valid: kept
-    lost.run("GC", "", "", ifname="", conf=lost.conf()).silent()
+    plugin.run("GC", "", "", ifname="", conf=plugin.conf()).silent()
     assert sandboxes(docker_client, net) == []
     net.reload()
     assert net.attrs["Containers"] == {}
