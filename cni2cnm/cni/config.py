@@ -23,6 +23,7 @@ from pydantic import (
 
 from cni2cnm.cni import version as cniversion
 from cni2cnm.cni.errors import CNIError, Code
+from cni2cnm.cni.names import name_problem
 
 DEFAULT_STATE_DIR = "/var/lib/cni/cni2cnm"
 DEFAULT_DOCKER_TIMEOUT = 45.0
@@ -116,9 +117,12 @@ class NetConf(_Model):
 
     @field_validator("name", "type")
     @classmethod
-    def _not_empty(cls, v: str) -> str:
+    def _a_name(cls, v: str) -> str:
+        # The network name ends up in file names (libcni's caches, the store's keys).
         if not v.strip():
             raise ValueError("must not be empty")
+        if why := name_problem(v):
+            raise ValueError(why)
         return v
 
     @field_validator("stateDir")

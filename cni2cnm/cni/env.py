@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cni2cnm.cni.errors import CNIError, Code
+from cni2cnm.cni.names import name_problem
 
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 
@@ -21,7 +21,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "VERSION": (),
 }
 
-CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 
 # CNI_ARGS keys this plugin reads. Anything else needs IgnoreUnknown.
@@ -50,20 +49,23 @@ class CNIEnv:
 
 def validate_container_id(value: str) -> str | None:
     """Return why the value is not a valid CNI_CONTAINERID, or None."""
-    if not CONTAINER_ID_RE.fullmatch(value):
-        return "must start with a letter or digit and contain only letters, digits, '_', '.', '-'"
-    return None
+    return name_problem(value)
 
 
 def validate_ifname(value: str) -> str | None:
     """Return why the value is not a valid CNI_IFNAME, or None."""
-    size = len(value.encode("utf-8", "surrogateescape"))
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # os.environ keeps undecodable bytes as lone surrogates
+        return "is not valid UTF-8"
     if size > IFNAME_MAX:
         return f"is {size} bytes long, at most {IFNAME_MAX} are allowed"
     if value in (".", ".."):
         return "must not be '.' or '..'"
     if any(c == "/" or c == ":" or c.isspace() for c in value):
         return "must not contain '/', ':' or whitespace"
+    if not value.isprintable():
+        return "must not contain control characters"
     return None
 
 
@@ -115,16 +117,32 @@ def parse_env(environ: Mapping[str, str]) -> CNIEnv:
     ifname = environ.get("CNI_IFNAME", "")
     if ifname and (why := validate_ifname(ifname)):
         problems.append(f"CNI_IFNAME={ifname!r} {why}")
+    netns = environ.get("CNI_NETNS", "")
+    if "\0" in netns or _undecodable(netns):
+        problems.append(f"CNI_NETNS={netns!r} is not a usable path")
     if problems:
         raise CNIError(
             Code.INVALID_ENVIRONMENT, "invalid CNI environment variables", "; ".join(problems)
         )
+    args = parse_cni_args(environ.get("CNI_ARGS", ""))
+    infra = args.get("K8S_POD_INFRA_CONTAINER_ID", "")
+    if infra and (why := validate_container_id(infra)):
+        raise CNIError(Code.INVALID_ENVIRONMENT, "invalid CNI_ARGS",
+                       f"CNI_ARGS: K8S_POD_INFRA_CONTAINER_ID={infra!r} {why}")
     path = tuple(p for p in environ.get("CNI_PATH", "").split(":") if p)
     return CNIEnv(
         command=command,
         container_id=cid,
-        netns=environ.get("CNI_NETNS", ""),
+        netns=netns,
         ifname=ifname,
-        args=parse_cni_args(environ.get("CNI_ARGS", "")),
+        args=args,
         path=path,
     )
+
+
+def _undecodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -22,18 +22,16 @@ through the protocol layer before it is printed or written.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from cni2cnm.cni.config import DEFAULT_STATE_DIR, parse_netconf
 from cni2cnm.cni.errors import CNIError
+from cni2cnm.cni.names import NAME_RE
 from cni2cnm.engine import DEFAULT_HOST, Engine, Network
 from cni2cnm.ops import OpError
 
 PLUGIN_TYPE = "cni2cnm"
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")  # libcni's network name rule
-TYPE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 
 # Chained plugins that take a capability: their minimal entries declare it.
 CHAIN_ENTRIES: dict[str, dict[str, Any]] = {
@@ -50,7 +48,7 @@ def parse_chain(values: Sequence[str]) -> list[str]:
         for name in (p.strip() for p in v.split(",")):
             if not name:
                 continue
-            if not TYPE_RE.match(name):
+            if not NAME_RE.fullmatch(name):
                 raise OpError(f"--chain: {name!r} is not a plugin type (a file name in the CNI "
                               "bin dir)")
             if name == PLUGIN_TYPE:
@@ -97,7 +95,7 @@ def validate(doc: dict[str, Any], source: str = "the conflist") -> list[Any]:
     """Parse every plugin entry through the protocol layer, as libcni hands it to a plugin
     (cniVersion and name injected). Returns the parsed entries; OpError when one is invalid."""
     name = doc.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise OpError(f"{source}: network name {name!r} must start with a letter or digit and "
                       "contain only letters, digits, '_', '.' and '-'")
     plugins = doc.get("plugins")

@@ -267,7 +267,7 @@ def test_bad_conf_file(tmp_path: Path) -> None:
 def test_the_executable_never_prints_a_traceback(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "cni2cnm"
     if not exe.exists():
-        pytest.skip("cni2cnm is not installed next to this interpreter")
+        pytest.fail("cni2cnm is not installed next to this interpreter: pip install -e .")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     proc = subprocess.run([str(exe), "doctor", "--docker-host", "unix:///nonexistent.sock",
                            "--state-dir", str(tmp_path / "s"), "--bin-dir", str(tmp_path),

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +30,8 @@ from .fakes import (
     one_document,
 )
 
-EXECUTABLE = "/work/main/.venv/bin/cni2cnm"
+# The console script of the interpreter running the tests (a venv or a system install).
+EXECUTABLE = str(Path(sys.executable).with_name("cni2cnm"))
 VALID_COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 SILENT = ("DEL", "CHECK", "GC", "STATUS")
 
@@ -370,7 +372,6 @@ def is_json_object(data: bytes) -> bool:
         return False
 
 
-@pytest.mark.skipif(not os.access(EXECUTABLE, os.X_OK), reason="cni2cnm is not installed")
 @settings(FUZZ, max_examples=50)
 @given(command=st.sampled_from(["VERSION", "ADD", "DEL"]), data=st.binary(max_size=100),
        env=bad_envs, good_env=st.booleans())
@@ -386,6 +387,7 @@ def test_real_executable(command: str, data: bytes, env: dict[str, str], good_en
         "CNI_COMMAND": command,
         **env,
     }
+    assert os.access(EXECUTABLE, os.X_OK), f"{EXECUTABLE} is missing: pip install -e ."
     proc = subprocess.run([EXECUTABLE], input=data, env=environ, capture_output=True,
                           timeout=60, check=False)
     out = proc.stdout.decode()
