@@ -129,15 +129,17 @@ def test_attach_on_both_nodes_and_cross_node_tcp(swarm: SwarmNodes) -> None:
     assert a.network_visible()  # the manager always sees it
 
 
-def test_later_connects_are_faster(swarm: SwarmNodes) -> None:
-    timings: dict[str, list[float]] = {}
+def test_several_attachments_per_node_get_distinct_addresses(swarm: SwarmNodes) -> None:
+    """Three pods per node on the overlay: every connect gives an endpoint with its own
+    address in the subnet, and removing them leaves the worker without the overlay. (How
+    long connects take is the benchmark's business, not a test's.)"""
+    addresses: list[str] = []
     for node in swarm.nodes:
-        pods = [node.pause() for _ in range(3)]
-        for pod in pods:
-            t0 = time.monotonic()
-            node.attach(pod)
-            timings.setdefault(node.key, []).append(round(time.monotonic() - t0, 2))
-    print(f"connect timings (s): {timings}")
+        for pod in [node.pause() for _ in range(3)]:
+            ep = node.attach(pod)
+            assert ep["EndpointID"] and in_subnet(ep["IPAddress"], swarm.subnet)
+            addresses.append(ep["IPAddress"])
+    assert len(set(addresses)) == len(addresses) == 6
     for node in swarm.nodes:
         node.cleanup()
     assert_not_on_worker(swarm)

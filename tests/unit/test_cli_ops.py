@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -211,8 +212,11 @@ def test_uninstall_without_manifest_recognises_the_wrapper(tmp_path: Path) -> No
 
 # ---- the command line -----------------------------------------------------------------------
 
-COMMANDS = ["inspect", "add", "check", "del", "gc", "status", "conflist", "install", "doctor",
-            "version"]
+COMMANDS = sorted(cli.commands)  # every command the CLI has, not a hand-written list
+# Commands that do not talk to an engine of their own choosing: the daemon takes each
+# request's engine from its config, `version` asks none.
+WITHOUT_ENGINE_OPTIONS = {"version", "serve"}
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -220,8 +224,14 @@ def test_help_has_an_example(command: str) -> None:
     res = CliRunner().invoke(cli, [command, "--help"])
     assert res.exit_code == 0
     assert "Example" in res.output and f"cni2cnm {command}" in res.output
-    if command != "version":
+    if command not in WITHOUT_ENGINE_OPTIONS:
         assert "--docker-host" in res.output and "--state-dir" in res.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_is_in_the_readme(command: str) -> None:
+    # `cni2cnm add|check|del ...` documents three at once.
+    assert re.search(rf"cni2cnm ([a-z]+\|)*{command}\b", README), command
 
 
 def one_line_error(res: Any, code: int = 2) -> str:

@@ -1,4 +1,6 @@
-"""The test engine and the fixtures themselves: the basic flow cni2cnm relies on works."""
+"""The test harness itself (the throwaway engine, the images, the fixtures and their cleanup),
+not cni2cnm: the flow the plugin relies on works on this engine. cni2cnm's own engine
+adapter is tested in test_engine_adapter.py."""
 
 from __future__ import annotations
 
