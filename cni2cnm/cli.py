@@ -210,10 +210,12 @@ def version(output: str) -> None:
 @click.option("--cache-dir", "cache_dirs", multiple=True, metavar="DIR",
               help=f"runtime result cache directory (repeatable) [default: "
                    f"{DEFAULT_CACHE_DIRS_HELP}]")
+@click.option("--schema", is_flag=True, help="print the keys of -o json's objects and exit")
 @common_options
 @click.pass_context
 def inspect_cmd(ctx: click.Context, target: str | None, network: str | None, output: str,
-                cache_dirs: tuple[str, ...], docker_host: str, state_dir: str) -> None:
+                cache_dirs: tuple[str, ...], schema: bool, docker_host: str,
+                state_dir: str) -> None:
     """Show recorded attachments, the engine's live state and any drift between them.
 
     Every attachment the store recorded, joined with the Docker container, the network,
@@ -227,12 +229,8 @@ def inspect_cmd(ctx: click.Context, target: str | None, network: str | None, out
     runtime-differs (the runtime's cache has other addresses), runtime-only (the
     runtime's cache holds a cni2cnm attachment the store does not know).
 
-    -o json prints a list of objects with the keys: network, containerId,
-    ifname, state, mode, dockerNetwork {name, id, exists}, dockerContainer
-    {name, id, exists, status}, netns, netnsExists, interface, mac, ips,
-    endpointId, engine {attached, endpointId, mac, ips} | null, runtime
-    {cacheFile, ips, mac, netns} | null, created, updated, ageSeconds,
-    drift [...], error.
+    -o json prints a list of objects, every key always present; the keys are
+    listed by `cni2cnm inspect --schema`.
 
     Exit status: 0 no drift, 1 drift, 2 errors (with an unreachable engine the
     store's view is still printed, with drift engine-unreachable).
@@ -242,7 +240,13 @@ def inspect_cmd(ctx: click.Context, target: str | None, network: str | None, out
       cni2cnm inspect
       cni2cnm inspect pod1 -o wide
       cni2cnm inspect --network pods -o json | jq '.[] | select(.drift != [])'
+      cni2cnm inspect --schema
     """
+    if schema:
+        from cni2cnm.ops.inspect_rows import describe_rows
+
+        echo(describe_rows())
+        return
     from cni2cnm.ops import inspect as ops
 
     s = settings(ctx, docker_host, state_dir)

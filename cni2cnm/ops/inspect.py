@@ -7,48 +7,8 @@ namespace, and with the runtime's result cache when one exists (libcni's
 `<state-dir>/cli-results`). Each row lists its drift: every way in which they disagree.
 
 JSON output (`-o json`): a list of objects, one per attachment, in the order they were
-recorded, then one per runtime-only cache entry. Every key is always present:
-
-    network          str         CNI network name (the config's "name"); part of the key
-    containerId      str         CNI_CONTAINERID; part of the key
-    ifname           str         CNI_IFNAME; part of the key
-    state            str|null    "attached", "adding" (an ADD in progress or interrupted),
-                                 null for a runtime-only row
-    mode             str|null    how the plugin attached it ("container")
-    dockerNetwork    object      {"name": str, "id": str, "exists": bool|null,
-                                  "driver": str|null, "scope": str|null}
-    dockerContainer  object      {"name": str, "id": str, "exists": bool|null,
-                                  "status": str|null}  (status: Docker's, e.g. "running")
-    netns            str         CNI_NETNS as ADD recorded it ("" when none)
-    netnsExists      bool|null   the recorded namespace is still there (null: none recorded)
-    interface        str         interface name inside the namespace, as ADD recorded it
-    mac              str         MAC address, as ADD recorded it
-    ips              [str]       addresses (CIDR), as ADD recorded and returned them
-    endpointId       str         Docker endpoint ID, as ADD recorded it
-    engine           object|null the engine's view now: {"attached": bool, "endpointId": str,
-                                  "mac": str, "ips": [str]}; null when the engine was not
-                                 asked (unreachable) or the container is gone
-    runtime          object|null the runtime's cached result: {"cacheFile": str,
-                                  "ips": [str], "mac": str, "netns": str}; null: no cache
-    created          str|null    RFC 3339 UTC time of the ADD
-    updated          str|null    RFC 3339 UTC time of the last change of the record
-    ageSeconds       int|null    seconds since `created`
-    drift            [str]       zero or more of DRIFT_KINDS, in that order
-    error            str|null    why this row could not be fully checked
-
-Drift kinds:
-
-    incomplete             state "adding": an ADD was interrupted (DEL or GC finishes it)
-    engine-unreachable     the engine did not answer; only the store's view is shown
-    network-gone           the recorded Docker network no longer exists
-    container-gone         the recorded Docker container no longer exists
-    recorded-not-attached  container and network exist, the container has no endpoint in it
-    ips-differ             attached, but with other addresses than recorded
-    netns-gone             the recorded namespace path is no longer that namespace
-                           (an empty recorded netns is not drift)
-    runtime-differs        the runtime's cached result has other addresses than recorded
-    runtime-only           the runtime's cache holds a cni2cnm attachment (of this state
-                           dir) that the store does not know
+recorded, then one per runtime-only cache entry; every key always present. The schema is
+the model `inspect_rows.InspectRow` (`describe_rows()` prints it; the README lists it).
 """
 
 from __future__ import annotations
@@ -70,6 +30,14 @@ from cni2cnm import netns
 from cni2cnm.cni.config import DEFAULT_STATE_DIR
 from cni2cnm.engine import Container, Engine, EngineError, EngineUnavailable, Network
 from cni2cnm.ops import netns_container_id
+from cni2cnm.ops.inspect_rows import DRIFT_KINDS as KINDS
+from cni2cnm.ops.inspect_rows import (
+    DockerContainerView,
+    DockerNetworkView,
+    EngineView,
+    InspectRow,
+    RuntimeView,
+)
 from cni2cnm.store import ADDING, ATTACHED, Attachment, Store
 
 log = logging.getLogger("cni2cnm.cli")
@@ -88,8 +56,10 @@ NETNS_GONE = "netns-gone"
 RUNTIME_DIFFERS = "runtime-differs"
 RUNTIME_ONLY = "runtime-only"
 
-DRIFT_KINDS = (INCOMPLETE, ENGINE_UNREACHABLE, NETWORK_GONE, CONTAINER_GONE,
-               RECORDED_NOT_ATTACHED, IPS_DIFFER, NETNS_GONE, RUNTIME_DIFFERS, RUNTIME_ONLY)
+DRIFT_KINDS = tuple(KINDS)
+assert DRIFT_KINDS == (INCOMPLETE, ENGINE_UNREACHABLE, NETWORK_GONE, CONTAINER_GONE,
+                       RECORDED_NOT_ATTACHED, IPS_DIFFER, NETNS_GONE, RUNTIME_DIFFERS,
+                       RUNTIME_ONLY)
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 
@@ -390,12 +360,10 @@ def _row(att: Attachment, live: _Live, entry: CacheEntry | None, now: float) -> 
                 ep = (c.endpoint_in(att.network_id) if att.network_id
                       else c.endpoints.get(att.network_name or att.docker_network))
                 attached = ep is not None and ep.attached
-                engine_view = {
-                    "attached": attached,
-                    "endpointId": ep.endpoint_id if ep is not None else "",
-                    "mac": ep.mac if ep is not None else "",
-                    "ips": ep.addresses if ep is not None else [],
-                }
+                engine_view = EngineView(
+                    attached=attached, endpointId=ep.endpoint_id if ep is not None else "",
+                    mac=ep.mac if ep is not None else "",
+                    ips=ep.addresses if ep is not None else [])
                 if att.state == ATTACHED and net_exists and not attached:
                     drift.add(RECORDED_NOT_ATTACHED)
                 if (att.state == ATTACHED and attached and ep is not None
@@ -412,60 +380,36 @@ def _row(att: Attachment, live: _Live, entry: CacheEntry | None, now: float) -> 
         drift.add(NETNS_GONE)
     runtime = None
     if entry is not None:
-        runtime = {"cacheFile": entry.path, "ips": list(entry.ips), "mac": entry.mac,
-                   "netns": entry.netns}
+        runtime = RuntimeView(cacheFile=entry.path, ips=list(entry.ips), mac=entry.mac,
+                              netns=entry.netns)
         if att.state == ATTACHED and sorted(entry.ips) != sorted(att.ips):
             drift.add(RUNTIME_DIFFERS)
-    return {
-        "network": att.network,
-        "containerId": att.container_id,
-        "ifname": att.ifname,
-        "state": att.state,
-        "mode": att.mode,
-        "dockerNetwork": {"name": att.network_name or att.docker_network, "id": att.network_id,
-                          "exists": net_exists, "driver": net_driver, "scope": net_scope},
-        "dockerContainer": {"name": c_name, "id": att.docker_id, "exists": c_exists,
-                            "status": c_status},
-        "netns": att.netns,
-        "netnsExists": ns_exists,
-        "interface": att.interface,
-        "mac": att.mac,
-        "ips": list(att.ips),
-        "endpointId": att.endpoint_id,
-        "engine": engine_view,
-        "runtime": runtime,
-        "created": _iso(att.created),
-        "updated": _iso(att.updated),
-        "ageSeconds": max(0, int(now - att.created)) if att.created else None,
-        "drift": [d for d in DRIFT_KINDS if d in drift],
-        "error": error,
-    }
+    return InspectRow(
+        network=att.network, containerId=att.container_id, ifname=att.ifname,
+        state=att.state, mode=att.mode,
+        dockerNetwork=DockerNetworkView(name=att.network_name or att.docker_network,
+                                        id=att.network_id, exists=net_exists,
+                                        driver=net_driver, scope=net_scope),
+        dockerContainer=DockerContainerView(name=c_name, id=att.docker_id, exists=c_exists,
+                                            status=c_status),
+        netns=att.netns, netnsExists=ns_exists, interface=att.interface, mac=att.mac,
+        ips=list(att.ips), endpointId=att.endpoint_id, engine=engine_view, runtime=runtime,
+        created=_iso(att.created), updated=_iso(att.updated),
+        ageSeconds=max(0, int(now - att.created)) if att.created else None,
+        drift=[d for d in DRIFT_KINDS if d in drift], error=error,
+    ).to_json()
 
 
 def _runtime_only_row(entry: CacheEntry) -> dict[str, Any]:
-    return {
-        "network": entry.network,
-        "containerId": entry.container_id,
-        "ifname": entry.ifname,
-        "state": None,
-        "mode": None,
-        "dockerNetwork": {"name": "", "id": "", "exists": None, "driver": None, "scope": None},
-        "dockerContainer": {"name": "", "id": "", "exists": None, "status": None},
-        "netns": entry.netns,
-        "netnsExists": None,
-        "interface": "",
-        "mac": "",
-        "ips": [],
-        "endpointId": "",
-        "engine": None,
-        "runtime": {"cacheFile": entry.path, "ips": list(entry.ips), "mac": entry.mac,
-                    "netns": entry.netns},
-        "created": None,
-        "updated": None,
-        "ageSeconds": None,
-        "drift": [RUNTIME_ONLY],
-        "error": None,
-    }
+    return InspectRow(
+        network=entry.network, containerId=entry.container_id, ifname=entry.ifname,
+        state=None, mode=None, dockerNetwork=DockerNetworkView(name="", id=""),
+        dockerContainer=DockerContainerView(name="", id=""), netns=entry.netns,
+        netnsExists=None, interface="", mac="", ips=[], endpointId="", engine=None,
+        runtime=RuntimeView(cacheFile=entry.path, ips=list(entry.ips), mac=entry.mac,
+                            netns=entry.netns),
+        created=None, updated=None, ageSeconds=None, drift=[RUNTIME_ONLY], error=None,
+    ).to_json()
 
 
 # ==== the table ==============================================================================

@@ -43,3 +43,10 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert first[1].startswith("sudo scripts/test.sh")
     for script in ("demo.sh", "test.sh"):
         assert (ROOT / "scripts" / script).exists()
+
+
+def test_readme_lists_the_inspect_schema_generated_from_the_model() -> None:
+    from cni2cnm.ops.inspect_rows import describe_rows
+
+    indented = "\n".join(("  " + line if line else "") for line in describe_rows().splitlines())
+    assert indented in README

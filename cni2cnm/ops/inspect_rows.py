@@ -1,0 +1,116 @@
+"""The rows `cni2cnm inspect -o json` prints, as a typed model: the one source of the JSON
+schema. Its documentation (the module docstring of inspect.py, `inspect --help`, the README)
+is generated from the field descriptions here, and a unit test keeps the README in step."""
+
+from __future__ import annotations
+
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DRIFT_KINDS: dict[str, str] = {
+    "incomplete": "state \"adding\": an ADD was interrupted (DEL or GC finishes it)",
+    "engine-unreachable": "the engine did not answer; only the store's view is shown",
+    "network-gone": "the recorded Docker network no longer exists",
+    "container-gone": "the recorded Docker container no longer exists",
+    "recorded-not-attached": "container and network exist, the container has no endpoint in it",
+    "ips-differ": "attached, but with other addresses than recorded",
+    "netns-gone": "the recorded namespace path is no longer that namespace (an empty "
+                  "recorded netns is not drift)",
+    "runtime-differs": "the runtime's cached result has other addresses than recorded",
+    "runtime-only": "the runtime's cache holds a cni2cnm attachment (of this state dir) that "
+                    "the store does not know",
+}
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DockerNetworkView(_Row):
+    name: str
+    id: str
+    exists: bool | None = None
+    driver: str | None = None
+    scope: str | None = None
+
+
+class DockerContainerView(_Row):
+    name: str
+    id: str
+    exists: bool | None = None
+    status: str | None = Field(default=None, description="Docker's, e.g. \"running\"")
+
+
+class EngineView(_Row):
+    attached: bool
+    endpointId: str
+    mac: str
+    ips: list[str]
+
+
+class RuntimeView(_Row):
+    cacheFile: str
+    ips: list[str]
+    mac: str
+    netns: str
+
+
+class InspectRow(_Row):
+    network: str = Field(description="CNI network name (the config's \"name\"); part of the key")
+    containerId: str = Field(description="CNI_CONTAINERID; part of the key")
+    ifname: str = Field(description="CNI_IFNAME; part of the key")
+    state: str | None = Field(description="\"attached\", \"adding\" (an ADD in progress or "
+                                          "interrupted), null for a runtime-only row")
+    mode: str | None = Field(description="how the plugin attached it: \"container\" or "
+                                         "\"proxy\"; null for a runtime-only row")
+    dockerNetwork: DockerNetworkView = Field(description="the Docker network")
+    dockerContainer: DockerContainerView = Field(
+        description="the Docker container (the proxy sandbox in proxy mode)")
+    netns: str = Field(description="CNI_NETNS as ADD recorded it (\"\" when none)")
+    netnsExists: bool | None = Field(
+        description="the recorded namespace is still there (null: none recorded)")
+    interface: str = Field(description="interface name inside the namespace, as ADD recorded it")
+    mac: str = Field(description="MAC address, as ADD recorded it")
+    ips: list[str] = Field(description="addresses (CIDR), as ADD recorded and returned them")
+    endpointId: str = Field(description="Docker endpoint ID, as ADD recorded it")
+    engine: EngineView | None = Field(
+        description="the engine's view now; null when the engine was not asked (unreachable) "
+                    "or the container is gone")
+    runtime: RuntimeView | None = Field(
+        description="the runtime's cached result; null: no cache")
+    created: str | None = Field(description="RFC 3339 UTC time of the ADD")
+    updated: str | None = Field(description="RFC 3339 UTC time of the last change of the record")
+    ageSeconds: int | None = Field(description="seconds since `created`")
+    drift: list[str] = Field(description="zero or more drift kinds, in their fixed order")
+    error: str | None = Field(description="why this row could not be fully checked")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def type_name(annotation: Any) -> str:
+    """`str|null`, `[str]`, `object`, ... as the documentation writes JSON types."""
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return "|".join(type_name(a) for a in get_args(annotation))
+    if origin is list:
+        return f"[{type_name(get_args(annotation)[0])}]"
+    if annotation is type(None):
+        return "null"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        keys = ", ".join(annotation.model_fields)
+        return f"object {{{keys}}}"
+    return {str: "str", bool: "bool", int: "int"}.get(annotation, str(annotation))
+
+
+def describe_rows() -> str:
+    """The JSON schema of a row, one key a line: `key  type  description`."""
+    lines = []
+    for key, f in InspectRow.model_fields.items():
+        lines.append(f"    {key:<16} {type_name(f.annotation)}: {f.description}")
+    lines.append("")
+    lines.append("Drift kinds:")
+    lines.extend(f"    {kind:<22} {text}" for kind, text in DRIFT_KINDS.items())
+    return "\n".join(lines)
