@@ -267,7 +267,9 @@ def inspect_cmd(ctx: click.Context, target: str | None, network: str | None, out
     if output == "json":
         print_json(report.rows)
     elif report.rows:
-        headers, cells = ops.table_rows(report.rows, wide=output == "wide")
+        from cni2cnm.ops.inspect_rows import table_rows
+
+        headers, cells = table_rows(report.rows, wide=output == "wide")
         drift_col = len(headers) - 1
 
         def color(i: int, text: str) -> str:

@@ -4,6 +4,7 @@ is generated from the field descriptions here, and a unit test keeps the README 
 
 from __future__ import annotations
 
+import re
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
@@ -114,3 +115,64 @@ def describe_rows() -> str:
     lines.append("Drift kinds:")
     lines.extend(f"    {kind:<22} {text}" for kind, text in DRIFT_KINDS.items())
     return "\n".join(lines)
+
+
+# ==== the table ==============================================================================
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def short_id(value: str) -> str:
+    return value[:12] if _HEX64.match(value) else value
+
+
+def age(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _network_cell(net: dict[str, Any]) -> str:
+    if not net["name"]:
+        return "-"
+    kind = "/".join(x for x in (net.get("driver"), net.get("scope")) if x)
+    return f"{net['name']} ({kind})" if kind else net["name"]
+
+
+def table_rows(rows: list[dict[str, Any]], wide: bool) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells (plain text) of the table or wide table."""
+    headers = ["CONTAINER", "IFNAME", "NETWORK", "DOCKER", "STATE", "IPS", "MAC", "MODE", "AGE"]
+    if wide:
+        headers += ["DOCKER-NETWORK", "ENGINE-IPS", "RUNTIME", "NETNS", "ENDPOINT"]
+    headers += ["DRIFT"]
+    out = []
+    for r in rows:
+        dc = r["dockerContainer"]
+        ident = dc["id"][:12]
+        docker = f"{dc['name']} ({ident})" if dc["name"] and ident else (dc["name"] or ident)
+        cells = [
+            r["containerId"] if wide else short_id(r["containerId"]),
+            r["ifname"],
+            r["network"],
+            docker or "-",
+            r["state"] or "-",
+            ",".join(r["ips"]) or "-",
+            r["mac"] or "-",
+            r["mode"] or "-",
+            age(r["ageSeconds"]),
+        ]
+        if wide:
+            eng, rt = r["engine"], r["runtime"]
+            cells += [
+                _network_cell(r["dockerNetwork"]),
+                (",".join(eng["ips"]) or "-") if eng else "?",
+                (",".join(rt["ips"]) or "-") if rt else "-",
+                r["netns"] or "-",
+                (r["endpointId"] or "-")[:12],
+            ]
+        cells.append(",".join(r["drift"]) or "-")
+        out.append(cells)
+    return headers, out

@@ -12,6 +12,7 @@ import pytest
 from cni2cnm import netns
 from cni2cnm.engine import Container, Endpoint, EngineUnavailable, Network
 from cni2cnm.ops import inspect as ops
+from cni2cnm.ops.inspect_rows import table_rows
 from cni2cnm.store import ADDING, ATTACHED, Attachment, Store, StoreError
 
 NET_ID = "n" * 64
@@ -237,10 +238,10 @@ def test_table_rows() -> None:
            "ips": ["10.0.0.2/24"], "mac": "m", "mode": "container", "ageSeconds": 7200,
            "drift": ["ips-differ"], "dockerNetwork": {"name": "pods"},
            "engine": None, "runtime": None, "netns": "", "endpointId": ""}
-    headers, [cells] = ops.table_rows([row], wide=False)
+    headers, [cells] = table_rows([row], wide=False)
     assert headers[-1] == "DRIFT" and cells[0] == CID[:12] and cells[3] == f"pod1 ({CID[:12]})"
     assert cells[8] == "2h" and cells[-1] == "ips-differ"
-    headers, [cells] = ops.table_rows([row], wide=True)
+    headers, [cells] = table_rows([row], wide=True)
     assert cells[0] == CID and "RUNTIME" in headers
 
 
