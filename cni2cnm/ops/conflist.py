@@ -25,13 +25,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from cni2cnm import PLUGIN_TYPE
 from cni2cnm.cni.config import DEFAULT_STATE_DIR, parse_netconf
 from cni2cnm.cni.errors import CNIError
 from cni2cnm.cni.names import NAME_RE
 from cni2cnm.engine import DEFAULT_HOST, Engine, Network
 from cni2cnm.ops import OpError
-
-PLUGIN_TYPE = "cni2cnm"
 
 # Chained plugins that take a capability: their minimal entries declare it.
 CHAIN_ENTRIES: dict[str, dict[str, Any]] = {

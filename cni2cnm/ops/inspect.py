@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cni2cnm import netns
+from cni2cnm import PLUGIN_TYPE, netns
 from cni2cnm.cni.config import DEFAULT_STATE_DIR
 from cni2cnm.engine import Container, Engine, EngineError, EngineUnavailable, Network
 from cni2cnm.ops import netns_container_id
@@ -166,7 +166,7 @@ def _cni2cnm_entry(config: Any) -> tuple[bool, str]:
         return False, ""
     plugins = doc.get("plugins") if isinstance(doc.get("plugins"), list) else [doc]
     for p in plugins:
-        if isinstance(p, dict) and p.get("type") == "cni2cnm":
+        if isinstance(p, dict) and p.get("type") == PLUGIN_TYPE:
             state_dir = p.get("stateDir")
             return True, state_dir if isinstance(state_dir, str) else DEFAULT_STATE_DIR
     return False, ""

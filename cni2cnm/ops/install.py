@@ -40,11 +40,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from cni2cnm import PLUGIN_TYPE
 from cni2cnm.ops import OpError
 from cni2cnm.ops.files import atomic_write, read_text, sha256_of, sha256_text
 
 MANIFEST = "install-manifest.json"
-PLUGIN_NAME = "cni2cnm"
+PLUGIN_NAME = PLUGIN_TYPE  # the executable is named after the config type
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 

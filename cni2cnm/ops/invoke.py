@@ -27,14 +27,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cni2cnm import netns
+from cni2cnm import PLUGIN_TYPE, netns
 from cni2cnm.engine import Container, Engine, EngineUnavailable
 from cni2cnm.ops import OpError, netns_container_id
 from cni2cnm.ops.files import atomic_write, read_json_object
 from cni2cnm.ops.inspect import CACHE_KIND, CLI_RESULTS_DIR, read_records
 from cni2cnm.store import Attachment
 
-PLUGIN_TYPE = "cni2cnm"
 DEFAULT_CNI_VERSION = "1.0.0"
 GC_STATUS_VERSION = "1.1.0"
 CNI_ARGS = "IgnoreUnknown=1"
