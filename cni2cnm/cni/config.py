@@ -8,7 +8,6 @@ as libcni's JSON decoding is: "true" or "45" in quotes are errors, not coerced.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import (
@@ -23,6 +22,7 @@ from pydantic import (
 
 from cni2cnm.cni import version as cniversion
 from cni2cnm.cni.errors import CNIError, Code
+from cni2cnm.cni.jsondoc import decode_json_object as decode_json_object
 from cni2cnm.cni.names import name_problem
 
 DEFAULT_STATE_DIR = "/var/lib/cni/cni2cnm"
@@ -159,21 +159,6 @@ def render_validation_error(err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "(config)"
         lines.append(f"{loc}: {e['msg']}")
     return "; ".join(lines)
-
-
-def decode_json_object(data: bytes) -> dict[str, Any]:
-    """Decode stdin as one JSON object (error 6 otherwise)."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise CNIError(Code.DECODE_FAILURE, "cannot decode network config", str(e)) from None
-    if not isinstance(doc, dict):
-        raise CNIError(
-            Code.DECODE_FAILURE,
-            "cannot decode network config",
-            f"expected a JSON object, got {type(doc).__name__}",
-        )
-    return doc
 
 
 def check_version_field(doc: dict[str, Any]) -> str:

@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from cni2cnm.cni import version as cniversion
 from cni2cnm.cni.config import DNS, render_validation_error
@@ -37,29 +37,24 @@ def _ip(v: str | None) -> str | None:
     return v or None
 
 
+CIDR = Annotated[str, AfterValidator(_cidr)]  # an address or network with its prefix
+IP = Annotated[str | None, AfterValidator(_ip)]  # a bare address; "" becomes None
+Count = Annotated[int | None, Field(ge=0)]
+
+
 class Interface(_Strict):
     name: str
     mac: str | None = None
-    mtu: int | None = Field(default=None, ge=0)
+    mtu: Count = None
     sandbox: str | None = None
     socketPath: str | None = None
     pciID: str | None = None
 
 
 class IPConfig(_Strict):
-    address: str
-    gateway: str | None = None
-    interface: int | None = Field(default=None, ge=0)
-
-    @field_validator("address")
-    @classmethod
-    def _v_address(cls, v: str) -> str:
-        return _cidr(v)
-
-    @field_validator("gateway")
-    @classmethod
-    def _v_gateway(cls, v: str | None) -> str | None:
-        return _ip(v)
+    address: CIDR
+    gateway: IP = None
+    interface: Count = None
 
     @property
     def family(self) -> int:
@@ -67,23 +62,13 @@ class IPConfig(_Strict):
 
 
 class Route(_Strict):
-    dst: str
-    gw: str | None = None
-    mtu: int | None = Field(default=None, ge=0)
-    advmss: int | None = Field(default=None, ge=0)
-    priority: int | None = Field(default=None, ge=0)
-    table: int | None = Field(default=None, ge=0)
-    scope: int | None = Field(default=None, ge=0)
-
-    @field_validator("dst")
-    @classmethod
-    def _v_dst(cls, v: str) -> str:
-        return _cidr(v)
-
-    @field_validator("gw")
-    @classmethod
-    def _v_gw(cls, v: str | None) -> str | None:
-        return _ip(v)
+    dst: CIDR
+    gw: IP = None
+    mtu: Count = None
+    advmss: Count = None
+    priority: Count = None
+    table: Count = None
+    scope: Count = None
 
     @property
     def family(self) -> int:

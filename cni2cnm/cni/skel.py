@@ -15,6 +15,7 @@ from cni2cnm.cni import env as cnienv
 from cni2cnm.cni import logs
 from cni2cnm.cni import version as cniversion
 from cni2cnm.cni.errors import CNIError, Code
+from cni2cnm.cni.jsondoc import decode_json_object
 
 if TYPE_CHECKING:
     from cni2cnm.cni.config import NetConf
@@ -112,13 +113,7 @@ def _version_info(data: bytes) -> dict[str, Any]:
     """VERSION: echo the request's cniVersion, list what we support."""
     requested = cniversion.LATEST
     if data.strip():
-        try:
-            doc = json.loads(data)
-        except (ValueError, RecursionError) as e:
-            raise CNIError(Code.DECODE_FAILURE, "cannot decode VERSION request", str(e)) from None
-        if not isinstance(doc, dict):
-            raise CNIError(Code.DECODE_FAILURE, "cannot decode VERSION request",
-                           f"expected a JSON object, got {type(doc).__name__}")
+        doc = decode_json_object(data, "VERSION request")
         if isinstance(doc.get("cniVersion"), str):
             requested = doc["cniVersion"]
     return {"cniVersion": requested, "supportedVersions": list(cniversion.SUPPORTED_VERSIONS)}

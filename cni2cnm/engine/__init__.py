@@ -4,44 +4,10 @@ SDK-backed Engine (client.py) and the protocol the plugin depends on (protocol.p
 Knows Docker, knows nothing of CNI. The only place Docker's errors are read.
 """
 
-from cni2cnm.engine.client import ClientPool, Engine, keep_clients, split_image_ref
-from cni2cnm.engine.errors import (
-    AddressInUse,
-    AlreadyExists,
-    Conflict,
-    Deadline,
-    EngineConfigError,
-    EngineError,
-    EngineUnavailable,
-    InvalidRequest,
-    NotAttachable,
-    NotConnected,
-    NotFound,
-    Rejected,
-    classify,
-)
-from cni2cnm.engine.models import (
-    API_IFNAME,
-    API_MAC_ON_CONNECT,
-    DEFAULT_HOST,
-    IFNAME_OPTION,
-    Container,
-    ContainerExit,
-    Endpoint,
-    Labelled,
-    Member,
-    Network,
-    SandboxSpec,
-    Subnet,
-    TLSSettings,
-)
-from cni2cnm.engine.protocol import EngineAPI
-
-__all__ = [
-    "API_IFNAME", "API_MAC_ON_CONNECT", "DEFAULT_HOST", "IFNAME_OPTION", "AddressInUse",
-    "AlreadyExists", "ClientPool", "Conflict", "Container", "ContainerExit", "Deadline",
-    "Endpoint", "Engine", "EngineAPI", "EngineConfigError", "EngineError", "EngineUnavailable",
-    "InvalidRequest", "Labelled", "Member", "Network", "NotAttachable", "NotConnected",
-    "NotFound", "Rejected", "SandboxSpec", "Subnet", "TLSSettings", "classify",
-    "keep_clients", "split_image_ref",
-]
+from cni2cnm.engine.client import ClientPool as ClientPool
+from cni2cnm.engine.client import Engine as Engine
+from cni2cnm.engine.client import keep_clients as keep_clients
+from cni2cnm.engine.client import split_image_ref as split_image_ref
+from cni2cnm.engine.errors import *  # the facade: every error type
+from cni2cnm.engine.models import *  # the facade: every model
+from cni2cnm.engine.protocol import EngineAPI as EngineAPI

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cni2cnm.engine.errors import (
@@ -199,12 +199,9 @@ class Engine:
 
     def container(self, ref: str) -> Container | None:
         """Inspect a container by ID, ID prefix or name; None if there is none."""
-        try:
-            with self._translate(f"inspect container {ref}"):
-                raw = self.client.inspect_container(ref)
-        except NotFound:
-            return None
-        return _container(raw)
+        raw = self._unless_missing(f"inspect container {ref}",
+                                   lambda: self.client.inspect_container(ref))
+        return None if raw is None else _container(raw)
 
     def running_container_ids(self) -> list[str]:
         with self._translate("list containers"):
@@ -246,42 +243,30 @@ class Engine:
 
     def ensure_image(self, image: str) -> None:
         """Pull the image unless the engine has it (by tag or by digest)."""
-        try:
-            with self._translate(f"inspect image {image}"):
-                self.client.inspect_image(image)
+        if self.has_image(image):
             return
-        except NotFound:
-            pass
         repo, tag = split_image_ref(image)
         with self._translate(f"pull image {image}"):
             self.client.pull(repo, tag=tag)
 
     def has_image(self, image: str) -> bool:
-        try:
-            with self._translate(f"inspect image {image}"):
-                self.client.inspect_image(image)
-        except NotFound:
-            return False
-        return True
+        return self._unless_missing(f"inspect image {image}",
+                                    lambda: self.client.inspect_image(image)) is not None
 
     def remove_container(self, ref: str) -> bool:
         """Remove with force; False when it was already gone."""
-        try:
-            with self._translate(f"remove container {ref}"):
-                self.client.remove_container(ref, force=True)
-        except NotFound:
-            return False
-        return True
+        def remove() -> bool:
+            self.client.remove_container(ref, force=True)
+            return True
+
+        return self._unless_missing(f"remove container {ref}", remove) is not None
 
     # ---- networks ---------------------------------------------------------
 
     def network(self, ref: str) -> Network | None:
-        try:
-            with self._translate(f"inspect network {ref}"):
-                raw = self.client.inspect_network(ref)
-        except NotFound:
-            return None
-        return _network(raw)
+        raw = self._unless_missing(f"inspect network {ref}",
+                                   lambda: self.client.inspect_network(ref))
+        return None if raw is None else _network(raw)
 
     def connect(self, container: str, network: str, *, ipv4: str | None = None,
                 ipv6: str | None = None, aliases: list[str] | None = None,
@@ -306,6 +291,14 @@ class Engine:
             raise
 
     # ---- errors -----------------------------------------------------------
+
+    def _unless_missing(self, what: str, call: Callable[[], Any]) -> Any | None:
+        """The call's answer, None when the engine answers 404."""
+        try:
+            with self._translate(what):
+                return call()
+        except NotFound:
+            return None
 
     @contextlib.contextmanager
     def _translate(self, what: str) -> Iterator[None]:

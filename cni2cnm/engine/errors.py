@@ -7,6 +7,22 @@ classified here, once, into the kinds callers act on. Callers never match text.
 
 from __future__ import annotations
 
+__all__ = [
+    "AddressInUse",
+    "AlreadyExists",
+    "Conflict",
+    "Deadline",
+    "EngineConfigError",
+    "EngineError",
+    "EngineUnavailable",
+    "InvalidRequest",
+    "NotAttachable",
+    "NotConnected",
+    "NotFound",
+    "Rejected",
+    "classify",
+]
+
 
 class EngineError(Exception):
     """The engine said no, or could not be asked."""

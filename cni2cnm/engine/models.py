@@ -7,6 +7,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+__all__ = [
+    "API_IFNAME",
+    "API_MAC_ON_CONNECT",
+    "DEFAULT_HOST",
+    "IFNAME_OPTION",
+    "Container",
+    "ContainerExit",
+    "Endpoint",
+    "Labelled",
+    "Member",
+    "Network",
+    "SandboxSpec",
+    "Subnet",
+    "TLSSettings",
+]
+
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 IFNAME_OPTION = "com.docker.network.endpoint.ifname"
 API_IFNAME = (1, 48)  # Docker 28.0: the ifname driver option
@@ -14,7 +30,28 @@ API_MAC_ON_CONNECT = (1, 54)  # Docker 29.3: mac_address honoured on connect
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class TLSSettings:
+    """How to reach a tcp:// engine: PEM files of the CA, the client certificate and key."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    verify: bool = True
+
+
+class _Addressed:
+    """An endpoint's addresses: one IPv4 and one IPv6 at most, both CIDR."""
+
+    ipv4: str | None
+    ipv6: str | None
+
+    @property
+    def addresses(self) -> list[str]:
+        return [a for a in (self.ipv4, self.ipv6) if a]
+
+
+@dataclass(frozen=True)
+class Endpoint(_Addressed):
     network_name: str
     network_id: str
     endpoint_id: str
@@ -29,10 +66,6 @@ class Endpoint:
     def attached(self) -> bool:
         """Docker 20.10 leaves entries with an empty EndpointID after a failed connect."""
         return bool(self.endpoint_id)
-
-    @property
-    def addresses(self) -> list[str]:
-        return [a for a in (self.ipv4, self.ipv6) if a]
 
 
 @dataclass(frozen=True)
@@ -76,19 +109,15 @@ class Subnet:
 
 
 @dataclass(frozen=True)
-class Member:
-    """One endpoint in a network's member list."""
+class Member(_Addressed):
+    """One endpoint in a network's member list (its container, name and endpoint)."""
 
     container_id: str
     name: str
     endpoint_id: str
     mac: str
-    ipv4: str | None  # CIDR
-    ipv6: str | None  # CIDR
-
-    @property
-    def addresses(self) -> list[str]:
-        return [a for a in (self.ipv4, self.ipv6) if a]
+    ipv4: str | None
+    ipv6: str | None
 
 
 @dataclass(frozen=True)
@@ -127,14 +156,6 @@ class Labelled:
     name: str
     labels: dict[str, str]
     state: str
-
-
-@dataclass(frozen=True)
-class TLSSettings:
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    verify: bool = True
 
 
 @dataclass(frozen=True)
