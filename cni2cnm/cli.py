@@ -25,12 +25,12 @@ import click
 from click.core import ParameterSource
 
 from cni2cnm import __version__
-from cni2cnm.cni.config import DEFAULT_STATE_DIR
 from cni2cnm.cni.errors import CNIError
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
 from cni2cnm.engine import DEFAULT_HOST, EngineError
 from cni2cnm.ops import OpError
 from cni2cnm.ops.install import DEFAULT_BIN_DIR, DEFAULT_CONF_DIR
+from cni2cnm.plugin.config import DEFAULT_STATE_DIR
 from cni2cnm.store import StoreError
 
 log = logging.getLogger("cni2cnm.cli")

@@ -12,13 +12,14 @@ import io
 import os
 import sys
 
-TYPE_CHECKING = False  # not `from typing import ...`: typing costs the client path 7 ms
+TYPE_CHECKING = False  # not `from typing import Any, ...`: typing costs the client path 7 ms
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import IO, NoReturn
 
     from cni2cnm.cni.skel import Plugin
     from cni2cnm.daemon.client import Fallback, Reply
+    from cni2cnm.plugin.config import PluginConf
 
 
 def main() -> None:
@@ -99,15 +100,23 @@ def run_in_process(stdin: IO[bytes], fallback: Fallback | None = None) -> int:
     out = sys.stdout
     sys.stdout = sys.stderr  # anything printed by accident goes to stderr, never to the runtime
     try:
-        return skel.dispatch(lambda: load_plugin(os.environ), os.environ, stdin, out)
+        return skel.dispatch(lambda: load_plugin(os.environ), os.environ, stdin, out,
+                             on_config=log_as_configured)
     finally:
         sys.stdout = out
+
+
+def log_as_configured(conf: PluginConf) -> None:
+    """This process's logging, from the config's logFile and logLevel."""
+    from cni2cnm.cni import logs
+
+    logs.setup(conf.logFile, conf.logLevel)
 
 
 def load_plugin(environ: Mapping[str, str]) -> Plugin:
     """The plugin for one request; the daemon builds it the same way, with the request's
     environment (the plugin reads DOCKER_HOST and its test stop point from it)."""
-    from cni2cnm.plugin import DockerPlugin
+    from cni2cnm.plugin.handlers import DockerPlugin
 
     return DockerPlugin(environ=environ)
 

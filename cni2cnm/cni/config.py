@@ -1,14 +1,14 @@
-"""Network configuration models (pydantic v2).
+"""Network configuration models (pydantic v2): the keys of SPEC.md and CONVENTIONS.md only.
 
-Well-known keys from SPEC.md/CONVENTIONS.md are typed; this plugin's own keys
-are typed too; anything else is kept (extra="allow") and ignored, as the spec
-asks plugins to tolerate fields they do not know. Booleans and numbers are strict,
+A plugin subclasses NetConf with its own keys (cni2cnm.plugin.config.PluginConf) and hands
+the subclass to the dispatcher. Anything not typed is kept (extra="allow") and ignored, as
+the spec asks plugins to tolerate fields they do not know. Booleans and numbers are strict,
 as libcni's JSON decoding is: "true" or "45" in quotes are errors, not coerced.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -24,10 +24,6 @@ from cni2cnm.cni import version as cniversion
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.cni.jsondoc import decode_json_object as decode_json_object
 from cni2cnm.cni.names import name_problem
-
-DEFAULT_STATE_DIR = "/var/lib/cni/cni2cnm"
-DEFAULT_DOCKER_TIMEOUT = 45.0
-DEFAULT_SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
 
 
 class _Model(BaseModel):
@@ -67,13 +63,6 @@ class RuntimeConfig(_Model):
     cgroupPath: str | None = None
 
 
-class TLS(_Model):
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    verify: StrictBool = True
-
-
 class Attachment(_Model):
     containerID: str
     ifname: str
@@ -100,21 +89,6 @@ class NetConf(_Model):
     )
     attachments: list[Attachment] | None = Field(default=None, alias="cni.dev/attachments")
 
-    # cni2cnm's own keys
-    network: str | None = None
-    dockerHost: str | None = None
-    dockerTimeout: float = Field(default=DEFAULT_DOCKER_TIMEOUT, gt=0, le=600, strict=True)
-    tls: TLS | None = None
-    stateDir: str = DEFAULT_STATE_DIR
-    logFile: str | None = None
-    logLevel: Literal["debug", "info", "warning", "error"] | None = None
-    mode: Literal["auto", "container", "proxy"] = "auto"
-    sandboxImage: str = DEFAULT_SANDBOX_IMAGE
-    daemonSocket: str | None = None  # read by the executable before this model (entry.py)
-    detachNone: StrictBool = True
-    aliases: list[str] = Field(default_factory=list)
-    driverOpts: dict[str, str] = Field(default_factory=dict)
-
     @field_validator("name", "type")
     @classmethod
     def _a_name(cls, v: str) -> str:
@@ -124,18 +98,6 @@ class NetConf(_Model):
         if why := name_problem(v):
             raise ValueError(why)
         return v
-
-    @field_validator("stateDir")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("must be an absolute path")
-        return v
-
-    @property
-    def docker_network(self) -> str:
-        """The Docker network to attach to: `network`, else the CNI network name."""
-        return self.network or self.name
 
     def valid_attachment_keys(self) -> set[tuple[str, str]] | None:
         """(containerID, ifname) pairs the runtime says are still valid (GC).
@@ -150,6 +112,9 @@ class NetConf(_Model):
 
     def capability(self, name: str) -> bool:
         return bool(self.capabilities and self.capabilities.get(name))
+
+
+ConfT = TypeVar("ConfT", bound=NetConf)
 
 
 def render_validation_error(err: ValidationError) -> str:
@@ -173,10 +138,11 @@ def check_version_field(doc: dict[str, Any]) -> str:
     return cniversion.require_supported(v)
 
 
-def parse_netconf(doc: dict[str, Any]) -> NetConf:
+def parse_netconf(doc: dict[str, Any], model: type[ConfT] = NetConf) -> ConfT:  # type: ignore[assignment]
+    """The config as `model` (NetConf or a plugin's subclass of it); errors 1 and 7."""
     check_version_field(doc)
     try:
-        return NetConf.model_validate(doc)
+        return model.model_validate(doc)
     except ValidationError as e:
         raise CNIError(
             Code.INVALID_CONFIG, "invalid network config", render_validation_error(e)

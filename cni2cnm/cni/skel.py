@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from cni2cnm.cni import env as cnienv
-from cni2cnm.cni import logs
 from cni2cnm.cni import version as cniversion
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.cni.jsondoc import decode_json_object
@@ -25,7 +24,8 @@ log = logging.getLogger("cni2cnm.skel")
 
 
 class Plugin(Protocol):
-    """What a plugin implements; each method raises CNIError on failure."""
+    """What a plugin implements; each method raises CNIError on failure. A plugin with keys
+    of its own names its NetConf subclass in `config_model` (NetConf when it has none)."""
 
     def add(self, env: cnienv.CNIEnv, conf: NetConf) -> Result: ...
     def delete(self, env: cnienv.CNIEnv, conf: NetConf) -> None: ...
@@ -39,8 +39,13 @@ def dispatch(
     environ: Mapping[str, str],
     stdin: IO[bytes],
     stdout: IO[str],
+    on_config: Callable[[NetConf], None] | None = None,
 ) -> int:
-    """Run one CNI operation. Returns the process exit status (0 or 1)."""
+    """Run one CNI operation. Returns the process exit status (0 or 1).
+
+    `on_config` sees the parsed config before the plugin runs: the caller sets up its logging
+    there (a process logs to its stderr or the config's logFile; the daemon routes each
+    request's lines to that request)."""
     version_for_errors = cniversion.LATEST
     try:
         try:
@@ -54,7 +59,7 @@ def dispatch(
         if env.command == "VERSION":
             _emit(stdout, _version_info(data))
             return 0
-        return _run(load_plugin, env, data, stdout)
+        return _run(load_plugin, env, data, stdout, on_config)
     except CNIError as e:
         log.warning("%s failed: %s (code %d)", environ.get("CNI_COMMAND", "?"), e, e.code)
         _emit(stdout, e.to_dict(version_for_errors))
@@ -67,14 +72,16 @@ def dispatch(
 
 
 def _run(load_plugin: Callable[[], Plugin], env: cnienv.CNIEnv, data: bytes,
-         stdout: IO[str]) -> int:
-    from cni2cnm.cni.config import decode_json_object, parse_netconf
+         stdout: IO[str], on_config: Callable[[NetConf], None] | None) -> int:
+    from cni2cnm.cni.config import NetConf, check_version_field, parse_netconf
 
     doc = decode_json_object(data)
-    conf = parse_netconf(doc)
-    logs.setup(conf.logFile, conf.logLevel)
-    _require_command_version(env.command, conf.cniVersion)
+    check_version_field(doc)
     plugin = load_plugin()
+    conf = parse_netconf(doc, getattr(plugin, "config_model", NetConf))
+    if on_config is not None:
+        on_config(conf)
+    _require_command_version(env.command, conf.cniVersion)
     log.debug("%s container=%s ifname=%s netns=%s network=%s", env.command, env.container_id,
               env.ifname, env.netns, conf.name)
     if env.command == "ADD":

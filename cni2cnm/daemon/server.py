@@ -58,12 +58,13 @@ _local = threading.local()
 def run_request(env: dict[str, str], data: bytes) -> tuple[int, str, str]:
     """What the executable does in-process, here: (exit status, stdout, stderr)."""
     from cni2cnm.cni import skel
-    from cni2cnm.entry import load_plugin
+    from cni2cnm.entry import load_plugin, log_as_configured
 
     out, err = io.StringIO(), io.StringIO()
     _local.stream, _local.level = err, _request_level(env, data)
     try:
-        status = skel.dispatch(lambda: load_plugin(env), env, io.BytesIO(data), out)
+        status = skel.dispatch(lambda: load_plugin(env), env, io.BytesIO(data), out,
+                               on_config=log_as_configured)
     finally:
         _local.stream = _local.level = None
     return status, out.getvalue(), err.getvalue()
@@ -410,9 +411,9 @@ def warm_up() -> None:
 
     for name in WARM_MODULES:
         importlib.import_module(name)
-    from cni2cnm.cni.config import NetConf
+    from cni2cnm.plugin.config import PluginConf
 
-    NetConf.model_validate({"cniVersion": "1.1.0", "name": "warm-up", "type": "cni2cnm"})
+    PluginConf.model_validate({"cniVersion": "1.1.0", "name": "warm-up", "type": "cni2cnm"})
 
 
 def serve(path: str, log_level: str = "info") -> int:

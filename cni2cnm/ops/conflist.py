@@ -26,11 +26,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from cni2cnm import PLUGIN_TYPE
-from cni2cnm.cni.config import DEFAULT_STATE_DIR, parse_netconf
+from cni2cnm.cni.config import NetConf, parse_netconf
 from cni2cnm.cni.errors import CNIError
 from cni2cnm.cni.names import NAME_RE
 from cni2cnm.engine import DEFAULT_HOST, Engine, Network
 from cni2cnm.ops import OpError
+from cni2cnm.plugin.config import DEFAULT_STATE_DIR, PluginConf
 
 # Chained plugins that take a capability: their minimal entries declare it.
 CHAIN_ENTRIES: dict[str, dict[str, Any]] = {
@@ -105,8 +106,9 @@ def validate(doc: dict[str, Any], source: str = "the conflist") -> list[Any]:
         if not isinstance(p, dict):
             raise OpError(f"{source}: plugins[{i}] is not an object")
         try:
+            model = PluginConf if p.get("type") == PLUGIN_TYPE else NetConf
             parsed.append(parse_netconf({**p, "cniVersion": doc.get("cniVersion"),
-                                         "name": name}))
+                                         "name": name}, model))
         except CNIError as e:
             raise OpError(f"{source}: plugins[{i}] ({p.get('type', '?')}): {e}") from None
     return parsed

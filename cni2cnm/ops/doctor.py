@@ -17,7 +17,7 @@ from cni2cnm.engine import API_IFNAME, API_MAC_ON_CONNECT, Engine, EngineError
 from cni2cnm.ops import OpError
 from cni2cnm.ops.conflist import PLUGIN_TYPE, validate
 from cni2cnm.ops.files import read_json_object
-from cni2cnm.plugin import MIN_API
+from cni2cnm.plugin.handlers import MIN_API
 from cni2cnm.store import Store
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"

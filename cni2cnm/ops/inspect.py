@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cni2cnm import PLUGIN_TYPE, netns
-from cni2cnm.cni.config import DEFAULT_STATE_DIR
 from cni2cnm.engine import Container, Engine, EngineError, EngineUnavailable, Network
 from cni2cnm.ops import netns_container_id
 from cni2cnm.ops.inspect_rows import DRIFT_KINDS as KINDS
@@ -37,6 +36,7 @@ from cni2cnm.ops.inspect_rows import (
     InspectRow,
     RuntimeView,
 )
+from cni2cnm.plugin.config import DEFAULT_STATE_DIR
 from cni2cnm.store import ADDING, ATTACHED, Attachment, Store
 
 log = logging.getLogger("cni2cnm.cli")

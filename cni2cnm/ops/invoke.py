@@ -151,11 +151,12 @@ def engine_for_conf(conf: dict[str, Any], environ: Mapping[str, str]) -> Engine:
     from cni2cnm.cni.config import parse_netconf
     from cni2cnm.cni.errors import CNIError
     from cni2cnm.engine import DEFAULT_HOST
-    from cni2cnm.plugin import engine_for
+    from cni2cnm.plugin.config import PluginConf
+    from cni2cnm.plugin.handlers import engine_for
 
     clean = {k: v for k, v in conf.items() if not k.startswith("_")}
     try:
-        return engine_for(parse_netconf(clean), environ)
+        return engine_for(parse_netconf(clean, PluginConf), environ)
     except CNIError:
         return Engine(environ.get("DOCKER_HOST") or DEFAULT_HOST)
 
@@ -186,7 +187,7 @@ def _not_the_failure_line(record: logging.LogRecord) -> bool:
 def dispatch(command: str, conf: dict[str, Any], environ: dict[str, str]) -> Outcome:
     """One plugin operation through skel.dispatch, in this process."""
     from cni2cnm.cni import logs, skel
-    from cni2cnm.plugin import DockerPlugin
+    from cni2cnm.plugin.handlers import DockerPlugin
 
     stdin = io.BytesIO(json.dumps({k: v for k, v in conf.items()
                                    if not k.startswith("_")}).encode())

@@ -1,5 +1,6 @@
 """The translation from CNI operations to Docker calls, one job per file:
 
+    config.py       PluginConf: the plugin's own config keys on top of the spec's
     handlers.py     DockerPlugin: ADD/DEL/CHECK/GC/STATUS, top-down
     preflight.py    what ADD refuses before changing anything
     attach.py       container mode: connect, verify, rollback; detaching a record
@@ -12,7 +13,3 @@
     request.py      what the runtime asks for (addresses, MAC, aliases), with precedence
     errors.py       the one boundary where lower-layer failures become CNI errors
 """
-
-from cni2cnm.plugin.handlers import MIN_API, DockerPlugin, engine_for
-
-__all__ = ["MIN_API", "DockerPlugin", "engine_for"]

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cni2cnm import netns
-from cni2cnm.cni.config import NetConf
 from cni2cnm.cni.env import CNIEnv
 from cni2cnm.engine import Endpoint, EngineAPI, Network
+from cni2cnm.plugin.config import PluginConf
 from cni2cnm.plugin.request import EndpointRequest
 from cni2cnm.store import Store
 
@@ -17,7 +17,7 @@ from cni2cnm.store import Store
 @dataclass
 class AddContext:
     env: CNIEnv
-    conf: NetConf
+    conf: PluginConf
     engine: EngineAPI
     store: Store
     namespaces: netns.Namespaces

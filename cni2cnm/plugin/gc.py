@@ -8,18 +8,18 @@ import logging
 from collections.abc import Callable
 
 from cni2cnm import netns
-from cni2cnm.cni.config import NetConf
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.engine import EngineAPI, EngineError, EngineUnavailable
 from cni2cnm.plugin import proxy
 from cni2cnm.plugin.attach import detach
+from cni2cnm.plugin.config import PluginConf
 from cni2cnm.store import Attachment, Store, StoreError
 
 log = logging.getLogger("cni2cnm.plugin")
 
 
 def collect(engine_of: Callable[[str], EngineAPI], namespaces: netns.Namespaces, store: Store,
-            conf: NetConf) -> None:
+            conf: PluginConf) -> None:
     valid = conf.valid_attachment_keys() or set()
     errors: list[str] = []
     unavailable = False

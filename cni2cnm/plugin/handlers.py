@@ -19,7 +19,6 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 
 from cni2cnm import netns
-from cni2cnm.cni.config import NetConf
 from cni2cnm.cni.env import CNIEnv
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.cni.result import Result, parse_result
@@ -28,6 +27,7 @@ from cni2cnm.plugin import preflight
 from cni2cnm.plugin.attach import add_container, detach
 from cni2cnm.plugin.attach_proxy import add_proxy
 from cni2cnm.plugin.check import check_attachment, fail_check
+from cni2cnm.plugin.config import PluginConf
 from cni2cnm.plugin.context import AddContext
 from cni2cnm.plugin.errors import boundary
 from cni2cnm.plugin.gc import collect
@@ -40,10 +40,10 @@ log = logging.getLogger("cni2cnm.plugin")
 
 MIN_API = (1, 40)
 
-EngineFactory = Callable[[NetConf, Mapping[str, str]], EngineAPI]
+EngineFactory = Callable[[PluginConf, Mapping[str, str]], EngineAPI]
 
 
-def engine_for(conf: NetConf, environ: Mapping[str, str]) -> EngineAPI:
+def engine_for(conf: PluginConf, environ: Mapping[str, str]) -> EngineAPI:
     host = conf.dockerHost or environ.get("DOCKER_HOST") or DEFAULT_HOST
     tls = None
     if conf.tls is not None:
@@ -54,6 +54,8 @@ def engine_for(conf: NetConf, environ: Mapping[str, str]) -> EngineAPI:
 
 class DockerPlugin:
     """The CNI plugin over a Docker engine."""
+
+    config_model = PluginConf
 
     def __init__(
         self,
@@ -66,7 +68,7 @@ class DockerPlugin:
         self.namespaces = namespaces
 
     @contextlib.contextmanager
-    def engine(self, conf: NetConf, recorded: str = "") -> Iterator[EngineAPI]:
+    def engine(self, conf: PluginConf, recorded: str = "") -> Iterator[EngineAPI]:
         """The engine to ask: the config's dockerHost, else the engine the attachment was
         made on (runtimes do not always give DEL the environment ADD had: podman's cleanup
         process drops DOCKER_HOST), else DOCKER_HOST, else the local socket."""
@@ -81,7 +83,7 @@ class DockerPlugin:
 
     # ==== ADD ================================================================
 
-    def add(self, env: CNIEnv, conf: NetConf) -> Result:
+    def add(self, env: CNIEnv, conf: PluginConf) -> Result:
         prev = parse_result(conf.prevResult, conf.cniVersion) if conf.prevResult else None
         request = endpoint_request(env, conf)
         preflight.refuse_unusable_netns(self.namespaces, env.netns)
@@ -106,7 +108,7 @@ class DockerPlugin:
 
     # ==== DEL ================================================================
 
-    def delete(self, env: CNIEnv, conf: NetConf) -> None:
+    def delete(self, env: CNIEnv, conf: PluginConf) -> None:
         with boundary("DEL"):
             try:
                 store = Store(conf.stateDir).open()
@@ -127,7 +129,7 @@ class DockerPlugin:
 
     # ==== CHECK ==============================================================
 
-    def check(self, env: CNIEnv, conf: NetConf) -> None:
+    def check(self, env: CNIEnv, conf: PluginConf) -> None:
         if not conf.prevResult:
             raise CNIError(Code.INVALID_CONFIG, "CHECK needs prevResult",
                            "the runtime must pass the ADD result as prevResult")
@@ -143,7 +145,7 @@ class DockerPlugin:
 
     # ==== GC =================================================================
 
-    def gc(self, env: CNIEnv, conf: NetConf) -> None:
+    def gc(self, env: CNIEnv, conf: PluginConf) -> None:
         with boundary("GC"), Store(conf.stateDir) as store, contextlib.ExitStack() as stack:
             engines: dict[str, EngineAPI] = {}
 
@@ -156,7 +158,7 @@ class DockerPlugin:
 
     # ==== STATUS =============================================================
 
-    def status(self, env: CNIEnv, conf: NetConf) -> None:
+    def status(self, env: CNIEnv, conf: PluginConf) -> None:
         try:
             store = Store(conf.stateDir).open()
         except StoreError as e:
@@ -194,7 +196,7 @@ class DockerPlugin:
 
 
 def finish_interrupted_add(engine: EngineAPI, namespaces: netns.Namespaces, store: Store,
-                           env: CNIEnv, conf: NetConf) -> None:
+                           env: CNIEnv, conf: PluginConf) -> None:
     """A completed attachment is refused; an interrupted ADD's leftovers are undone first."""
     key = (conf.name, env.container_id, env.ifname)
     existing = store.get(*key)
@@ -215,6 +217,6 @@ def engine_is_worker(engine: EngineAPI) -> bool:
         return False
 
 
-def store_id_of(conf: NetConf) -> str:
+def store_id_of(conf: PluginConf) -> str:
     """The identity of the stateDir's store, readable even when its database is not."""
     return Store(conf.stateDir).identity()

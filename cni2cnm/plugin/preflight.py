@@ -7,10 +7,10 @@ import logging
 import re
 
 from cni2cnm import netns
-from cni2cnm.cni.config import NetConf
 from cni2cnm.cni.env import CNIEnv
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.engine import Container, EngineAPI, Network
+from cni2cnm.plugin.config import PluginConf
 from cni2cnm.plugin.request import EndpointRequest
 
 log = logging.getLogger("cni2cnm.plugin")
@@ -28,7 +28,7 @@ def refuse_unusable_netns(namespaces: netns.Namespaces, path: str) -> None:
 
 
 def sandbox_for(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv,
-                conf: NetConf) -> Container | None:
+                conf: PluginConf) -> Container | None:
     """The Docker container to connect, or None for a proxy sandbox (by `mode`)."""
     if conf.mode == "proxy":
         return None

@@ -11,9 +11,9 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from cni2cnm.cni.config import NetConf
 from cni2cnm.cni.env import CNIEnv
 from cni2cnm.cni.errors import CNIError, Code
+from cni2cnm.plugin.config import PluginConf
 
 log = logging.getLogger("cni2cnm.request")
 
@@ -29,7 +29,7 @@ class EndpointRequest:
     driver_opts: dict[str, str] = field(default_factory=dict)
 
 
-def endpoint_request(env: CNIEnv, conf: NetConf) -> EndpointRequest:
+def endpoint_request(env: CNIEnv, conf: PluginConf) -> EndpointRequest:
     ipv4, ipv6 = _addresses(_requested_ips(env, conf))
     return EndpointRequest(
         ipv4=ipv4,
@@ -40,7 +40,7 @@ def endpoint_request(env: CNIEnv, conf: NetConf) -> EndpointRequest:
     )
 
 
-def _runtime(conf: NetConf, capability: str) -> object | None:
+def _runtime(conf: PluginConf, capability: str) -> object | None:
     rc = conf.runtimeConfig
     value = getattr(rc, capability, None) if rc is not None else None
     if value is None:
@@ -52,12 +52,12 @@ def _runtime(conf: NetConf, capability: str) -> object | None:
     return value
 
 
-def _args_cni(conf: NetConf, key: str) -> object | None:
+def _args_cni(conf: PluginConf, key: str) -> object | None:
     cni = (conf.args or {}).get("cni")
     return cni.get(key) if isinstance(cni, dict) else None
 
 
-def _requested_ips(env: CNIEnv, conf: NetConf) -> tuple[str, list[str]]:
+def _requested_ips(env: CNIEnv, conf: PluginConf) -> tuple[str, list[str]]:
     rc = _runtime(conf, "ips")
     if rc:
         return "runtimeConfig.ips", list(rc)  # type: ignore[call-overload]
@@ -96,7 +96,7 @@ def _addresses(source_and_ips: tuple[str, list[str]]) -> tuple[str | None, str |
     return v4, v6
 
 
-def _requested_mac(env: CNIEnv, conf: NetConf) -> str | None:
+def _requested_mac(env: CNIEnv, conf: PluginConf) -> str | None:
     for source, value in (
         ("runtimeConfig.mac", _runtime(conf, "mac")),
         ("args.cni.mac", _args_cni(conf, "mac")),
@@ -111,7 +111,7 @@ def _requested_mac(env: CNIEnv, conf: NetConf) -> str | None:
     return None
 
 
-def _aliases(conf: NetConf) -> tuple[str, ...]:
+def _aliases(conf: PluginConf) -> tuple[str, ...]:
     extra = _runtime(conf, "aliases") or []
     out: list[str] = []
     for a in [*conf.aliases, *extra]:  # type: ignore[misc]

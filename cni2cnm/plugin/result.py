@@ -6,13 +6,14 @@ from __future__ import annotations
 import ipaddress
 
 from cni2cnm import netns
-from cni2cnm.cni.config import DNS, NetConf
+from cni2cnm.cni.config import DNS
 from cni2cnm.cni.env import CNIEnv
 from cni2cnm.cni.result import Interface, IPConfig, Result, Route
+from cni2cnm.plugin.config import PluginConf
 from cni2cnm.plugin.context import Attached
 
 
-def build_result(prev: Result | None, env: CNIEnv, conf: NetConf, attached: Attached) -> Result:
+def build_result(prev: Result | None, env: CNIEnv, conf: PluginConf, attached: Attached) -> Result:
     result = prev.model_copy(deep=True) if prev is not None else Result()
     ep, link = attached.endpoint, attached.link
     index = result.add_interface(
@@ -44,7 +45,7 @@ def add_routes(result: Result, routes: list[netns.RouteEntry]) -> None:
                                    priority=r.priority, table=r.table, scope=r.scope))
 
 
-def result_dns(conf: NetConf) -> DNS | None:
+def result_dns(conf: PluginConf) -> DNS | None:
     rc = conf.runtimeConfig
     if rc is not None and rc.dns is not None and conf.capability("dns"):
         return DNS(nameservers=rc.dns.servers, search=rc.dns.searches, options=rc.dns.options)

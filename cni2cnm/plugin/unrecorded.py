@@ -16,18 +16,18 @@ import contextlib
 import logging
 
 from cni2cnm import netns
-from cni2cnm.cni.config import NetConf
 from cni2cnm.cni.env import CNIEnv
 from cni2cnm.cni.errors import CNIError
 from cni2cnm.engine import EngineAPI, NotConnected, NotFound
 from cni2cnm.plugin import proxy
+from cni2cnm.plugin.config import PluginConf
 from cni2cnm.plugin.preflight import find_container
 
 log = logging.getLogger("cni2cnm.plugin")
 
 
 def delete_unrecorded(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv,
-                      conf: NetConf, store_id: str) -> None:
+                      conf: PluginConf, store_id: str) -> None:
     for sandbox_id, cid, ifname in proxy.labelled_sandboxes(engine, conf.name, store_id):
         if (cid, ifname) == (env.container_id, env.ifname):
             log.warning("DEL without the store: removing sandbox %s of %s/%s (its labels name "

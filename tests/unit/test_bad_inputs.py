@@ -11,7 +11,7 @@ import pytest
 
 from cni2cnm import netns
 from cni2cnm.cni import skel
-from cni2cnm.plugin import DockerPlugin
+from cni2cnm.plugin.handlers import DockerPlugin
 
 from .fakes import assert_error, env_for, netconf, stdin_of
 

@@ -6,20 +6,23 @@ from typing import Any
 
 import pytest
 
-from cni2cnm.cni.config import (
-    DEFAULT_DOCKER_TIMEOUT,
-    DEFAULT_STATE_DIR,
-    NetConf,
-    decode_json_object,
-    parse_netconf,
-)
+from cni2cnm.cni.config import NetConf, decode_json_object, parse_netconf
 from cni2cnm.cni.errors import CNIError
+from cni2cnm.plugin.config import DEFAULT_DOCKER_TIMEOUT, DEFAULT_STATE_DIR, PluginConf
 
 from .fakes import netconf
 
 
-def parse(**extra: Any) -> NetConf:
-    return parse_netconf(netconf("1.1.0", **extra))
+def parse(**extra: Any) -> PluginConf:
+    return parse_netconf(netconf("1.1.0", **extra), PluginConf)
+
+
+def test_the_spec_model_knows_no_plugin_keys() -> None:
+    """cni/ is the protocol only: a plugin's keys live in its own model."""
+    spec = set(NetConf.model_fields)
+    assert not spec & {"network", "dockerHost", "stateDir", "sandboxImage", "daemonSocket"}
+    conf = parse_netconf(netconf("1.1.0", stateDir="relative"))  # not the spec's business
+    assert conf.model_extra == {"stateDir": "relative"}
 
 
 def rejected(**extra: Any) -> CNIError:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cni2cnm.cni.config import NetConf, parse_netconf
+from cni2cnm.cni.config import parse_netconf
+from cni2cnm.plugin.config import PluginConf
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -18,7 +19,7 @@ OWN_KEYS = [
 
 
 def test_every_plugin_key_is_a_config_field() -> None:
-    assert set(OWN_KEYS) <= set(NetConf.model_fields)
+    assert set(OWN_KEYS) <= set(PluginConf.model_fields)
 
 
 @pytest.mark.parametrize("key", OWN_KEYS)
@@ -33,7 +34,7 @@ def test_example_conflists_parse(path: Path) -> None:
     ours = [p for p in conflist["plugins"] if p["type"] == "cni2cnm"]
     assert len(ours) == 1
     conf = parse_netconf({**ours[0], "cniVersion": conflist["cniVersion"],
-                          "name": conflist["name"]})
+                          "name": conflist["name"]}, PluginConf)
     assert conf.type == "cni2cnm"
 
 

@@ -287,7 +287,7 @@ def test_add_prints_result_in_request_version(version: str) -> None:
     assert name == "add"
     assert (env.command, env.container_id, env.ifname) == ("ADD", "0123456789abcdef", "eth0")
     assert env.args == {"IgnoreUnknown": "1", "FOO": "bar"}
-    assert nc.cniVersion == version and nc.docker_network == "dockernet"
+    assert nc.cniVersion == version and nc.model_extra["network"] == "dockernet"  # kept, not typed
 
 
 @pytest.mark.parametrize(

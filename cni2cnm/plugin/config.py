@@ -1,0 +1,54 @@
+"""cni2cnm's own configuration keys, on top of the spec's (cni2cnm.cni.config.NetConf)."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from cni2cnm.cni.config import NetConf
+
+DEFAULT_STATE_DIR = "/var/lib/cni/cni2cnm"
+DEFAULT_DOCKER_TIMEOUT = 45.0
+DEFAULT_SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+
+
+class TLS(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    verify: StrictBool = True
+
+
+class PluginConf(NetConf):
+    """One cni2cnm entry of a conflist, as the runtime sends it on stdin."""
+
+    network: str | None = None
+    dockerHost: str | None = None
+    dockerTimeout: float = Field(default=DEFAULT_DOCKER_TIMEOUT, gt=0, le=600, strict=True)
+    tls: TLS | None = None
+    stateDir: str = DEFAULT_STATE_DIR
+    logFile: str | None = None
+    logLevel: LogLevel | None = None
+    mode: Literal["auto", "container", "proxy"] = "auto"
+    sandboxImage: str = DEFAULT_SANDBOX_IMAGE
+    daemonSocket: str | None = None  # read by the executable before this model (entry.py)
+    detachNone: StrictBool = True
+    aliases: list[str] = Field(default_factory=list)
+    driverOpts: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("stateDir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return v
+
+    @property
+    def docker_network(self) -> str:
+        """The Docker network to attach to: `network`, else the CNI network name."""
+        return self.network or self.name
