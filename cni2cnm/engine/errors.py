@@ -88,7 +88,10 @@ _BY_TEXT: tuple[tuple[type[EngineError], tuple[str, ...]], ...] = (
     (NotAttachable, ("not manually attachable", "code = notfound")),
     (Deadline, ("context deadline exceeded",)),
     (InvalidRequest, ("invalid address", "does not belong", "user specified ip address",
-                      "no available", "invalid ip", "invalid mac")),
+                      "no available", "invalid ip", "invalid mac",
+                      # Docker 25+: "invalid endpoint settings: no configured subnet or
+                      # ip-range contain the IP address X"
+                      "invalid endpoint settings", "no configured subnet")),
 )
 
 
