@@ -48,7 +48,24 @@ class PluginConf(NetConf):
             raise ValueError("must be an absolute path")
         return v
 
+    @field_validator("stateDir", "logFile", "dockerHost", "sandboxImage", "daemonSocket")
+    @classmethod
+    def _usable_text(cls, v: str | None) -> str | None:
+        # A NUL cannot be in a path or a URL; a lone surrogate (undecodable bytes) cannot be
+        # encoded for the system calls these values reach.
+        if v is not None and ("\0" in v or not _encodable(v)):
+            raise ValueError("must not contain NUL or undecodable characters")
+        return v
+
     @property
     def docker_network(self) -> str:
         """The Docker network to attach to: `network`, else the CNI network name."""
         return self.network or self.name
+
+
+def _encodable(v: str) -> bool:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

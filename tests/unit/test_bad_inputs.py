@@ -90,3 +90,16 @@ def test_unusable_state_dir_is_code_5_for_every_command(command: str, tmp_path: 
         doc["prevResult"] = {"cniVersion": version, "interfaces": [], "ips": []}
     rc, out = run(env_for(command), doc)
     assert str(blocker) in assert_error(rc, out, 5)["details"]
+
+
+@pytest.mark.parametrize("key", ["stateDir", "logFile", "dockerHost", "sandboxImage",
+                                 "daemonSocket"])
+@pytest.mark.parametrize("value", ["/var/lib/a\0b", "/var/lib/\ud800"])
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "GC", "STATUS"])
+def test_nul_or_undecodable_text_in_a_plugin_key_is_code_7(key: str, value: str, command: str,
+                                                            state: str) -> None:
+    doc = netconf("1.1.0", **{"stateDir": state, key: value})
+    if command == "CHECK":
+        doc["prevResult"] = {"cniVersion": "1.1.0"}
+    rc, out = run(env_for(command), doc)
+    assert key in assert_error(rc, out, 7)["details"]
