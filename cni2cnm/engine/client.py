@@ -335,6 +335,8 @@ def split_image_ref(image: str) -> tuple[str, str]:
     latest)."""
     if "@" in image:
         repo, digest = image.split("@", 1)
+        if ":" in repo.rsplit("/", 1)[-1]:  # name:tag@digest: the digest decides
+            repo = repo.rsplit(":", 1)[0]
         return repo, digest
     last = image.rsplit("/", 1)[-1]
     if ":" in last:
