@@ -217,11 +217,6 @@ class TLSEngine:
         tls.update(overrides)
         return {k: v for k, v in tls.items() if v is not None}
 
-    def serve_with(self, server: Pair) -> None:
-        """Restart dockerd presenting another certificate (same CA, same port)."""
-        _dockerd("stop", str(self.dir))
-        _dockerd("start", str(self.dir), _tls_args(self.pki.ca, server))
-
 
 def _tls_args(ca: Path, server: Pair) -> str:
     return (f"--tlsverify --tlscacert {ca} --tlscert {server.cert} --tlskey {server.key} "
@@ -229,18 +224,21 @@ def _tls_args(ca: Path, server: Pair) -> str:
 
 
 @contextlib.contextmanager
-def tls_engine() -> Iterator[TLSEngine]:
-    """A throwaway dockerd with --tlsverify on 127.0.0.1:PORT in its own netns."""
+def tls_engine(*, expired: bool = False, images: bool = True) -> Iterator[TLSEngine]:
+    """A throwaway dockerd with --tlsverify on 127.0.0.1:PORT in its own netns, presenting
+    the server certificate (`expired`: the expired one), with the local test images."""
     import docker
 
     d = Path(tempfile.mkdtemp(prefix="c2ctls.", dir="/tmp"))  # short: socket path limit
     client = None
     try:
         pki = make_pki(d / "pki")
-        host = _dockerd("start", str(d), _tls_args(pki.ca, pki.server))
+        server = pki.expired_server if expired else pki.server
+        host = _dockerd("start", str(d), _tls_args(pki.ca, server))
         netns = f"/run/netns/{(d / 'netns').read_text().strip()}"
-        subprocess.run(["bash", str(SCRIPTS / "images.sh"), host], check=True,
-                       capture_output=True, timeout=300)
+        if images:
+            subprocess.run(["bash", str(SCRIPTS / "images.sh"), host], check=True,
+                           capture_output=True, timeout=300)
         client = docker.DockerClient(base_url=host, version="auto", timeout=60)
         yield TLSEngine(dir=d, pki=pki, unix_host=host, netns=netns, client=client)
     finally:
