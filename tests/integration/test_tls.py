@@ -222,6 +222,7 @@ def test_tls_failure_is_a_config_error(case: str, run: Runner, tres: Resources,
     # STATUS says the engine is not usable (code 50) and why.
     status = run("STATUS", run.conf(**overrides)).error(50)
     assert fragments[0] in status["details"], status
+    assert "fix the config's tls settings" in status["details"], status
 
 
 def test_expired_server_certificate() -> None:
