@@ -185,7 +185,8 @@ class Engine:
                     f"tls.ca {tls.ca or '(the system CAs)'}; the CA that signed the engine's "
                     "certificate must be tls.ca, and dockerHost must be a name or address "
                     "the certificate is for")
-        if "ALERT" in reason:  # the engine checked our certificate and refused it
+        if "ALERT" in reason and ("CERTIFICATE" in reason or "UNKNOWN_CA" in reason):
+            # the engine checked our certificate (or its absence) and refused it
             if not tls.cert:
                 return (f"the engine refused the connection ({reason.lower()}): it requires "
                         "a client certificate and the config gives none; set tls.cert and "
