@@ -5,14 +5,16 @@ transport and its TLS and proxy settings inspected."""
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import requests.adapters
+import urllib3.exceptions
 
-from cni2cnm.engine import EngineConfigError, TLSSettings
+from cni2cnm.engine import EngineConfigError, EngineUnavailable, TLSSettings
 from cni2cnm.engine import client as eng
 
 URL = "tcp://10.253.0.1:2376"
@@ -97,3 +99,56 @@ def test_a_missing_tls_file_is_a_config_error_naming_it(tls_files: TLSSettings,
     with pytest.raises(EngineConfigError, match=r"tls\.ca .*ca\.pem\.gone: No such file"):
         engine.version()
     assert sent == []  # refused before any connection
+
+
+def _ssl_error(reason: str, verify_message: str | None = None) -> ssl.SSLError:
+    if verify_message is not None:
+        err: ssl.SSLError = ssl.SSLCertVerificationError(1, f"[SSL: {reason}] {verify_message}")
+        err.verify_message = verify_message  # type: ignore[attr-defined]
+    else:
+        err = ssl.SSLError(1, f"[SSL: {reason}] {reason.lower()}")
+    err.reason = reason  # type: ignore[misc]
+    return err
+
+
+@pytest.mark.parametrize("wrapped", [
+    # requests' SSLError, as the handshake failures seen on dockerd 20.10 arrive
+    lambda e: requests.exceptions.SSLError(urllib3.exceptions.MaxRetryError(
+        None, "/version", urllib3.exceptions.SSLError(e))),
+    # a TLS 1.3 alert read only with the answer: a ConnectionError, still a TLS failure
+    lambda e: requests.exceptions.ConnectionError(urllib3.exceptions.ProtocolError(
+        "Connection aborted.", e)),
+], ids=["ssl-error", "alert-while-reading"])
+def test_a_tls_failure_is_a_config_error_however_it_arrives(
+        tls_files: TLSSettings, wrapped: Any) -> None:
+    engine = eng.Engine(URL, timeout=5, tls=tls_files)
+    err = wrapped(_ssl_error("CERTIFICATE_VERIFY_FAILED", "certificate has expired"))
+    with pytest.raises(EngineConfigError) as caught, engine._translate("list containers"):
+        raise err
+    text = caught.value.explanation
+    assert "certificate has expired" in text and f"tls.ca {tls_files.ca}" in text, text
+
+
+@pytest.mark.parametrize(("reason", "cert", "expected"), [
+    ("TLSV13_ALERT_CERTIFICATE_REQUIRED", False, "requires a client certificate"),
+    ("SSLV3_ALERT_BAD_CERTIFICATE", True, "refused the client certificate tls.cert"),
+    ("SSLV3_ALERT_CERTIFICATE_EXPIRED", True, "refused the client certificate tls.cert"),
+    ("NO_CERTIFICATE_OR_CRL_FOUND", True, "holds no certificate"),
+    ("KEY_VALUES_MISMATCH", True, "is not the key of tls.cert"),
+])
+def test_handshake_failures_name_the_check_and_the_file(
+        tls_files: TLSSettings, reason: str, cert: bool, expected: str) -> None:
+    settings = tls_files if cert else TLSSettings(ca=tls_files.ca)
+    engine = eng.Engine(URL, timeout=5, tls=settings)
+    with pytest.raises(EngineConfigError) as caught, engine._translate("connect"):
+        raise requests.exceptions.SSLError(_ssl_error(reason))
+    assert expected in caught.value.explanation, caught.value.explanation
+    if cert:
+        assert tls_files.cert in caught.value.explanation or \
+            tls_files.ca in caught.value.explanation
+
+
+def test_an_engine_that_does_not_answer_stays_unavailable(tls_files: TLSSettings) -> None:
+    engine = eng.Engine(URL, timeout=5, tls=tls_files)
+    with pytest.raises(EngineUnavailable), engine._translate("connect"):
+        raise requests.exceptions.ConnectionError(ConnectionRefusedError(111, "refused"))
