@@ -38,6 +38,7 @@ log = logging.getLogger("cni2cnm.engine")
 
 
 _NEGOTIATED: dict[str, str] = {}  # engine URL -> API version agreed with it
+_PLACEHOLDER_API = "1.24"  # the SDK's minimum; replaced by the engine's own before any call
 
 
 class ClientPool:
@@ -113,17 +114,30 @@ class Engine:
 
             tls_config = self._tls_config()
             # A process that asks the same engine again (the daemon) negotiates only once.
-            version = _NEGOTIATED.get(self.base_url, "auto")
+            known = _NEGOTIATED.get(self.base_url)
             with self._translate("connect to the engine"):
+                # Never "auto" here: the SDK would negotiate inside the constructor, before
+                # trust_env can be turned off, and wrap a TLS failure in a bare
+                # DockerException.
                 client = docker.APIClient(
-                    base_url=self.base_url, version=version, timeout=self.timeout,
-                    tls=tls_config,
+                    base_url=self.base_url, version=known or _PLACEHOLDER_API,
+                    timeout=self.timeout, tls=tls_config,
                 )
             # The config decides how the engine is reached, never the environment: with
             # trust_env, requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE replace the
             # configured CA and HTTPS_PROXY/ALL_PROXY route engine traffic through a proxy
             # (and scans the whole environment on every call).
             client.trust_env = False
+            if known is None:
+                try:
+                    with self._translate("read the engine's API version"):
+                        api = client.version(api_version=False).get("ApiVersion")
+                    if not api:
+                        raise EngineUnavailable(f"{self.base_url} did not say its API version")
+                    client._version = str(api)
+                except BaseException:
+                    client.close()
+                    raise
             self._client = client
             _NEGOTIATED[self.base_url] = client.api_version
         return self._client
@@ -160,6 +174,31 @@ class Engine:
         files = [f"tls.{k} {v}" for k, v in (("ca", self.tls.ca), ("cert", self.tls.cert),
                                              ("key", self.tls.key)) if v]
         return f"; check {', '.join(files) or 'the tls settings'}"
+
+    def _tls_problem(self, err: Any) -> str:
+        """What failed in a TLS handshake, naming the check and the config's file."""
+        tls = self.tls or TLSSettings()
+        reason = str(getattr(err, "reason", None) or "").upper()
+        verify = getattr(err, "verify_message", None)
+        if verify:  # this side checked the engine's certificate and refused it
+            return (f"the engine's certificate failed verification ({verify}) against "
+                    f"tls.ca {tls.ca or '(the system CAs)'}; the CA that signed the engine's "
+                    "certificate must be tls.ca, and dockerHost must be a name or address "
+                    "the certificate is for")
+        if "ALERT" in reason and ("CERTIFICATE" in reason or "UNKNOWN_CA" in reason):
+            # the engine checked our certificate (or its absence) and refused it
+            if not tls.cert:
+                return (f"the engine refused the connection ({reason.lower()}): it requires "
+                        "a client certificate and the config gives none; set tls.cert and "
+                        "tls.key")
+            return (f"the engine refused the client certificate tls.cert {tls.cert} "
+                    f"({reason.lower()}): it has expired, is not signed by the CA the engine "
+                    "trusts (--tlscacert), or is not for client authentication")
+        if "NO_CERTIFICATE_OR_CRL_FOUND" in reason:
+            return f"tls.ca {tls.ca} holds no certificate ({reason.lower()})"
+        if "KEY_VALUES_MISMATCH" in reason:
+            return f"tls.key {tls.key} is not the key of tls.cert {tls.cert}"
+        return f"{_reason(err)}{self._tls_files()}"
 
     def close(self) -> None:
         if self._client is not None:
@@ -311,13 +350,19 @@ class Engine:
             if e.status_code is None:
                 self._broken = True
                 raise EngineUnavailable(_explain(e)) from None
+            if e.status_code == 400 and "request to an https server" in _explain(e).lower():
+                raise EngineConfigError(
+                    f"cannot {what}: {self.base_url} speaks TLS only ({_explain(e)}); give "
+                    "the config's tls {ca, cert, key} for it") from None
             raise classify(e.status_code, _explain(e)) from None
-        except requests.exceptions.SSLError as e:  # before ConnectionError, its base
-            self._broken = True
-            raise EngineConfigError(f"cannot {what}: TLS with {self.base_url} failed "
-                                    f"({_reason(e)}){self._tls_files()}") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
             self._broken = True  # its connection may be half-used: never hand it on
+            # requests' SSLError, or a TLS alert that came while reading the answer
+            tls_error = _ssl_error(e) or (
+                e if isinstance(e, requests.exceptions.SSLError) else None)
+            if tls_error is not None:
+                raise EngineConfigError(f"cannot {what}: TLS with {self.base_url} failed: "
+                                        f"{self._tls_problem(tls_error)}") from None
             raise EngineUnavailable(
                 f"cannot {what}: {self.base_url} did not answer ({_reason(e)})"
             ) from None
@@ -343,6 +388,24 @@ def split_image_ref(image: str) -> tuple[str, str]:
         repo, tag = image.rsplit(":", 1)
         return repo, tag
     return image, "latest"
+
+
+def _ssl_error(e: BaseException) -> BaseException | None:
+    """The ssl.SSLError under a requests/urllib3 error (through .reason, args, causes)."""
+    import ssl
+
+    seen: set[int] = set()
+    cur: Any = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ssl.SSLError):
+            return cur
+        seen.add(id(cur))
+        nxt = getattr(cur, "reason", None)
+        if not isinstance(nxt, BaseException):
+            nxt = next((a for a in getattr(cur, "args", ()) if isinstance(a, BaseException)),
+                       None) or cur.__cause__ or cur.__context__
+        cur = nxt
+    return None
 
 
 def _explain(e: Any) -> str:

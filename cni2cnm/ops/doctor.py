@@ -5,6 +5,7 @@ would not find the plugin); WARN means a feature is missing or something looks r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -50,6 +51,7 @@ def run_checks(engine: Engine, state_dir: str, bin_dir: str, conf_dir: str,
     checks.append(check_state_dir(state_dir))
     checks.append(check_bin(bin_dir))
     checks += check_conf_dir(conf_dir, network, engine.base_url)
+    checks += check_sandbox_image(engine, conf_dir)
     checks.append(check_version_call(bin_dir))
     return checks
 
@@ -284,3 +286,35 @@ def check_version_call(bin_dir: str) -> Check:
         return Check("version", WARN, message + "; runtimes call VERSION often (cri-dockerd "
                      "every 5 s)", "check the node's load and the interpreter's start-up")
     return Check("version", OK, message)
+
+
+def check_sandbox_image(engine: Engine, conf_dir: str) -> list[Check]:
+    """The proxy sandboxes' image (each cni2cnm config's `sandboxImage` that may make
+    sandboxes, else the default) is on the engine: an ADD pulls a missing one, which fails
+    on an engine without registry access."""
+    from cni2cnm.cni.config import DEFAULT_SANDBOX_IMAGE
+
+    images: list[str] = []
+    try:
+        for path in _conf_files(conf_dir):
+            with contextlib.suppress(OpError):
+                images += [c.sandboxImage for c in validate(_as_list(read_json_object(path)),
+                                                            path)
+                           if c.type == PLUGIN_TYPE and c.mode != "container"]
+    except OSError:
+        pass  # check_conf_dir reports the directory
+    out: list[Check] = []
+    for image in dict.fromkeys(images or [DEFAULT_SANDBOX_IMAGE]):
+        try:
+            present = engine.has_image(image)
+        except EngineError:
+            return []  # check_engine already said the engine does not answer
+        if present:
+            out.append(Check("sandbox", OK, f"sandbox image {image} is on the engine"))
+        else:
+            out.append(Check("sandbox", WARN, f"sandbox image {image} is not on "
+                             f"{engine.base_url}: the first proxy-mode ADD pulls it, and that "
+                             "pull fails when the engine has no registry access",
+                             f"docker pull {image} (or docker load it from a saved tarball), "
+                             "or set sandboxImage to an image the engine has"))
+    return out

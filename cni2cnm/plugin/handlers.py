@@ -22,7 +22,14 @@ from cni2cnm import netns
 from cni2cnm.cni.env import CNIEnv
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.cni.result import Result, parse_result
-from cni2cnm.engine import DEFAULT_HOST, Engine, EngineAPI, EngineError, TLSSettings
+from cni2cnm.engine import (
+    DEFAULT_HOST,
+    Engine,
+    EngineAPI,
+    EngineConfigError,
+    EngineError,
+    TLSSettings,
+)
 from cni2cnm.plugin import preflight
 from cni2cnm.plugin.attach import add_container, detach
 from cni2cnm.plugin.attach_proxy import add_proxy
@@ -173,9 +180,10 @@ class DockerPlugin:
                                    f"needs {MIN_API[0]}.{MIN_API[1]} or newer (Docker 19.03+)")
                 network = engine.network(conf.docker_network)
             except EngineError as e:
+                fix = ("fix the config's tls settings" if isinstance(e, EngineConfigError)
+                       else "start dockerd or fix dockerHost/DOCKER_HOST")
                 raise CNIError(Code.NOT_AVAILABLE, "Docker engine not available",
-                               f"{e.explanation}; start dockerd or fix dockerHost/DOCKER_HOST"
-                               ) from None
+                               f"{e.explanation}; {fix}") from None
             if network is not None:
                 return
             if engine_is_worker(engine):
