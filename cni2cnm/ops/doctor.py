@@ -292,7 +292,7 @@ def check_sandbox_image(engine: Engine, conf_dir: str) -> list[Check]:
     """The proxy sandboxes' image (each cni2cnm config's `sandboxImage` that may make
     sandboxes, else the default) is on the engine: an ADD pulls a missing one, which fails
     on an engine without registry access."""
-    from cni2cnm.cni.config import DEFAULT_SANDBOX_IMAGE
+    from cni2cnm.plugin.config import DEFAULT_SANDBOX_IMAGE
 
     images: list[str] = []
     try:
