@@ -14,13 +14,14 @@ CNIError here, in `engine_errors`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
 import re
-import signal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from cni2cnm import netns, proxy
 from cni2cnm.cni.config import DNS, NetConf
@@ -41,7 +42,8 @@ from cni2cnm.engine import (
     TLSSettings,
 )
 from cni2cnm.request import EndpointRequest, endpoint_request
-from cni2cnm.store import ADDING, ATTACHED, Attachment, Store, StoreError
+from cni2cnm.store import ADDING, ATTACHED, Attachment, Store, StoreBusy, StoreError
+from cni2cnm.testhook import stop_point
 
 log = logging.getLogger("cni2cnm.plugin")
 
@@ -55,6 +57,30 @@ def engine_for(conf: NetConf, environ: Mapping[str, str]) -> Engine:
         tls = TLSSettings(ca=conf.tls.ca, cert=conf.tls.cert, key=conf.tls.key,
                           verify=conf.tls.verify)
     return Engine(host, timeout=conf.dockerTimeout, tls=tls)
+
+
+def store_error(e: StoreError) -> CNIError:
+    """A store failure as the runtime sees it: busy (a lock wait timed out) is 11, else 5."""
+    if isinstance(e, StoreBusy):
+        return CNIError(Code.TRY_AGAIN_LATER, "busy: another operation on this container holds "
+                        "its lock; retry", str(e))
+    return CNIError(Code.IO_FAILURE, "state store unavailable", str(e))
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def store_errors(handler: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Each handler's outer boundary: a StoreError raised outside `engine_errors` (a store
+    read or write in DEL, CHECK or GC) is a CNI error too, never an internal error (999)."""
+    @functools.wraps(handler)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return handler(*args, **kwargs)
+        except StoreError as e:
+            raise store_error(e) from None
+    return run
 
 
 @dataclass
@@ -91,6 +117,7 @@ class DockerPlugin:
 
     # ==== ADD ================================================================
 
+    @store_errors
     def add(self, env: CNIEnv, conf: NetConf) -> Result:
         prev = parse_result(conf.prevResult, conf.cniVersion) if conf.prevResult else None
         request = endpoint_request(env, conf)
@@ -180,6 +207,7 @@ class DockerPlugin:
 
     # ==== DEL ================================================================
 
+    @store_errors
     def delete(self, env: CNIEnv, conf: NetConf) -> None:
         try:
             store = open_store(conf)
@@ -202,6 +230,7 @@ class DockerPlugin:
 
     # ==== CHECK ==============================================================
 
+    @store_errors
     def check(self, env: CNIEnv, conf: NetConf) -> None:
         if not conf.prevResult:
             raise CNIError(Code.INVALID_CONFIG, "CHECK needs prevResult",
@@ -220,6 +249,7 @@ class DockerPlugin:
 
     # ==== GC =================================================================
 
+    @store_errors
     def gc(self, env: CNIEnv, conf: NetConf) -> None:
         valid = conf.valid_attachment_keys() or set()
         store = open_store(conf)
@@ -246,6 +276,8 @@ class DockerPlugin:
                     unavailable = unavailable or isinstance(e, EngineUnavailable)
                     errors.append(f"{att.container_id}/{att.ifname}: {e.explanation}")
                 except (CNIError, StoreError, netns.NetnsError) as e:
+                    unavailable = unavailable or isinstance(e, StoreBusy) or (
+                        isinstance(e, CNIError) and e.code == Code.TRY_AGAIN_LATER)
                     errors.append(f"{att.container_id}/{att.ifname}: {e}")
             engine = engines[""]
             try:
@@ -266,6 +298,7 @@ class DockerPlugin:
 
     # ==== STATUS =============================================================
 
+    @store_errors
     def status(self, env: CNIEnv, conf: NetConf) -> None:
         try:
             store = open_store(conf)
@@ -306,15 +339,6 @@ class DockerPlugin:
 # ==== the steps, in the order ADD uses them ===================================
 
 
-def stop_point(environ: Mapping[str, str], name: str) -> None:
-    """Fault-injection point for the integration tests: with CNI2CNM_TEST_STOP_AT=<name>
-    the process stops itself (SIGSTOP) there, so a test can kill it or the engine at an
-    exact step and then let it continue. It does nothing else."""
-    if environ.get("CNI2CNM_TEST_STOP_AT") == name:
-        log.warning("stopping at test point %s (CNI2CNM_TEST_STOP_AT)", name)
-        os.kill(os.getpid(), signal.SIGSTOP)
-
-
 def open_store(conf: NetConf) -> Store:
     try:
         return Store(conf.stateDir).open()
@@ -328,7 +352,7 @@ def lock(store: Store, container_id: str) -> Iterator[None]:
         with store.lock(container_id):
             yield
     except StoreError as e:
-        raise CNIError(Code.IO_FAILURE, "state store unavailable", str(e)) from None
+        raise store_error(e) from None
 
 
 def sandbox_for(engine: Engine, env: CNIEnv, conf: NetConf) -> Container | None:
@@ -806,7 +830,7 @@ def engine_errors(engine: Engine, op: str) -> Iterator[None]:
         code = Code.INVALID_CONFIG if _is_config_problem(text) else Code.ENGINE_REFUSED
         raise CNIError(code, "refused by the Docker engine", text) from None
     except StoreError as e:
-        raise CNIError(Code.IO_FAILURE, "state store unavailable", str(e)) from None
+        raise store_error(e) from None
     except netns.NetnsError as e:
         raise CNIError(Code.IO_FAILURE, "cannot change the network namespace", str(e)) from None
     except proxy.ProxyError as e:

@@ -9,6 +9,7 @@ as libcni's JSON decoding is: "true" or "45" in quotes are errors, not coerced.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Literal
 
 from pydantic import (
@@ -126,6 +127,18 @@ class NetConf(_Model):
     def _absolute(cls, v: str) -> str:
         if not v.startswith("/"):
             raise ValueError("must be an absolute path")
+        return v
+
+    @field_validator("stateDir", "logFile")
+    @classmethod
+    def _file_name(cls, v: str | None) -> str | None:
+        if v is not None and "\0" in v:
+            raise ValueError("must not contain a NUL character")
+        if v is not None:
+            try:
+                os.fsencode(v)
+            except UnicodeError:
+                raise ValueError("is not a valid file name (unpaired surrogate)") from None
         return v
 
     @property
