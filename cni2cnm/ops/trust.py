@@ -8,7 +8,8 @@ refuses, and `cni2cnm doctor` FAILs, unless each of these
 - the interpreter (the path the plugin file names, every symbolic link on the way and the
   file they lead to),
 - the directory the package is imported from, and every file and directory of the package,
-- site-packages, and everything in it, and the standard library directory,
+- site-packages, and everything in it; the standard library directory and the
+  directories site-packages' .pth files add to sys.path,
 
 and every directory above them up to `/` is owned by root and not writable by group or
 others. A world-writable sticky directory such as /tmp is refused too: anyone can create
@@ -66,7 +67,28 @@ def this_installation(python: str | None = None, package_dir: str | None = None
                                 if p))
     return Installation(python=os.path.abspath(python or sys.executable),
                         package_dir=os.path.abspath(package_dir), site_dirs=site,
-                        other_dirs=stdlib)
+                        other_dirs=stdlib + [d for s in site for d in pth_dirs(s)])
+
+
+def pth_dirs(site_dir: str) -> list[str]:
+    """The directories the .pth files of a site-packages directory add to sys.path (their
+    `import` lines run code that lives in site-packages, which is checked in full)."""
+    found: list[str] = []
+    try:
+        names = sorted(n for n in os.listdir(site_dir) if n.endswith(".pth"))
+    except OSError:
+        return found
+    for name in names:
+        try:
+            with open(os.path.join(site_dir, name), encoding="utf-8") as f:
+                lines = f.read(1 << 20).splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith(("#", "import ", "import\t")):
+                found.append(os.path.normpath(os.path.join(site_dir, line)))
+    return [d for d in dict.fromkeys(found) if os.path.isdir(d)]
 
 
 def entry_problem(path: str, st: os.stat_result) -> Problem | None:
@@ -149,7 +171,7 @@ def problems_of(inst: Installation) -> list[Problem]:
     problems = path_problems(inst.python)
     problems += path_problems(inst.package_dir)
     if os.path.isdir(inst.package):
-        problems += tree_problems(inst.package)
+        problems += path_problems(inst.package) + tree_problems(inst.package)
     for d in inst.site_dirs:
         if os.path.lexists(d):
             problems += path_problems(d) + tree_problems(d)
