@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import threading
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cni2cnm.store import ATTACHED, Attachment, Store, StoreError
+from cni2cnm import store as store_module
+from cni2cnm.cni import skel
+from cni2cnm.store import ATTACHED, Attachment, Store, StoreBusy, StoreError
+from cni2cnm.store import LOCK_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 
 
 def att(cid: str = "c1", **kw: object) -> Attachment:
@@ -103,3 +107,319 @@ def test_many_creating_the_store_at_once(tmp_path: Path) -> None:
     assert errors == []
     with Store(state_dir) as store:
         assert len(store.list()) == 20
+
+
+# ==== issue 16: the store-id marker, whatever made the database file =========================
+
+
+def marker(d: Path) -> Path:
+    return d / "store-id"
+
+
+def test_marker_is_written_with_the_schema_0600(tmp_path: Path) -> None:
+    with Store(str(tmp_path)):
+        pass
+    assert stat.S_IMODE(marker(tmp_path).stat().st_mode) == 0o600
+    assert len(marker(tmp_path).read_text().strip()) == 32
+    assert not list(tmp_path.glob(".store-id.*"))  # the temporary file is gone
+
+
+def test_a_database_file_without_schema_is_initialised_and_marked(tmp_path: Path) -> None:
+    # A first ADD killed after sqlite3.connect made the file, before the schema.
+    (tmp_path / "attachments.db").write_bytes(b"")
+    with Store(str(tmp_path)) as store:
+        store.put(att())
+    assert marker(tmp_path).exists()
+    _lost_after_delete(tmp_path)
+
+
+def test_a_store_with_attachments_but_no_marker_gets_one(tmp_path: Path) -> None:
+    # Killed between the schema and the marker (or made by a version that wrote the marker
+    # only when the file was new): rows, no marker.
+    with Store(str(tmp_path)) as store:
+        store.put(att())
+    marker(tmp_path).unlink()
+    with Store(str(tmp_path)) as store:
+        assert [a.container_id for a in store.list()] == ["c1"]
+    assert marker(tmp_path).exists()
+    _lost_after_delete(tmp_path)
+
+
+def _lost_after_delete(d: Path) -> None:
+    (d / "attachments.db").unlink()
+    with pytest.raises(StoreError, match=r"is missing, but .*store-id shows a store existed"):
+        Store(str(d)).open()
+    assert not (d / "attachments.db").exists()  # refusing creates nothing
+
+
+def test_an_empty_database_next_to_the_marker_is_a_lost_store(tmp_path: Path) -> None:
+    with Store(str(tmp_path)) as store:
+        store.put(att())
+    for p in tmp_path.glob("attachments.db*"):
+        p.unlink()
+    (tmp_path / "attachments.db").write_bytes(b"")  # replaced by an empty file
+    for _ in range(2):  # and stays refused
+        with pytest.raises(StoreError, match=r"is empty, but .*store-id shows"):
+            Store(str(tmp_path)).open()
+    marker(tmp_path).unlink()  # the operator's acknowledgement
+    with Store(str(tmp_path)) as store:
+        assert store.list() == []
+    assert marker(tmp_path).exists()
+
+
+def test_the_marker_is_never_replaced(tmp_path: Path) -> None:
+    with Store(str(tmp_path)):
+        pass
+    first = marker(tmp_path).read_text()
+    marker(tmp_path).chmod(0o644)  # as versions before wrote it
+    (tmp_path / ".store-id.left-by-a-killed-open").write_text("x")
+    for _ in range(3):
+        with Store(str(tmp_path)):
+            pass
+    assert marker(tmp_path).read_text() == first
+    assert stat.S_IMODE(marker(tmp_path).stat().st_mode) == 0o600
+
+
+def test_leftover_temporary_markers_are_removed_when_one_is_written(tmp_path: Path) -> None:
+    tmp_path.chmod(0o700)
+    (tmp_path / ".store-id.0123").write_text("x")
+    with Store(str(tmp_path)):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# ==== issue 12, item 5: private and bounded =================================================
+
+
+def test_state_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "state"
+    d.mkdir(mode=0o700)
+    os.chown(d, 65534, 65534)
+    with pytest.raises(StoreError, match=rf"{d} is owned by uid 65534.*chown root:root {d}"):
+        Store(str(d)).open()
+    assert not (d / "attachments.db").exists()
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o1777])
+def test_state_dir_writable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    d = tmp_path / "state"
+    d.mkdir()
+    d.chmod(mode)
+    with pytest.raises(StoreError, match=rf"writable by group or others.*chmod 700 {d}"):
+        Store(str(d)).open()
+
+
+def test_state_dir_is_created_private(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        with Store(str(tmp_path / "a" / "state")):
+            pass
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "a" / "state", tmp_path / "a" / "state" / "locks"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("name", ["attachments.db", "attachments.db-wal", "store-id"])
+def test_a_symlink_in_the_state_dir_is_never_followed(tmp_path: Path, name: str) -> None:
+    state = tmp_path / "state"
+    with Store(str(state)) as store:
+        store.put(att())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"")
+    (state / name).unlink(missing_ok=True)
+    (state / name).symlink_to(elsewhere)
+    with pytest.raises(StoreError, match=f"{state / name} is a symbolic link"):
+        Store(str(state)).open()
+    assert elsewhere.read_bytes() == b""
+
+
+def test_a_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "state")).open()
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    for name in os.listdir(store.locks_dir):
+        os.unlink(os.path.join(store.locks_dir, name))
+    with store.lock("c1"):
+        pass
+    [bucket] = os.listdir(store.locks_dir)
+    os.unlink(os.path.join(store.locks_dir, bucket))
+    os.symlink(victim, os.path.join(store.locks_dir, bucket))
+    with pytest.raises(StoreError, match="is a symbolic link"), store.lock("c1"):
+        pass
+    assert victim.read_text() == "keep"
+
+
+def test_the_lock_dir_may_not_be_a_symlink(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (tmp_path / "other").mkdir(mode=0o700)
+    (state / "locks").symlink_to(tmp_path / "other")
+    with pytest.raises(StoreError, match="locks is not a directory"):
+        Store(str(state)).open()
+
+
+def test_lock_files_are_bounded(tmp_path: Path) -> None:
+    store = Store(str(tmp_path)).open()
+    for i in range(600):
+        with store.lock(f"container-{i}"):
+            pass
+    names = os.listdir(store.locks_dir)
+    assert len(names) <= 257  # 256 buckets and the init lock
+    assert set(names) - {"init"} <= {f"{i:02x}" for i in range(256)}
+
+
+def test_containers_in_one_bucket_take_turns(tmp_path: Path) -> None:
+    import hashlib
+
+    def bucket(cid: str) -> int:
+        return hashlib.sha256(cid.encode()).digest()[0]
+
+    a = "c1"
+    b = next(f"x{i}" for i in range(10000) if bucket(f"x{i}") == bucket(a))
+    store = Store(str(tmp_path), lock_timeout=0.2).open()
+    with store.lock(a), pytest.raises(StoreBusy), store.lock(b):
+        pass
+
+
+def test_lock_wait_times_out_busy(tmp_path: Path) -> None:
+    holder = Store(str(tmp_path)).open()
+    waiter = Store(str(tmp_path), lock_timeout=0.3).open()
+    with holder.lock("c1"):
+        start = time.monotonic()
+        busy = r"busy: another operation on container c1 .*retry"
+        with pytest.raises(StoreBusy, match=busy), waiter.lock("c1"):
+            pass
+        assert 0.3 <= time.monotonic() - start < 2
+    with waiter.lock("c1"):  # released: taken at once
+        pass
+
+
+def test_default_lock_timeout_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "LOCK_TIMEOUT", 0.2)
+    holder, waiter = Store(str(tmp_path)).open(), Store(str(tmp_path)).open()
+    with holder.lock("c1"), pytest.raises(StoreBusy), waiter.lock("c1"):
+        pass
+    assert 30 <= DEFAULT_LOCK_TIMEOUT <= 120
+
+
+def test_at_most_three_corrupt_copies(tmp_path: Path) -> None:
+    for n in range(5):
+        with Store(str(tmp_path)) as store:
+            store.put(att(f"c{n}"))
+        for p in tmp_path.glob("attachments.db*"):
+            if ".corrupt-" not in p.name:
+                p.write_bytes(b"garbage" * 200)
+        with pytest.raises(StoreError, match="moved aside"):
+            Store(str(tmp_path)).open()
+        marker(tmp_path).unlink()
+    copies = sorted(p.name for p in tmp_path.glob("attachments.db.corrupt-*")
+                    if not p.name.endswith(("-wal", "-shm")))
+    assert len(copies) == 3
+    leftovers = {p.name.removesuffix("-wal").removesuffix("-shm")
+                 for p in tmp_path.glob("attachments.db.corrupt-*")}
+    assert leftovers == set(copies)  # no -wal/-shm of a deleted copy stays behind
+
+
+# ==== issue 12, item 4: store failures the runtime sees are CNI errors 5 or 11 ==============
+
+
+class NoEngine:
+    """The engine of a plugin whose store fails first: only GC's orphan sweep asks it."""
+
+    base_url = "fake://"
+
+    def __init__(self, sandboxes: list[dict[str, object]] | None = None) -> None:
+        self.sandboxes = sandboxes or []
+
+    def containers_with_label(self, label: str) -> list[dict[str, object]]:
+        return self.sandboxes
+
+    def close(self) -> None:
+        pass
+
+
+def run_plugin(command: str, state: Path, engine: NoEngine | None = None,
+               version: str = "1.1.0", **conf: object) -> tuple[int, str]:
+    from cni2cnm.plugin import DockerPlugin
+    from tests.unit.fakes import env_for, netconf, stdin_of
+
+    environ = env_for(command)
+    doc = netconf(version, **{"stateDir": str(state), **conf})
+    if command == "CHECK":
+        doc["prevResult"] = {"cniVersion": version, "interfaces": [], "ips": []}
+    plugin = DockerPlugin(environ=environ,
+                          engine_factory=lambda c, e: engine or NoEngine())  # type: ignore
+    out = io.StringIO()
+    rc = skel.dispatch(lambda: plugin, environ, io.BytesIO(stdin_of(doc)), out)
+    return rc, out.getvalue()
+
+
+def failing(*args: object, **kw: object) -> None:
+    raise StoreError("cannot read state database /x: disk I/O error", "/x")
+
+
+def test_gc_store_failure_is_code_5_not_999(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.unit.fakes import assert_error
+
+    monkeypatch.setattr(Store, "list", failing)  # GC lists outside engine_errors
+    rc, out = run_plugin("GC", tmp_path / "state")
+    assert "disk I/O error" in assert_error(rc, out, 5)["details"]
+
+
+def test_gc_orphan_sweep_store_failure_is_code_5_not_999(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cni2cnm import proxy
+    from tests.unit.fakes import assert_error
+
+    monkeypatch.setattr(Store, "get", failing)
+    orphan = {"Id": "s1", "Labels": {proxy.LABEL_SANDBOX: "true",
+                                     proxy.LABEL_CONTAINER_ID: "gone", proxy.LABEL_IFNAME: "eth0"}}
+    rc, out = run_plugin("GC", tmp_path / "state", NoEngine([orphan]))
+    assert_error(rc, out, 5)
+
+
+@pytest.mark.parametrize("command", ["DEL", "CHECK"])
+def test_del_check_store_failure_is_code_5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           command: str) -> None:
+    from tests.unit.fakes import assert_error
+
+    monkeypatch.setattr(Store, "get", failing)
+    rc, out = run_plugin(command, tmp_path / "state")
+    assert_error(rc, out, 5)
+
+
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])
+def test_a_held_lock_is_busy_code_11(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     command: str) -> None:
+    from tests.unit.fakes import assert_error, env_for
+
+    monkeypatch.setattr(store_module, "LOCK_TIMEOUT", 0.2)
+    holder = Store(str(tmp_path / "state")).open()
+    with holder.lock(env_for(command)["CNI_CONTAINERID"]):
+        rc, out = run_plugin(command, tmp_path / "state", mode="proxy")
+    doc = assert_error(rc, out, 11)
+    assert doc["msg"].startswith("busy") and "retry" in doc["msg"]
+
+
+def test_gc_with_a_held_lock_is_code_11(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.unit.fakes import assert_error
+
+    monkeypatch.setattr(store_module, "LOCK_TIMEOUT", 0.2)
+    holder = Store(str(tmp_path / "state")).open()
+    holder.put(Attachment(network="testnet", container_id="c9", ifname="eth0"))
+    with holder.lock("c9"):
+        rc, out = run_plugin("GC", tmp_path / "state")
+    assert "busy" in assert_error(rc, out, 11)["details"]
+
+
+@pytest.mark.parametrize("key", ["stateDir", "logFile"])
+@pytest.mark.parametrize("value", ["/var/lib/a\0b", "/var/log/\ud800"])
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "GC", "STATUS"])
+def test_nul_or_surrogate_in_a_path_is_code_7(tmp_path: Path, key: str, value: str,
+                                              command: str) -> None:
+    from tests.unit.fakes import assert_error
+
+    rc, out = run_plugin(command, tmp_path / "state", **{key: value})
+    assert key in assert_error(rc, out, 7)["details"]
