@@ -423,3 +423,117 @@ def test_nul_or_surrogate_in_a_path_is_code_7(tmp_path: Path, key: str, value: s
 
     rc, out = run_plugin(command, tmp_path / "state", **{key: value})
     assert key in assert_error(rc, out, 7)["details"]
+
+
+# ==== the test hook: unreachable in a normal installation ===================================
+
+
+def armed_file(d: Path) -> Path:
+    from cni2cnm import testhook
+
+    f = d / "armed"
+    f.write_bytes(testhook.ARMED)
+    f.chmod(0o600)
+    return f
+
+
+def test_the_hook_is_armed_only_by_a_root_owned_file(tmp_path: Path) -> None:
+    from cni2cnm import testhook
+
+    f = armed_file(tmp_path)
+    assert testhook.armed({testhook.ARMED_ENV: str(f)})
+    assert not testhook.armed({})
+    assert not testhook.armed({testhook.ARMED_ENV: "armed"})  # relative
+    assert not testhook.armed({testhook.ARMED_ENV: str(tmp_path / "missing")})
+    link = tmp_path / "link"
+    link.symlink_to(f)
+    assert not testhook.armed({testhook.ARMED_ENV: str(link)})
+    f.chmod(0o620)
+    assert not testhook.armed({testhook.ARMED_ENV: str(f)})
+    f.chmod(0o600)
+    os.chown(f, 65534, 65534)
+    assert not testhook.armed({testhook.ARMED_ENV: str(f)})
+    os.chown(f, 0, 0)
+    f.write_bytes(b"anything else\n")
+    assert not testhook.armed({testhook.ARMED_ENV: str(f)})
+
+
+def test_the_hook_needs_a_source_checkout(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from cni2cnm import testhook
+
+    f = armed_file(tmp_path)
+    assert testhook.from_source_checkout()
+    monkeypatch.setattr(testhook, "from_source_checkout", lambda: False)  # a wheel
+    assert not testhook.armed({testhook.ARMED_ENV: str(f)})
+
+
+HOOK_CHILD = """
+import os, sys
+from cni2cnm.testhook import stop_point
+stop_point(os.environ, "after-intent")
+print("passed", flush=True)
+"""
+
+
+def run_hook_child(env: dict[str, str]) -> str:
+    """'stopped' when the child stopped itself at the point, else its output."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", HOOK_CHILD], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", **env})
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                assert proc.stdout is not None
+                return proc.stdout.read().decode().strip()
+            state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state == "T":
+                return "stopped"
+            time.sleep(0.02)
+        raise TimeoutError
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_stop_point_fires_only_when_armed(tmp_path: Path) -> None:
+    from cni2cnm import testhook
+
+    at = {testhook.STOP_AT_ENV: "after-intent"}
+    assert run_hook_child(at) == "passed"  # the variable alone, as leaked into a runtime
+    assert run_hook_child({**at, testhook.ARMED_ENV: str(armed_file(tmp_path))}) == "stopped"
+
+
+# ==== log files: private, no links followed ================================================
+
+
+def test_log_file_is_0600_and_never_followed_through_a_link(tmp_path: Path) -> None:
+    import sys
+
+    from cni2cnm.cni import logs
+
+    try:
+        f = tmp_path / "c.log"
+        logs.setup(str(f), "info").info("one")
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600 and "one" in f.read_text()
+        f.chmod(0o644)  # made by an older version
+        logs.setup(str(f), "info").info("two")
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+        target = tmp_path / "target"
+        target.write_text("")
+        (tmp_path / "link.log").symlink_to(target)
+        logs.setup(str(tmp_path / "link.log"), "info").info("three")
+        assert target.read_text() == ""
+        os.mkfifo(tmp_path / "fifo")  # no reader: refused at once, not a hang
+        logger = logs.setup(str(tmp_path / "fifo"), "info")
+        assert [getattr(h, "stream", None) for h in logger.handlers] == [sys.stderr]
+        logger = logs.setup(str(tmp_path / "link.log"), "info")
+        assert [getattr(h, "stream", None) for h in logger.handlers] == [sys.stderr]
+    finally:
+        logs.setup()
