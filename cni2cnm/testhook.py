@@ -10,7 +10,7 @@ hang pods on a node. The hook fires only when ALL of these hold:
    `tests/integration/`), not from an installed wheel;
 3. `CNI2CNM_TEST_HOOKS` is the absolute path of a regular file (not a symbolic link) owned
    by root, not writable by group or others, whose content is exactly `ARMED`: only root
-   can make one, and only a test does (`tests/integration/pluginrun.py: armed_hooks`).
+   can make one, and only a test does (`armed_hooks` in tests/integration/test_faults.py).
 
 Outside the tests, 1 costs one dictionary lookup and nothing else is looked at.
 """

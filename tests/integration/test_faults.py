@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,9 +71,30 @@ def wait_stopped(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     raise TimeoutError("plugin did not reach its test point")
 
 
+_ARMED: str | None = None
+
+
+def armed_hooks() -> dict[str, str]:
+    """The environment that arms the plugin's test hook (cni2cnm/testhook.py): a root-owned
+    0600 file with the magic content, made once per test process in a private directory
+    removed at exit."""
+    global _ARMED
+    if _ARMED is None:
+        from cni2cnm import testhook
+
+        d = tempfile.mkdtemp(prefix="c2ct-hooks-")
+        atexit.register(shutil.rmtree, d, True)
+        f = Path(d, "armed")
+        f.write_bytes(testhook.ARMED)
+        f.chmod(0o600)
+        _ARMED = str(f)
+    return {"CNI2CNM_TEST_HOOKS": _ARMED}
+
+
 def start_add_until(plugin: Plugin, pod: Any, point: str) -> subprocess.Popen[bytes]:
     """Start an ADD that stops itself (SIGSTOP) at a test point of the plugin."""
     env = {
+        **armed_hooks(),
         "PATH": os.environ.get("PATH", ""),
         "DOCKER_HOST": plugin.docker_host,
         "CNI_COMMAND": "ADD",
