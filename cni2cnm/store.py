@@ -43,6 +43,7 @@ DB_NAME = "attachments.db"
 MARKER_NAME = "store-id"  # written with the schema: its absence later means "lost"
 LOCKS_DIR = "locks"
 LOCK_BUCKETS = 256  # locks/00 .. locks/ff, plus locks/init
+BUCKETED = ".bucketed"  # in locks/: the per-container lock files of older versions are gone
 LOCK_TIMEOUT = 60.0  # seconds a per-container lock is waited for before "busy" (code 11)
 KEEP_CORRUPT = 3  # attachments.db.corrupt-* copies kept; older ones are deleted
 CORRUPT_INFIX = ".corrupt-"
@@ -161,7 +162,8 @@ class Store:
                 raise StoreError(
                     f"state database {self.path} has schema {version}, newer than this "
                     f"cni2cnm ({SCHEMA_VERSION}); upgrade cni2cnm", self.path)
-            if version < SCHEMA_VERSION or not self._lexists(self.marker):
+            if (version < SCHEMA_VERSION or not self._lexists(self.marker)
+                    or not self._lexists(os.path.join(self.locks_dir, BUCKETED))):
                 self._initialise(db)
             self._private(self.marker)
         except sqlite3.DatabaseError as e:
@@ -196,6 +198,23 @@ class Store:
             stop_point(os.environ, "after-schema")  # test point: schema, no marker yet
             if not self._lexists(self.marker):
                 self._write_marker()
+            self._sweep_old_locks()
+
+    def _sweep_old_locks(self) -> None:
+        """Once per state directory: remove the per-container lock files (32 hex digits)
+        versions before the lock buckets left, one per container ever seen."""
+        sentinel = os.path.join(self.locks_dir, BUCKETED)
+        if self._lexists(sentinel):
+            return
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.locks_dir):
+                if len(name) == 32 and all(c in "0123456789abcdef" for c in name):
+                    os.unlink(os.path.join(self.locks_dir, name))
+        try:
+            os.close(os.open(sentinel, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600))
+        except OSError as e:
+            raise StoreError(f"cannot write {sentinel}: {e.strerror}", sentinel) from None
 
     def _lost(self, what: str) -> StoreError:
         return StoreError(

@@ -151,7 +151,14 @@ def check_state_dir(state_dir: str) -> Check:
     store = Store(state_dir)
     marker = getattr(store, "marker", "")
     if os.path.isdir(state_dir):
-        mode = os.stat(state_dir).st_mode & 0o777
+        st = os.stat(state_dir)
+        mode = st.st_mode & 0o777
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            who = f"owned by uid {st.st_uid}" if st.st_uid != 0 else f"mode {mode:04o}"
+            return Check("state-dir", FAIL, f"{state_dir} is {who}: others than root could "
+                         "change what the plugin records and does as root, so it refuses the "
+                         "directory (code 5)", f"chown root:root {state_dir} && chmod 700 "
+                         f"{state_dir}")
         if not os.access(state_dir, os.W_OK | os.X_OK):
             return Check("state-dir", FAIL, f"{state_dir} is not writable",
                          f"run as root, or chown/chmod {state_dir}")

@@ -265,8 +265,8 @@ def test_lock_files_are_bounded(tmp_path: Path) -> None:
         with store.lock(f"container-{i}"):
             pass
     names = os.listdir(store.locks_dir)
-    assert len(names) <= 257  # 256 buckets and the init lock
-    assert set(names) - {"init"} <= {f"{i:02x}" for i in range(256)}
+    assert len(names) <= 258  # 256 buckets, the init lock and the .bucketed sentinel
+    assert set(names) - {"init", ".bucketed"} <= {f"{i:02x}" for i in range(256)}
 
 
 def test_containers_in_one_bucket_take_turns(tmp_path: Path) -> None:
@@ -537,3 +537,21 @@ def test_log_file_is_0600_and_never_followed_through_a_link(tmp_path: Path) -> N
         assert [getattr(h, "stream", None) for h in logger.handlers] == [sys.stderr]
     finally:
         logs.setup()
+
+
+def test_per_container_lock_files_of_older_versions_are_removed_once(tmp_path: Path) -> None:
+    with Store(str(tmp_path)):
+        pass
+    locks = tmp_path / "locks"
+    (locks / ".bucketed").unlink()  # a state directory an older version used
+    old = [locks / f"{i:032x}" for i in range(39)]
+    for f in old:
+        f.write_bytes(b"")
+    (locks / "keep-me").write_bytes(b"")
+    with Store(str(tmp_path)):
+        pass
+    assert sorted(p.name for p in locks.iterdir()) == [".bucketed", "init", "keep-me"]
+    (locks / f"{7:032x}").write_bytes(b"")  # swept once only: opens stay cheap
+    with Store(str(tmp_path)):
+        pass
+    assert (locks / f"{7:032x}").exists()

@@ -214,3 +214,14 @@ def test_a_venv_owned_by_nobody_install_refuses_doctor_fails(base: Path) -> None
     assert lines["trust"].startswith("FAIL") and str(venv) in lines["trust"]
     assert f"uid {NOBODY}" in lines["trust"] and "chown root:root" in lines["trust"]
     assert lines["version"].startswith("FAIL") and "not run" in lines["version"]
+
+
+@pytest.mark.parametrize(("owner", "mode"), [(NOBODY, 0o700), (0, 0o770), (0, 0o1777)])
+def test_doctor_fails_a_state_dir_the_plugin_refuses(base: Path, owner: int, mode: int) -> None:
+    state = base / "state"
+    state.mkdir()
+    os.chown(state, owner, owner)
+    state.chmod(mode)
+    check = doc.check_state_dir(str(state))
+    assert check.status == doc.FAIL and "code 5" in check.message
+    assert check.fix == f"chown root:root {state} && chmod 700 {state}"
