@@ -3,8 +3,9 @@
 An ADD writes its intent (state "adding") before it changes the engine and
 completes the row ("attached") afterwards, so a plugin killed half-way leaves a
 row that DEL or GC can finish. Operations on one container are serialised by a
-file lock (one of LOCK_BUCKETS files, chosen by a hash of the container ID: two
-containers in one bucket just take turns); different containers run in parallel.
+lock file of its own (`locks/<hash of the container ID>`), which the holder removes before
+releasing it, so lock files exist only while operations run or wait; different containers
+run in parallel. A lock is waited for at most LOCK_TIMEOUT seconds (StoreBusy).
 
 The `store-id` marker says "a store existed here". It is written, atomically and
 before any row can be recorded, whenever the schema is initialised or found without
@@ -42,8 +43,8 @@ SCHEMA_VERSION = 1
 DB_NAME = "attachments.db"
 MARKER_NAME = "store-id"  # written with the schema: its absence later means "lost"
 LOCKS_DIR = "locks"
-LOCK_BUCKETS = 256  # locks/00 .. locks/ff, plus locks/init
-BUCKETED = ".bucketed"  # in locks/: the per-container lock files of older versions are gone
+INIT_LOCK = "init"  # the one lock file that stays
+SWEPT = ".swept"  # in locks/: the lock files older versions left (one per container) are gone
 LOCK_TIMEOUT = 60.0  # seconds a per-container lock is waited for before "busy" (code 11)
 KEEP_CORRUPT = 3  # attachments.db.corrupt-* copies kept; older ones are deleted
 CORRUPT_INFIX = ".corrupt-"
@@ -85,6 +86,8 @@ CREATE INDEX IF NOT EXISTS attachments_docker_id ON attachments (docker_id);
 class StoreError(Exception):
     """The store cannot be opened, read or written (CNI code 5)."""
 
+    busy = False  # True: a lock wait timed out, "try again later" (CNI code 11)
+
     def __init__(self, message: str, path: str) -> None:
         super().__init__(message)
         self.path = path
@@ -92,6 +95,8 @@ class StoreError(Exception):
 
 class StoreBusy(StoreError):
     """Another operation held a lock for longer than LOCK_TIMEOUT (CNI code 11: retry)."""
+
+    busy = True
 
 
 @dataclass
@@ -163,7 +168,7 @@ class Store:
                     f"state database {self.path} has schema {version}, newer than this "
                     f"cni2cnm ({SCHEMA_VERSION}); upgrade cni2cnm", self.path)
             if (version < SCHEMA_VERSION or not self._lexists(self.marker)
-                    or not self._lexists(os.path.join(self.locks_dir, BUCKETED))):
+                    or not self._lexists(os.path.join(self.locks_dir, SWEPT))):
                 self._initialise(db)
             self._private(self.marker)
         except sqlite3.DatabaseError as e:
@@ -184,7 +189,7 @@ class Store:
     def _initialise(self, db: sqlite3.Connection) -> None:
         """Schema, then marker, one process at a time (switching to WAL ignores the busy
         timeout). Whatever interrupted an earlier first open, this finishes it."""
-        with self._exclusive("init"):
+        with self._exclusive(INIT_LOCK):
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0 and self._lexists(self.marker):
                 # The marker is only ever written after the schema: an empty database next
@@ -201,15 +206,15 @@ class Store:
             self._sweep_old_locks()
 
     def _sweep_old_locks(self) -> None:
-        """Once per state directory: remove the per-container lock files (32 hex digits)
-        versions before the lock buckets left, one per container ever seen."""
-        sentinel = os.path.join(self.locks_dir, BUCKETED)
+        """Once per state directory: remove the lock files versions that did not remove them
+        left (one per container ever seen), each only while nobody holds it."""
+        sentinel = os.path.join(self.locks_dir, SWEPT)
         if self._lexists(sentinel):
             return
         with contextlib.suppress(OSError):
             for name in os.listdir(self.locks_dir):
                 if len(name) == 32 and all(c in "0123456789abcdef" for c in name):
-                    os.unlink(os.path.join(self.locks_dir, name))
+                    _remove_if_free(os.path.join(self.locks_dir, name))
         try:
             os.close(os.open(sentinel, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                              0o600))
@@ -349,33 +354,55 @@ class Store:
 
     # ---- locking ----------------------------------------------------------
 
-    @contextlib.contextmanager
-    def lock(self, container_id: str) -> Iterator[None]:
-        """Serialise operations on one CNI container across processes: one of LOCK_BUCKETS
-        lock files, so their number stays bounded however many containers come and go."""
-        bucket = hashlib.sha256(container_id.encode()).digest()[0] % LOCK_BUCKETS
-        with self._exclusive(f"{bucket:02x}", what=f"container {container_id}"):
-            yield
+    def lock_file(self, container_id: str) -> str:
+        """The lock file serialising operations on `container_id`."""
+        return os.path.join(self.locks_dir,
+                            hashlib.sha256(container_id.encode()).hexdigest()[:32])
 
     @contextlib.contextmanager
-    def _exclusive(self, name: str, what: str = "the store's initialisation") -> Iterator[None]:
+    def lock(self, container_id: str) -> Iterator[None]:
+        """Serialise operations on one CNI container across processes.
+
+        The holder removes the lock file before it releases the lock, so the number of lock
+        files stays bounded by the operations running or waiting. A waiter that then gets
+        the lock of a removed file sees that the path no longer names it, and starts again
+        with the file now there (the classic flock + unlink protocol). A holder that was
+        killed leaves its file; the next operation on that container (runtimes DEL after a
+        failed ADD) removes it.
+        """
+        path = self.lock_file(container_id)
+        what = f"container {container_id}"
+        deadline = time.monotonic() + self._timeout()
+        while True:
+            fd = _open_lock(path)
+            try:
+                _flock(fd, path, deadline - time.monotonic(), self._timeout(), what)
+                if _still_named(fd, path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # removed by the holder before us: take the file there now
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # while still holding it: waiters start again
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _exclusive(self, name: str) -> Iterator[None]:
+        """A lock file that stays (the initialisation's)."""
         path = os.path.join(self.locks_dir, name)
+        fd = _open_lock(path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-                         | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise StoreError(f"lock file {path} is a symbolic link: cni2cnm never follows "
-                                 "links in its state directory; remove it", path) from None
-            raise StoreError(f"cannot create lock file {path}: {e.strerror}", path) from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise StoreError(f"lock file {path} is not a regular file; remove it", path)
-            timeout = LOCK_TIMEOUT if self.lock_timeout is None else self.lock_timeout
-            _flock(fd, path, timeout, what)
+            _flock(fd, path, self._timeout(), self._timeout(), "the store's initialisation")
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    def _timeout(self) -> float:
+        return LOCK_TIMEOUT if self.lock_timeout is None else self.lock_timeout
 
     # ---- rows -------------------------------------------------------------
 
@@ -445,9 +472,52 @@ def _require_private_dir(path: str, st: os.stat_result) -> None:
                          f"its lock files. Fix: chmod 700 {path}", path)
 
 
-def _flock(fd: int, path: str, timeout: float, what: str) -> None:
-    """An exclusive flock, waited for at most `timeout` seconds (StoreBusy after)."""
-    deadline = time.monotonic() + timeout
+def _open_lock(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise StoreError(f"lock file {path} is a symbolic link: cni2cnm never follows "
+                             "links in its state directory; remove it", path) from None
+        raise StoreError(f"cannot create lock file {path}: {e.strerror}", path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"lock file {path} is not a regular file; remove it", path)
+    return fd
+
+
+def _still_named(fd: int, path: str) -> bool:
+    """Whether `path` is still the file `fd` has open (not removed or replaced since)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror}", path) from None
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _remove_if_free(path: str) -> None:
+    """Remove a lock file nobody holds, by the same protocol as Store.lock."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _still_named(fd, path):
+            os.unlink(path)
+    except (OSError, StoreError):
+        pass
+    finally:
+        os.close(fd)
+
+
+def _flock(fd: int, path: str, left: float, timeout: float, what: str) -> None:
+    """An exclusive flock, waited for at most `left` seconds (StoreBusy after)."""
+    deadline = time.monotonic() + left
     delay = 0.002
     while True:
         try:
@@ -457,11 +527,11 @@ def _flock(fd: int, path: str, timeout: float, what: str) -> None:
             pass
         except OSError as e:
             raise StoreError(f"cannot lock {path}: {e.strerror}", path) from None
-        left = deadline - time.monotonic()
-        if left <= 0:
+        now = time.monotonic()
+        if now >= deadline:
             raise StoreBusy(f"busy: another operation on {what} has held its lock {path} for "
                             f"{timeout:g} s; retry", path)
-        time.sleep(min(delay, left))
+        time.sleep(min(delay, deadline - now))
         delay = min(delay * 2, 0.05)
 
 

@@ -19,6 +19,8 @@ from c2ctest import Resources, pause_container, unique_name
 from pluginrun import Plugin, cri_args, endpoint, plugin_executable, proc_netns
 from privateengine import PrivateEngine, private_engine
 
+from cni2cnm.store import Store
+
 ALWAYS = {"Name": "always"}
 
 
@@ -343,16 +345,12 @@ def test_a_symlink_in_the_state_dir_is_refused(splugin: Plugin, resources: Resou
     state = Path(splugin.state_dir)
     victim = resources.tmpdir() / "victim"
     victim.write_bytes(b"")
-    if name == "lock":
-        [link] = [p for p in (state / "locks").iterdir() if len(p.name) == 2]  # a bucket
-    else:
-        link = state / name
-    link.unlink()
+    # the lock file of `other` (made by root, as a pod's operation would find it) or the
+    # database: both stop the ADD of `other`
+    link = Path(Store(str(state)).lock_file(other.id)) if name == "lock" else state / name
+    link.unlink(missing_ok=True)
     link.symlink_to(victim)
-    # the lock of `pod`'s bucket is the link; the database link hits every container
-    cid = pod.id if name == "lock" else other.id
-    target = pod if name == "lock" else other
-    out = splugin.run("ADD", cid, proc_netns(target), cni_args=cri_args(cid))
+    out = splugin.run("ADD", other.id, proc_netns(other), cni_args=cri_args(other.id))
     details = out.error(5)["details"]
     assert str(link) in details and "symbolic link" in details
     assert victim.read_bytes() == b""  # never opened through the link

@@ -238,13 +238,7 @@ def test_a_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "state")).open()
     victim = tmp_path / "victim"
     victim.write_text("keep")
-    for name in os.listdir(store.locks_dir):
-        os.unlink(os.path.join(store.locks_dir, name))
-    with store.lock("c1"):
-        pass
-    [bucket] = os.listdir(store.locks_dir)
-    os.unlink(os.path.join(store.locks_dir, bucket))
-    os.symlink(victim, os.path.join(store.locks_dir, bucket))
+    os.symlink(victim, store.lock_file("c1"))
     with pytest.raises(StoreError, match="is a symbolic link"), store.lock("c1"):
         pass
     assert victim.read_text() == "keep"
@@ -261,25 +255,50 @@ def test_the_lock_dir_may_not_be_a_symlink(tmp_path: Path) -> None:
 
 def test_lock_files_are_bounded(tmp_path: Path) -> None:
     store = Store(str(tmp_path)).open()
-    for i in range(600):
+    for i in range(300):
         with store.lock(f"container-{i}"):
-            pass
-    names = os.listdir(store.locks_dir)
-    assert len(names) <= 258  # 256 buckets, the init lock and the .bucketed sentinel
-    assert set(names) - {"init", ".bucketed"} <= {f"{i:02x}" for i in range(256)}
+            assert os.path.exists(store.lock_file(f"container-{i}"))
+    # Removed by each holder: only the initialisation's lock (and the sweep's sentinel) stay.
+    assert sorted(os.listdir(store.locks_dir)) == [".swept", "init"]
 
 
-def test_containers_in_one_bucket_take_turns(tmp_path: Path) -> None:
-    import hashlib
+def test_a_lock_file_removed_while_waited_for_still_excludes(tmp_path: Path) -> None:
+    """Holders remove the file before releasing: waiters holding the old file start again,
+    and never two hold the lock of one container at once."""
+    holding: list[int] = []
+    overlaps: list[int] = []
+    errors: list[BaseException] = []
 
-    def bucket(cid: str) -> int:
-        return hashlib.sha256(cid.encode()).digest()[0]
+    def worker(n: int) -> None:
+        store = Store(str(tmp_path)).open()
+        try:
+            for _ in range(40):
+                with store.lock("c1"):
+                    holding.append(n)
+                    if len(holding) > 1:
+                        overlaps.append(len(holding))
+                    time.sleep(0.0005)
+                    holding.remove(n)
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            store.close()
 
-    a = "c1"
-    b = next(f"x{i}" for i in range(10000) if bucket(f"x{i}") == bucket(a))
-    store = Store(str(tmp_path), lock_timeout=0.2).open()
-    with store.lock(a), pytest.raises(StoreBusy), store.lock(b):
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and overlaps == []
+    assert not os.path.exists(Store(str(tmp_path)).lock_file("c1"))
+
+
+def test_a_lock_left_by_a_killed_holder_is_taken_and_removed(tmp_path: Path) -> None:
+    store = Store(str(tmp_path)).open()
+    Path(store.lock_file("c1")).write_bytes(b"")  # its holder was SIGKILLed
+    with store.lock("c1"):
         pass
+    assert not os.path.exists(store.lock_file("c1"))
 
 
 def test_lock_wait_times_out_busy(tmp_path: Path) -> None:
@@ -540,17 +559,25 @@ def test_log_file_is_0600_and_never_followed_through_a_link(tmp_path: Path) -> N
 
 
 def test_per_container_lock_files_of_older_versions_are_removed_once(tmp_path: Path) -> None:
+    import fcntl
+
     with Store(str(tmp_path)):
         pass
     locks = tmp_path / "locks"
-    (locks / ".bucketed").unlink()  # a state directory an older version used
+    (locks / ".swept").unlink()  # a state directory an older version used
     old = [locks / f"{i:032x}" for i in range(39)]
     for f in old:
         f.write_bytes(b"")
     (locks / "keep-me").write_bytes(b"")
-    with Store(str(tmp_path)):
-        pass
-    assert sorted(p.name for p in locks.iterdir()) == [".bucketed", "init", "keep-me"]
+    held = os.open(old[0], os.O_RDWR)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # an operation in flight keeps its file
+        with Store(str(tmp_path)):
+            pass
+    finally:
+        os.close(held)
+    assert sorted(p.name for p in locks.iterdir()) == [".swept", old[0].name, "init",
+                                                       "keep-me"]
     (locks / f"{7:032x}").write_bytes(b"")  # swept once only: opens stay cheap
     with Store(str(tmp_path)):
         pass
