@@ -132,13 +132,14 @@ class NetConf(_Model):
     @field_validator("stateDir", "logFile")
     @classmethod
     def _file_name(cls, v: str | None) -> str | None:
-        if v is not None and "\0" in v:
+        if v is None:
+            return v
+        if "\0" in v:
             raise ValueError("must not contain a NUL character")
-        if v is not None:
-            try:
-                os.fsencode(v)
-            except UnicodeError:
-                raise ValueError("is not a valid file name (unpaired surrogate)") from None
+        try:
+            os.fsencode(v)
+        except UnicodeError:
+            raise ValueError("is not a valid file name (unpaired surrogate)") from None
         return v
 
     @property
