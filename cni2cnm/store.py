@@ -3,29 +3,51 @@
 An ADD writes its intent (state "adding") before it changes the engine and
 completes the row ("attached") afterwards, so a plugin killed half-way leaves a
 row that DEL or GC can finish. Operations on one container are serialised by a
-per-container file lock; different containers run in parallel.
+lock file of its own (`locks/<hash of the container ID>`), which the holder removes before
+releasing it, so lock files exist only while operations run or wait; different containers
+run in parallel. A lock is waited for at most LOCK_TIMEOUT seconds (StoreBusy).
+
+The `store-id` marker says "a store existed here". It is written, atomically and
+before any row can be recorded, whenever the schema is initialised or found without
+it (however the database file came to exist: a first ADD killed after SQLite made the
+file but before the marker leaves one without). A database that is missing, or empty,
+while the marker exists is a lost store: opening it fails (code 5) instead of silently
+starting again empty.
+
+The state directory is trusted only when it is owned by root and not writable by group
+or others; the files in it are opened without following symbolic links.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import sqlite3
+import stat
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from cni2cnm.testhook import stop_point
+
 log = logging.getLogger("cni2cnm.store")
 
 SCHEMA_VERSION = 1
 DB_NAME = "attachments.db"
-MARKER_NAME = "store-id"  # written with the database: its absence later means "lost"
+MARKER_NAME = "store-id"  # written with the schema: its absence later means "lost"
+LOCKS_DIR = "locks"
+INIT_LOCK = "init"  # the one lock file that stays
+SWEPT = ".swept"  # in locks/: the lock files older versions left (one per container) are gone
+LOCK_TIMEOUT = 60.0  # seconds a per-container lock is waited for before "busy" (code 11)
+KEEP_CORRUPT = 3  # attachments.db.corrupt-* copies kept; older ones are deleted
+CORRUPT_INFIX = ".corrupt-"
 ADDING = "adding"
 ATTACHED = "attached"
 
@@ -62,11 +84,19 @@ CREATE INDEX IF NOT EXISTS attachments_docker_id ON attachments (docker_id);
 
 
 class StoreError(Exception):
-    """The store cannot be opened, read or written."""
+    """The store cannot be opened, read or written (CNI code 5)."""
+
+    busy = False  # True: a lock wait timed out, "try again later" (CNI code 11)
 
     def __init__(self, message: str, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class StoreBusy(StoreError):
+    """Another operation held a lock for longer than LOCK_TIMEOUT (CNI code 11: retry)."""
+
+    busy = True
 
 
 @dataclass
@@ -105,10 +135,12 @@ _COLUMNS = [f.name for f in dataclasses.fields(Attachment)]
 
 
 class Store:
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, lock_timeout: float | None = None) -> None:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB_NAME)
         self.marker = os.path.join(state_dir, MARKER_NAME)
+        self.locks_dir = os.path.join(state_dir, LOCKS_DIR)
+        self.lock_timeout = lock_timeout
         self._db: sqlite3.Connection | None = None
 
     # ---- opening ----------------------------------------------------------
@@ -116,59 +148,158 @@ class Store:
     def open(self) -> Store:
         if self._db is not None:
             return self
-        try:
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-            os.makedirs(os.path.join(self.state_dir, "locks"), mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"cannot create state directory {self.state_dir}: {e.strerror}",
-                             self.state_dir) from None
-        new = not os.path.exists(self.path)
-        if new and os.path.exists(self.marker):
-            raise StoreError(
-                f"state database {self.path} is missing, but {self.marker} shows it existed: "
-                "the attachments it recorded are unknown. Restore it, or remove "
-                f"{self.marker} to start with an empty store", self.path)
+        self._prepare_dir()
+        stop_point(os.environ, "before-db")  # test point: the database may not exist yet
+        new = not self._lexists(self.path)
+        for suffix in ("-wal", "-shm"):
+            self._lexists(self.path + suffix)  # refuses symbolic links
+        if new and self._lexists(self.marker):
+            raise self._lost("is missing")
         old_umask = os.umask(0o077)
+        db: sqlite3.Connection | None = None
         try:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             db.execute("PRAGMA busy_timeout = 30000")
             db.execute("PRAGMA synchronous = NORMAL")
+            stop_point(os.environ, "after-db-created")  # test point: the file, no schema
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                db.close()
                 raise StoreError(
                     f"state database {self.path} has schema {version}, newer than this "
                     f"cni2cnm ({SCHEMA_VERSION}); upgrade cni2cnm", self.path)
-            if version < SCHEMA_VERSION or new:
-                # Switching to WAL ignores the busy timeout: initialise one process at a time.
-                with self._exclusive("init"):
-                    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                        db.execute("PRAGMA journal_mode = WAL")
-                    if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                        db.executescript(_SCHEMA)
-                        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if (version < SCHEMA_VERSION or not self._lexists(self.marker)
+                    or not self._lexists(os.path.join(self.locks_dir, SWEPT))):
+                self._initialise(db)
+            self._private(self.marker)
         except sqlite3.DatabaseError as e:
-            raise self._database_error(e, new) from None
+            if db is not None:
+                db.close()
+            raise self._database_error(e) from None
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
         finally:
             os.umask(old_umask)
         with contextlib.suppress(OSError):
-            os.chmod(self.path, 0o600)
-        if new:
-            try:
-                with open(self.marker, "x") as f:
-                    f.write(uuid.uuid4().hex + "\n")
-            except FileExistsError:
-                pass
-            except OSError as e:
-                db.close()
-                raise StoreError(f"cannot write {self.marker}: {e.strerror}", self.path) from None
+            os.chmod(self.path, 0o600)  # not a link: _lexists refused that
         self._db = db
         return self
 
-    def _database_error(self, e: sqlite3.DatabaseError, new: bool) -> StoreError:
+    def _initialise(self, db: sqlite3.Connection) -> None:
+        """Schema, then marker, one process at a time (switching to WAL ignores the busy
+        timeout). Whatever interrupted an earlier first open, this finishes it."""
+        with self._exclusive(INIT_LOCK):
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0 and self._lexists(self.marker):
+                # The marker is only ever written after the schema: an empty database next
+                # to it replaced the store that was here.
+                raise self._lost("is empty")
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            if version < SCHEMA_VERSION:
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            stop_point(os.environ, "after-schema")  # test point: schema, no marker yet
+            if not self._lexists(self.marker):
+                self._write_marker()
+            self._sweep_old_locks()
+
+    def _sweep_old_locks(self) -> None:
+        """Once per state directory: remove the lock files versions that did not remove them
+        left (one per container ever seen), each only while nobody holds it."""
+        sentinel = os.path.join(self.locks_dir, SWEPT)
+        if self._lexists(sentinel):
+            return
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.locks_dir):
+                if len(name) == 32 and all(c in "0123456789abcdef" for c in name):
+                    _remove_if_free(os.path.join(self.locks_dir, name))
+        try:
+            os.close(os.open(sentinel, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600))
+        except OSError as e:
+            raise StoreError(f"cannot write {sentinel}: {e.strerror}", sentinel) from None
+
+    def _lost(self, what: str) -> StoreError:
+        return StoreError(
+            f"state database {self.path} {what}, but {self.marker} shows a store existed: "
+            "the attachments it recorded are unknown. Restore it, or remove "
+            f"{self.marker} to start with an empty store (check for leftover endpoints with "
+            "`cni2cnm inspect` first)", self.path)
+
+    def _prepare_dir(self) -> None:
+        """Create the state directory (0700) and refuse one others could write to."""
+        try:
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            st = os.stat(self.state_dir)
+        except OSError as e:
+            raise StoreError(f"cannot create state directory {self.state_dir}: {e.strerror}",
+                             self.state_dir) from None
+        except (ValueError, UnicodeError) as e:
+            raise StoreError(f"invalid state directory {self.state_dir!r}: {e}",
+                             self.state_dir) from None
+        _require_private_dir(self.state_dir, st)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.locks_dir, 0o700)
+            st = os.lstat(self.locks_dir)
+        except OSError as e:
+            raise StoreError(f"cannot create lock directory {self.locks_dir}: {e.strerror}",
+                             self.locks_dir) from None
+        _require_private_dir(self.locks_dir, st)
+
+    def _lexists(self, path: str) -> bool:
+        """Whether `path` exists; a symbolic link there is refused, never followed."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise StoreError(f"cannot read {path}: {e.strerror}", path) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise StoreError(f"{path} is a symbolic link: cni2cnm never follows links in its "
+                             f"state directory; remove it (and restore the file it pointed "
+                             "to in its place if it was the store)", path)
+        return True
+
+    def _private(self, path: str) -> None:
+        """Make a regular file we keep 0600 (markers older versions wrote were 0644)."""
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != 0o600:
+                os.chmod(path, 0o600)
+
+    def _write_marker(self) -> None:
+        """Write store-id atomically: a 0600 temporary file, fsync, link into place (never
+        over an existing marker), fsync the directory. Called under the init lock."""
+        prefix = f".{MARKER_NAME}."
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.state_dir):  # left by an open killed right here
+                if name.startswith(prefix):
+                    os.unlink(os.path.join(self.state_dir, name))
+        tmp = os.path.join(self.state_dir, prefix + uuid.uuid4().hex)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, (uuid.uuid4().hex + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, self.marker)
+            _fsync_dir(self.state_dir)
+        except OSError as e:
+            raise StoreError(f"cannot write {self.marker}: {e.strerror}", self.marker) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def _database_error(self, e: sqlite3.DatabaseError) -> StoreError:
         text = str(e)
         if "not a database" in text or "malformed" in text:
-            aside = f"{self.path}.corrupt-{int(time.time())}"
+            aside = f"{self.path}{CORRUPT_INFIX}{time.time_ns()}"
             try:
                 os.rename(self.path, aside)
                 for suffix in ("-wal", "-shm"):
@@ -176,6 +307,7 @@ class Store:
                         os.rename(self.path + suffix, aside + suffix)
                 log.error("state database %s is corrupt (%s); moved it aside to %s",
                           self.path, text, aside)
+                self._prune_corrupt()
                 return StoreError(f"state database {self.path} was corrupt ({text}); it was "
                                   f"moved aside to {aside}. ADD is refused until an operator "
                                   f"removes {self.marker} (check for leftover endpoints with "
@@ -194,6 +326,23 @@ class Store:
                 return f.read().strip()
         except OSError:
             return ""
+
+    def _prune_corrupt(self) -> None:
+        """Keep the KEEP_CORRUPT newest corrupt copies (with their -wal/-shm)."""
+        prefix = DB_NAME + CORRUPT_INFIX
+        stamps: set[str] = set()
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.state_dir):
+                if name.startswith(prefix):
+                    stamp = name[len(prefix):].split("-", 1)[0]
+                    if stamp.isdigit():
+                        stamps.add(stamp)
+        for stamp in sorted(stamps, key=int)[:-KEEP_CORRUPT]:
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.state_dir, prefix + stamp + suffix))
+            log.warning("deleted the old corrupt copy %s%s (keeping the %d newest)", prefix,
+                        stamp, KEEP_CORRUPT)
 
     def close(self) -> None:
         if self._db is not None:
@@ -215,24 +364,55 @@ class Store:
 
     # ---- locking ----------------------------------------------------------
 
+    def lock_file(self, container_id: str) -> str:
+        """The lock file serialising operations on `container_id`."""
+        return os.path.join(self.locks_dir,
+                            hashlib.sha256(container_id.encode()).hexdigest()[:32])
+
     @contextlib.contextmanager
     def lock(self, container_id: str) -> Iterator[None]:
-        """Serialise operations on one CNI container across processes."""
-        with self._exclusive(hashlib.sha256(container_id.encode()).hexdigest()[:32]):
+        """Serialise operations on one CNI container across processes.
+
+        The holder removes the lock file before it releases the lock, so the number of lock
+        files stays bounded by the operations running or waiting. A waiter that then gets
+        the lock of a removed file sees that the path no longer names it, and starts again
+        with the file now there (the classic flock + unlink protocol). A holder that was
+        killed leaves its file; the next operation on that container (runtimes DEL after a
+        failed ADD) removes it.
+        """
+        path = self.lock_file(container_id)
+        what = f"container {container_id}"
+        deadline = time.monotonic() + self._timeout()
+        while True:
+            fd = _open_lock(path)
+            try:
+                _flock(fd, path, deadline - time.monotonic(), self._timeout(), what)
+                if _still_named(fd, path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # removed by the holder before us: take the file there now
+        try:
             yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # while still holding it: waiters start again
+            os.close(fd)
 
     @contextlib.contextmanager
     def _exclusive(self, name: str) -> Iterator[None]:
-        path = os.path.join(self.state_dir, "locks", name)
+        """A lock file that stays (the initialisation's)."""
+        path = os.path.join(self.locks_dir, name)
+        fd = _open_lock(path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as e:
-            raise StoreError(f"cannot create lock file {path}: {e.strerror}", path) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock(fd, path, self._timeout(), self._timeout(), "the store's initialisation")
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    def _timeout(self) -> float:
+        return LOCK_TIMEOUT if self.lock_timeout is None else self.lock_timeout
 
     # ---- rows -------------------------------------------------------------
 
@@ -286,6 +466,91 @@ class Store:
                 self.db.execute(sql, params)
         except sqlite3.Error as e:
             raise StoreError(f"cannot write state database {self.path}: {e}", self.path) from None
+
+
+def _require_private_dir(path: str, st: os.stat_result) -> None:
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"{path} is not a directory", path)
+    if st.st_uid != 0:
+        raise StoreError(f"{path} is owned by uid {st.st_uid}, not root: whoever owns it could "
+                         "change what the plugin records and does as root. Fix: chown root:root "
+                         f"{path} && chmod 700 {path} (or point stateDir at a root-owned "
+                         "directory)", path)
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StoreError(f"{path} is writable by group or others (mode "
+                         f"{stat.S_IMODE(st.st_mode):04o}): others could replace the store or "
+                         f"its lock files. Fix: chmod 700 {path}", path)
+
+
+def _open_lock(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise StoreError(f"lock file {path} is a symbolic link: cni2cnm never follows "
+                             "links in its state directory; remove it", path) from None
+        raise StoreError(f"cannot create lock file {path}: {e.strerror}", path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"lock file {path} is not a regular file; remove it", path)
+    return fd
+
+
+def _still_named(fd: int, path: str) -> bool:
+    """Whether `path` is still the file `fd` has open (not removed or replaced since)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror}", path) from None
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _remove_if_free(path: str) -> None:
+    """Remove a lock file nobody holds, by the same protocol as Store.lock."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _still_named(fd, path):
+            os.unlink(path)
+    except (OSError, StoreError):
+        pass
+    finally:
+        os.close(fd)
+
+
+def _flock(fd: int, path: str, left: float, timeout: float, what: str) -> None:
+    """An exclusive flock, waited for at most `left` seconds (StoreBusy after)."""
+    deadline = time.monotonic() + left
+    delay = 0.002
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            raise StoreError(f"cannot lock {path}: {e.strerror}", path) from None
+        now = time.monotonic()
+        if now >= deadline:
+            raise StoreBusy(f"busy: another operation on {what} has held its lock {path} for "
+                            f"{timeout:g} s; retry", path)
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 2, 0.05)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _row(row: tuple) -> Attachment:

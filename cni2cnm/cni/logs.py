@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import sys
+from typing import TextIO
 
 LOGGER_NAME = "cni2cnm"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -28,8 +31,8 @@ def setup(log_file: str | None = None, log_level: str | None = None) -> logging.
     handler: logging.Handler
     if log_file:
         try:
-            handler = logging.FileHandler(log_file)
-        except OSError as e:
+            handler = _LogFileHandler(open_log(log_file))
+        except (OSError, ValueError) as e:
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter(_FORMAT))
             logger.addHandler(handler)
@@ -40,3 +43,38 @@ def setup(log_file: str | None = None, log_level: str | None = None) -> logging.
     handler.setFormatter(logging.Formatter(_FORMAT))
     logger.addHandler(handler)
     return logger
+
+
+class _LogFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler on a file open_log opened; closing it closes the file (a long-running
+    daemon sets logging up again for every request)."""
+
+    def close(self) -> None:
+        self.acquire()
+        try:
+            stream = self.stream
+            self.stream = None  # type: ignore[assignment]
+            if stream is not None:
+                stream.close()
+        finally:
+            self.release()
+            super().close()
+
+
+def open_log(path: str) -> TextIO:
+    """Open the log file for appending, private: created 0600, never through a symbolic link
+    (O_NOFOLLOW), only a regular file (a FIFO or device is refused, without blocking), and
+    made 0600 when an existing file we own is readable by others (it holds container IDs,
+    namespaces and addresses)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
+    except BaseException:
+        os.close(fd)
+        raise

@@ -5,9 +5,12 @@ would not find the plugin); WARN means a feature is missing or something looks r
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
+import re
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ from typing import Any
 
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
 from cni2cnm.engine import API_IFNAME, API_MAC_ON_CONNECT, Engine, EngineError
-from cni2cnm.ops import OpError
+from cni2cnm.ops import OpError, trust
 from cni2cnm.ops.conflist import PLUGIN_TYPE, validate
 from cni2cnm.ops.files import read_json_object
 from cni2cnm.plugin.handlers import MIN_API
@@ -52,7 +55,13 @@ def run_checks(engine: Engine, state_dir: str, bin_dir: str, conf_dir: str,
     checks.append(check_bin(bin_dir))
     checks += check_conf_dir(conf_dir, network, engine.base_url)
     checks += check_sandbox_image(engine, conf_dir)
-    checks.append(check_version_call(bin_dir))
+    trusted = check_trust(bin_dir)
+    checks.append(trusted)
+    if trusted.status == FAIL and os.path.exists(os.path.join(bin_dir, PLUGIN_TYPE)):
+        checks.append(Check("version", FAIL, "VERSION through the plugin not run: it would "
+                            "run code others than root can change", trusted.fix))
+    else:
+        checks.append(check_version_call(bin_dir))
     return checks
 
 
@@ -143,7 +152,14 @@ def check_state_dir(state_dir: str) -> Check:
     store = Store(state_dir)
     marker = getattr(store, "marker", "")
     if os.path.isdir(state_dir):
-        mode = os.stat(state_dir).st_mode & 0o777
+        st = os.stat(state_dir)
+        mode = st.st_mode & 0o777
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            who = f"owned by uid {st.st_uid}" if st.st_uid != 0 else f"mode {mode:04o}"
+            return Check("state-dir", FAIL, f"{state_dir} is {who}: others than root could "
+                         "change what the plugin records and does as root, so it refuses the "
+                         "directory (code 5)", f"chown root:root {state_dir} && chmod 700 "
+                         f"{state_dir}")
         if not os.access(state_dir, os.W_OK | os.X_OK):
             return Check("state-dir", FAIL, f"{state_dir} is not writable",
                          f"run as root, or chown/chmod {state_dir}")
@@ -246,6 +262,61 @@ def check_conf_dir(conf_dir: str, network: str | None, docker_host: str = "") ->
                          "rename the cni2cnm conflist to sort first (e.g. 00-...) if pods "
                          "should use it"))
     return out
+
+
+def plugin_installation(path: str) -> trust.Installation | None:
+    """The interpreter and package directory a plugin file `cni2cnm install` wrote runs
+    (None when it is not such a file). Site-packages and the standard library are known
+    only for the interpreter running these checks."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(64 << 10)
+    except (OSError, UnicodeDecodeError):
+        return None
+    lines = text.splitlines()
+    python = package_dir = None
+    if lines and lines[0].startswith("#!/bin/sh"):
+        for line in lines:
+            words = shlex.split(line) if line.startswith("exec ") else []
+            if len(words) > 1:
+                python = words[1]
+    elif lines and lines[0].startswith("#!"):
+        python = lines[0][2:].split()[0] if lines[0][2:].split() else None
+        for line in lines:
+            m = re.fullmatch(r"sys\.path\.insert\(0, (.+)\)", line.strip())
+            if m:
+                with contextlib.suppress(ValueError, SyntaxError):
+                    package_dir = ast.literal_eval(m.group(1))
+    if not python or not python.startswith("/"):
+        return None
+    here = trust.this_installation()
+    if os.path.abspath(python) == here.python:
+        return trust.this_installation(python, package_dir if isinstance(package_dir, str)
+                                       else None)
+    return trust.Installation(python=python, package_dir=package_dir or "")
+
+
+def check_trust(bin_dir: str) -> Check:
+    """Only root can change the code the plugin runs as root (cni2cnm.ops.trust)."""
+    path = os.path.join(bin_dir, PLUGIN_TYPE)
+    if not os.path.exists(path):
+        return Check("trust", WARN, f"{path} does not exist: nothing to check",
+                     f"cni2cnm install --bin-dir {bin_dir}")
+    inst = plugin_installation(path)
+    if inst is None:
+        return Check("trust", WARN, f"{path} was not written by `cni2cnm install`: cannot "
+                     "tell which code it runs", f"cni2cnm install --bin-dir {bin_dir} --force")
+    problems = trust.problems_of(inst) if inst.package_dir else trust.path_problems(inst.python)
+    if problems:
+        return Check("trust", FAIL, f"the plugin runs as root code that others than root can "
+                     f"change: {trust.describe(problems)}", trust.fix(problems))
+    what = ", ".join([inst.python, *([inst.package] if inst.package_dir else []),
+                      *inst.site_dirs])
+    if not inst.site_dirs:
+        return Check("trust", WARN, f"only root can change {what}; the site-packages of "
+                     f"{inst.python} can be checked only by doctor run with that interpreter",
+                     f"{inst.python} -m cni2cnm doctor")
+    return Check("trust", OK, f"only root can change the code the plugin runs: {what}")
 
 
 def check_version_call(bin_dir: str) -> Check:

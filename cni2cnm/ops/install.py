@@ -24,6 +24,9 @@ rather than a copy or link of pip's console script, because:
 An interpreter path a `#!` line cannot carry (blanks, or too long) gets a shell wrapper
 instead: `exec '<python>' -I -m cni2cnm "$@"`.
 
+It refuses (exit 2) when anyone but root can change the interpreter, the package,
+site-packages or a directory above them (cni2cnm.ops.trust): the plugin runs as root.
+
 Each file placed is recorded with its SHA-256 in `<state-dir>/install-manifest.json`;
 `--uninstall` removes a file only while it still has that content, and never touches files
 it did not place.
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni2cnm import PLUGIN_TYPE
-from cni2cnm.ops import OpError
+from cni2cnm.ops import OpError, trust
 from cni2cnm.ops.files import atomic_write, read_text, sha256_of, sha256_text
 
 MANIFEST = "install-manifest.json"
@@ -140,9 +143,11 @@ def write_manifest(state_dir: str, files: dict[str, dict[str, Any]]) -> None:
 # ==== install / uninstall ==================================================================
 
 
-def install(planned: list[Planned], state_dir: str, force: bool) -> list[Action]:
+def install(planned: list[Planned], state_dir: str, force: bool,
+            installation: trust.Installation | None = None) -> list[Action]:
     """Place the files. Nothing is written when one exists with other content and not
-    --force."""
+    --force, or when others than root could change the code the plugin runs (trust.py)."""
+    trust.require_trusted(installation)
     different = []
     for p in planned:
         current = sha256_of(p.path)

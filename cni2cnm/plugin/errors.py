@@ -53,7 +53,9 @@ def engine_error(e: EngineError, op: str) -> CNIError:
 
 def store_error(e: StoreError) -> CNIError:
     if getattr(e, "busy", False):
-        return CNIError(Code.TRY_AGAIN_LATER, "container busy", str(e))
+        return CNIError(Code.TRY_AGAIN_LATER,
+                        "busy: another operation on this container holds its lock; retry",
+                        str(e))
     return CNIError(Code.IO_FAILURE, "state store unavailable", str(e))
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,8 @@ import pytest
 from c2ctest import Resources, pause_container, unique_name
 from pluginrun import Plugin, cri_args, endpoint, plugin_executable, proc_netns
 from privateengine import PrivateEngine, private_engine
+
+from cni2cnm.store import Store
 
 ALWAYS = {"Name": "always"}
 
@@ -68,9 +73,30 @@ def wait_stopped(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     raise TimeoutError("plugin did not reach its test point")
 
 
+_ARMED: str | None = None
+
+
+def armed_hooks() -> dict[str, str]:
+    """The environment that arms the plugin's test hook (cni2cnm/testhook.py): a root-owned
+    0600 file with the magic content, made once per test process in a private directory
+    removed at exit."""
+    global _ARMED
+    if _ARMED is None:
+        from cni2cnm import testhook
+
+        d = tempfile.mkdtemp(prefix="c2ct-hooks-")
+        atexit.register(shutil.rmtree, d, True)
+        f = Path(d, "armed")
+        f.write_bytes(testhook.ARMED)
+        f.chmod(0o600)
+        _ARMED = str(f)
+    return {"CNI2CNM_TEST_HOOKS": _ARMED}
+
+
 def start_add_until(plugin: Plugin, pod: Any, point: str) -> subprocess.Popen[bytes]:
     """Start an ADD that stops itself (SIGSTOP) at a test point of the plugin."""
     env = {
+        **armed_hooks(),
         "PATH": os.environ.get("PATH", ""),
         "DOCKER_HOST": plugin.docker_host,
         "CNI_COMMAND": "ADD",
@@ -276,3 +302,75 @@ def test_read_only_state_dir(peng: PrivateEngine, pres: Resources, pplugin: Plug
     details = out.error(5)["details"]
     assert str(ro / "state") in details and "Read-only" in details
     assert networks_of(pod) == ["none"]
+
+
+# ---- 10. a state directory others could write to, links in it -----------------------------
+
+
+@pytest.fixture
+def splugin(docker_host: str, resources: Resources, net: Any) -> Plugin:
+    """On the session's engine: these tests never stop it."""
+    return Plugin(docker_host, str(resources.tmpdir() / "state"), net.name)
+
+
+@pytest.mark.parametrize(("owner", "mode", "why"), [
+    (0, 0o777, "writable by group or others"),
+    (0, 0o1777, "writable by group or others"),
+    (0, 0o770, "writable by group or others"),
+    (65534, 0o700, "owned by uid 65534"),
+])
+def test_a_state_dir_others_can_write_is_refused(splugin: Plugin, resources: Resources,
+                                                 images: Any, owner: int, mode: int,
+                                                 why: str) -> None:
+    pod = pause_container(resources, images)
+    state = Path(splugin.state_dir)
+    state.mkdir()
+    os.chown(state, owner, owner)
+    state.chmod(mode)
+    for command in ("ADD", "DEL"):
+        out = splugin.run(command, pod.id, proc_netns(pod), cni_args=cri_args(pod.id))
+        details = out.error(5)["details"] if command == "ADD" else out.stdout
+        if command == "ADD":
+            assert str(state) in details and why in details
+            assert "chmod 700" in details or "chown root:root" in details
+    assert networks_of(pod) == ["none"]  # refused before any engine change
+    assert sorted(os.listdir(state)) == []  # nothing was created in it
+
+
+@pytest.mark.parametrize("name", ["attachments.db", "lock"])
+def test_a_symlink_in_the_state_dir_is_refused(splugin: Plugin, resources: Resources,
+                                               images: Any, net: Any, name: str) -> None:
+    pod, other = (pause_container(resources, images) for _ in range(2))
+    splugin.run("ADD", pod.id, proc_netns(pod), cni_args=cri_args(pod.id)).ok()
+    state = Path(splugin.state_dir)
+    victim = resources.tmpdir() / "victim"
+    victim.write_bytes(b"")
+    # the lock file of `other` (made by root, as a pod's operation would find it) or the
+    # database: both stop the ADD of `other`
+    link = Path(Store(str(state)).lock_file(other.id)) if name == "lock" else state / name
+    link.unlink(missing_ok=True)
+    link.symlink_to(victim)
+    out = splugin.run("ADD", other.id, proc_netns(other), cni_args=cri_args(other.id))
+    details = out.error(5)["details"]
+    assert str(link) in details and "symbolic link" in details
+    assert victim.read_bytes() == b""  # never opened through the link
+    assert networks_of(other) == ["none"]
+
+
+def test_log_file_is_private_and_not_followed(splugin: Plugin, resources: Resources,
+                                              images: Any) -> None:
+    pod = pause_container(resources, images)
+    logs = resources.tmpdir()
+    log_file = logs / "cni2cnm.log"
+    conf = splugin.conf(logFile=str(log_file), logLevel="debug")
+    res = splugin.run("ADD", pod.id, proc_netns(pod), conf=conf,
+                      cni_args=cri_args(pod.id)).ok().doc
+    assert log_file.stat().st_mode & 0o777 == 0o600 and log_file.read_text()
+    victim = logs / "victim"
+    victim.write_text("")
+    link = logs / "link.log"
+    link.symlink_to(victim)
+    out = splugin.run("DEL", pod.id, proc_netns(pod), prev=res,
+                      conf=splugin.conf(logFile=str(link), logLevel="info"))
+    out.silent()
+    assert victim.read_text() == "" and "cannot open logFile" in out.stderr

@@ -1,0 +1,208 @@
+"""Trust only root's code: what the plugin file runs must be changeable by root alone.
+
+The plugin runs as root for every pod. Whoever can write the interpreter it starts, the
+cni2cnm package it imports, the site-packages it adds (with their .pth files, executed at
+start-up) or any directory above them can make their code run as root. So `cni2cnm install`
+refuses, and `cni2cnm doctor` FAILs, unless each of these
+
+- the interpreter (the path the plugin file names, every symbolic link on the way and the
+  file they lead to),
+- the directory the package is imported from, and every file and directory of the package,
+- site-packages, and everything in it; the standard library directory and the
+  directories site-packages' .pth files add to sys.path,
+
+and every directory above them up to `/` is owned by root and not writable by group or
+others. A world-writable sticky directory such as /tmp is refused too: anyone can create
+entries there. Symbolic links are followed hop by hop: the directories holding the link and
+those of its target must both pass.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+
+from cni2cnm.ops import OpError
+
+MAX_LINK_HOPS = 40
+MAX_REPORTED = 5
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.path} {self.why}"
+
+
+@dataclass
+class Installation:
+    """The code the plugin file runs."""
+
+    python: str
+    package_dir: str  # the sys.path entry cni2cnm is imported from
+    site_dirs: list[str] = field(default_factory=list)  # walked in full
+    other_dirs: list[str] = field(default_factory=list)  # the directories only (stdlib)
+
+    @property
+    def package(self) -> str:
+        return os.path.join(self.package_dir, "cni2cnm")
+
+
+def this_installation(python: str | None = None, package_dir: str | None = None
+                      ) -> Installation:
+    """The running interpreter's installation (what `cni2cnm install` writes a plugin for)."""
+    if package_dir is None:
+        import cni2cnm
+
+        package_dir = os.path.dirname(os.path.dirname(os.path.abspath(cni2cnm.__file__)))
+    paths = sysconfig.get_paths()
+    site = list(dict.fromkeys(p for p in (paths.get("purelib"), paths.get("platlib")) if p))
+    stdlib = list(dict.fromkeys(p for p in (paths.get("stdlib"), paths.get("platstdlib"))
+                                if p))
+    return Installation(python=os.path.abspath(python or sys.executable),
+                        package_dir=os.path.abspath(package_dir), site_dirs=site,
+                        other_dirs=stdlib + [d for s in site for d in pth_dirs(s)])
+
+
+def pth_dirs(site_dir: str) -> list[str]:
+    """The directories the .pth files of a site-packages directory add to sys.path (their
+    `import` lines run code that lives in site-packages, which is checked in full)."""
+    found: list[str] = []
+    try:
+        names = sorted(n for n in os.listdir(site_dir) if n.endswith(".pth"))
+    except OSError:
+        return found
+    for name in names:
+        try:
+            with open(os.path.join(site_dir, name), encoding="utf-8") as f:
+                lines = f.read(1 << 20).splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith(("#", "import ", "import\t")):
+                found.append(os.path.normpath(os.path.join(site_dir, line)))
+    return [d for d in dict.fromkeys(found) if os.path.isdir(d)]
+
+
+def entry_problem(path: str, st: os.stat_result) -> Problem | None:
+    """One file or directory (not a link): owned by root, not writable by group/others."""
+    if st.st_uid != 0:
+        return Problem(path, f"is owned by uid {st.st_uid}, not root")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
+            return Problem(path, f"is a sticky directory writable by others (mode {mode:04o}, "
+                           "like /tmp): anyone can create entries there")
+        return Problem(path, f"is writable by group or others (mode {mode:04o})")
+    return None
+
+
+def path_problems(path: str) -> list[Problem]:
+    """`path` and every directory above it; symbolic links (of the path or of a directory
+    on the way) are followed hop by hop, and their targets checked the same way."""
+    problems: list[Problem] = []
+    _check_path(os.path.abspath(path), problems, set(), 0)
+    return _unique(problems)
+
+
+def _check_path(path: str, problems: list[Problem], seen: set[str], hops: int) -> None:
+    if path in seen:
+        return
+    seen.add(path)
+    prefix = "/"
+    parts = [p for p in path.split("/") if p]
+    for i in range(len(parts) + 1):
+        if i:
+            prefix = os.path.join(prefix, parts[i - 1])
+        try:
+            st = os.lstat(prefix)
+        except OSError as e:
+            problems.append(Problem(prefix, f"cannot be checked ({e.strerror})"))
+            return
+        if stat.S_ISLNK(st.st_mode):
+            # The link's own directory is checked (it is above); the link itself cannot be
+            # changed, only replaced by whoever can write that directory. Its target can be
+            # anything: check it as a path of its own.
+            if hops >= MAX_LINK_HOPS:
+                problems.append(Problem(prefix, "has too many levels of symbolic links"))
+                return
+            target = os.path.join(os.path.dirname(prefix), os.readlink(prefix))
+            rest = os.path.join(os.path.normpath(target), *parts[i:])
+            _check_path(os.path.normpath(rest), problems, seen, hops + 1)
+            return
+        p = entry_problem(prefix, st)
+        if p is not None:
+            problems.append(p)
+
+
+def tree_problems(top: str) -> list[Problem]:
+    """Every file and directory under `top` (links: their targets, as paths of their own)."""
+    problems: list[Problem] = []
+
+    def unreadable(e: OSError) -> None:
+        problems.append(Problem(str(e.filename), f"cannot be checked ({e.strerror})"))
+
+    for root, dirs, files in os.walk(top, onerror=unreadable):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except OSError as e:
+                problems.append(Problem(path, f"cannot be checked ({e.strerror})"))
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                problems.extend(path_problems(path))
+                continue
+            p = entry_problem(path, st)
+            if p is not None:
+                problems.append(p)
+    return _unique(problems)
+
+
+def problems_of(inst: Installation) -> list[Problem]:
+    """Everything wrong with the installation, in a stable order, without duplicates."""
+    problems = path_problems(inst.python)
+    problems += path_problems(inst.package_dir)
+    if os.path.isdir(inst.package):
+        problems += path_problems(inst.package) + tree_problems(inst.package)
+    for d in inst.site_dirs:
+        if os.path.lexists(d):
+            problems += path_problems(d) + tree_problems(d)
+    for d in inst.other_dirs:
+        if os.path.lexists(d):
+            problems += path_problems(d)
+    return _unique(problems)
+
+
+def describe(problems: list[Problem]) -> str:
+    shown = "; ".join(str(p) for p in problems[:MAX_REPORTED])
+    more = len(problems) - MAX_REPORTED
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def fix(problems: list[Problem]) -> str:
+    paths = " ".join(sorted({p.path for p in problems})[:MAX_REPORTED])
+    return (f"make them root's alone (chown root:root {paths}; chmod go-w {paths}), or install "
+            "cni2cnm into a root-owned location (a venv under /opt or /usr/local, not under "
+            "/tmp or a user's home) and run `cni2cnm install` from there")
+
+
+def require_trusted(inst: Installation | None = None) -> None:
+    """Raise OpError (exit 2) unless only root can change the code the plugin file runs."""
+    inst = inst or this_installation()
+    problems = problems_of(inst)
+    if problems:
+        raise OpError(f"refusing to install: the plugin would run code that others than root "
+                      f"can change, as root on every pod: {describe(problems)}. Fix: "
+                      f"{fix(problems)}")
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))

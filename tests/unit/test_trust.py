@@ -1,0 +1,227 @@
+"""Trust only root's code (issue 12, item 2): install refuses and doctor FAILs unless only
+root can change the interpreter, the package, site-packages and every directory above.
+
+The trees are made under the checkout (root-owned, like /work here), not under /tmp: /tmp is
+a sticky world-writable directory and is refused itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cni2cnm.ops import OpError, trust
+from cni2cnm.ops import doctor as doc
+from cni2cnm.ops import install as inst
+
+REPO = Path(__file__).resolve().parents[2]
+NOBODY = 65534
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A fresh root-owned directory whose parents are root's alone."""
+    d = Path(tempfile.mkdtemp(prefix=".c2ct-trust-", dir=REPO))
+    try:
+        assert trust.path_problems(str(d)) == [], (
+            f"the checkout's directories must be root's alone for these tests: "
+            f"{trust.path_problems(str(d))}")
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def fake_installation(base: Path) -> trust.Installation:
+    """venv/bin/python -> ../../real/python3 (a link, as venvs make them), a package
+    directory with cni2cnm/, a site-packages with a .pth file."""
+    (base / "real").mkdir()
+    real = base / "real" / "python3"
+    real.write_text("#!/bin/sh\n")
+    real.chmod(0o755)
+    (base / "venv" / "bin").mkdir(parents=True)
+    (base / "venv" / "bin" / "python").symlink_to("../../real/python3")
+    site = base / "venv" / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "x.pth").write_text(f"import os\n{base / 'extra'}\n")
+    (base / "extra").mkdir()
+    (base / "src" / "cni2cnm").mkdir(parents=True)
+    (base / "src" / "cni2cnm" / "entry.py").write_text("print('hi')\n")
+    return trust.Installation(python=str(base / "venv" / "bin" / "python"),
+                              package_dir=str(base / "src"), site_dirs=[str(site)],
+                              other_dirs=trust.pth_dirs(str(site)))
+
+
+def paths(problems: list[trust.Problem]) -> list[str]:
+    return [p.path for p in problems]
+
+
+def test_a_root_owned_installation_passes(base: Path) -> None:
+    assert trust.problems_of(fake_installation(base)) == []
+
+
+def test_this_installation_passes() -> None:
+    """The suite installs from the checkout's .venv: it must pass, or nothing else works."""
+    here = trust.this_installation()
+    assert here.package_dir == str(REPO)
+    assert trust.problems_of(here) == []
+
+
+@pytest.mark.parametrize("victim", ["venv", "venv/bin", "src", "src/cni2cnm/entry.py",
+                                    "venv/lib/site-packages/x.pth", "real", "real/python3",
+                                    "extra", ""])
+def test_owned_by_nobody_is_refused(base: Path, victim: str) -> None:
+    installation = fake_installation(base)
+    target = base / victim
+    os.chown(target, NOBODY, NOBODY)
+    problems = trust.problems_of(installation)
+    assert paths(problems) == [str(target)]
+    assert f"owned by uid {NOBODY}" in problems[0].why
+
+
+@pytest.mark.parametrize("victim", ["venv", "venv/lib/site-packages", "src/cni2cnm",
+                                    "real/python3"])
+@pytest.mark.parametrize("bits", [0o020, 0o002])
+def test_group_or_other_writable_is_refused(base: Path, victim: str, bits: int) -> None:
+    installation = fake_installation(base)
+    target = base / victim
+    target.chmod(target.stat().st_mode & 0o777 | bits)
+    problems = trust.problems_of(installation)
+    assert paths(problems) == [str(target)] and "writable by group or others" in problems[0].why
+
+
+def test_a_sticky_directory_like_tmp_is_refused(base: Path) -> None:
+    installation = fake_installation(base)
+    (base / "venv").chmod(0o1777)
+    [problem] = trust.problems_of(installation)
+    assert problem.path == str(base / "venv") and "sticky" in problem.why
+    assert any(p.path == "/tmp" for p in trust.path_problems(tempfile.mkdtemp()))
+
+
+def test_a_link_is_followed_hop_by_hop(base: Path) -> None:
+    installation = fake_installation(base)
+    # the link's target moves to a directory nobody owns: the link itself is fine, its
+    # target is not
+    (base / "evil").mkdir()
+    os.chown(base / "evil", NOBODY, NOBODY)
+    (base / "real" / "python3").rename(base / "evil" / "python3")
+    (base / "real" / "python3").symlink_to("../evil/python3")
+    assert paths(trust.problems_of(installation)) == [str(base / "evil")]
+
+
+def test_require_trusted_names_the_path_and_the_fix(base: Path) -> None:
+    installation = fake_installation(base)
+    os.chown(base / "venv", NOBODY, NOBODY)
+    with pytest.raises(OpError) as info:
+        trust.require_trusted(installation)
+    assert info.value.exit_code == 2
+    text = str(info.value)
+    assert "refusing to install" in text and str(base / "venv") in text
+    assert f"chown root:root {base / 'venv'}" in text
+
+
+def test_install_refuses_and_writes_nothing(base: Path) -> None:
+    installation = fake_installation(base)
+    os.chown(base / "src" / "cni2cnm", NOBODY, NOBODY)
+    bin_dir = base / "bin"
+    planned = [inst.Planned(inst.plugin_path(str(bin_dir)), inst.wrapper_text(
+        installation.python, installation.package_dir), 0o755)]
+    with pytest.raises(OpError, match="refusing to install"):
+        inst.install(planned, str(base / "state"), False, installation=installation)
+    assert not bin_dir.exists() and not (base / "state").exists()
+
+
+def test_doctor_fails_with_the_fix_and_does_not_run_the_plugin(base: Path) -> None:
+    fake_installation(base)
+    bin_dir = base / "bin"
+    bin_dir.mkdir()
+    plugin = bin_dir / "cni2cnm"
+    plugin.write_text(inst.wrapper_text(str(base / "venv" / "bin" / "python"),
+                                        str(base / "src")))
+    plugin.chmod(0o755)
+    check = doc.check_trust(str(bin_dir))
+    assert check.status == doc.WARN  # another interpreter: its site-packages is not known
+    assert "doctor" in check.fix
+    os.chown(base / "src", NOBODY, NOBODY)
+    check = doc.check_trust(str(bin_dir))
+    assert check.status == doc.FAIL and str(base / "src") in check.message
+    assert "chown root:root" in check.fix
+
+
+def test_doctor_checks_this_installation_in_full(base: Path) -> None:
+    bin_dir = base / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cni2cnm").write_text(inst.wrapper_text())
+    check = doc.check_trust(str(bin_dir))
+    assert check.status == doc.OK, check
+    assert trust.this_installation().site_dirs[0] in check.message
+
+
+def test_pth_dirs_are_checked(base: Path) -> None:
+    installation = fake_installation(base)
+    assert installation.other_dirs == [str(base / "extra")]
+    (base / "extra").chmod(0o777)
+    assert paths(trust.problems_of(installation)) == [str(base / "extra")]
+
+
+# ---- the issue, reproduced: a venv owned by uid 65534 ------------------------------------
+
+
+def make_venv(base: Path) -> Path:
+    """A real venv that finds this checkout and its dependencies through a .pth file."""
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   capture_output=True, timeout=120)
+    [site] = (venv / "lib").glob("python3*/site-packages")
+    ours = trust.this_installation().site_dirs[0]
+    (site / "zz-cni2cnm-test.pth").write_text(f"{REPO}\n{ours}\n")
+    return venv
+
+
+def run_cli(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(venv / "bin" / "python"), "-I", "-m", "cni2cnm", *args],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+
+
+def test_a_venv_owned_by_nobody_install_refuses_doctor_fails(base: Path) -> None:
+    venv = make_venv(base)
+    dirs = ["--bin-dir", str(base / "bin"), "--conf-dir", str(base / "net.d"),
+            "--state-dir", str(base / "state")]
+    ok = run_cli(venv, "install", *dirs)
+    assert ok.returncode == 0, ok.stderr
+    plugin = base / "bin" / "cni2cnm"
+    assert plugin.read_text().startswith(f"#!{venv}/bin/python")
+    doctor = [*dirs[:4], "--docker-host", "unix:///nonexistent.sock"]
+    good = run_cli(venv, "doctor", *doctor)
+    trust_line = [ln for ln in good.stdout.splitlines() if ln.split()[1] == "trust"]
+    assert trust_line and trust_line[0].startswith("OK"), good.stdout
+
+    os.chown(venv, NOBODY, NOBODY)  # as in the issue: another user owns the venv
+    refused = run_cli(venv, "install", *dirs, "--force")
+    assert refused.returncode == 2, refused
+    assert refused.stdout == ""
+    assert "refusing to install" in refused.stderr and str(venv) in refused.stderr
+    bad = run_cli(venv, "doctor", *doctor)
+    assert bad.returncode == 1
+    lines = {ln.split()[1]: ln for ln in bad.stdout.splitlines()}
+    assert lines["trust"].startswith("FAIL") and str(venv) in lines["trust"]
+    assert f"uid {NOBODY}" in lines["trust"] and "chown root:root" in lines["trust"]
+    assert lines["version"].startswith("FAIL") and "not run" in lines["version"]
+
+
+@pytest.mark.parametrize(("owner", "mode"), [(NOBODY, 0o700), (0, 0o770), (0, 0o1777)])
+def test_doctor_fails_a_state_dir_the_plugin_refuses(base: Path, owner: int, mode: int) -> None:
+    state = base / "state"
+    state.mkdir()
+    os.chown(state, owner, owner)
+    state.chmod(mode)
+    check = doc.check_state_dir(str(state))
+    assert check.status == doc.FAIL and "code 5" in check.message
+    assert check.fix == f"chown root:root {state} && chmod 700 {state}"
