@@ -13,6 +13,9 @@ from typing import Any
 
 # Docker 25.0: a MAC in EndpointSettings at container create (proxy sandboxes) is applied.
 API_MAC_AT_CREATE = (1, 44)
+# Docker 25.0: connect validates the endpoint's addresses first ("invalid endpoint settings"),
+# so an address outside the subnet no longer leaves a stale Networks entry behind.
+API_CONNECT_VALIDATES_IP = (1, 44)
 # Docker 28.0: the com.docker.network.endpoint.ifname driver option names the interface.
 API_IFNAME = (1, 48)
 # Docker 28.0: endpoints get random MACs (before: 02:42 + the IPv4 address), new on restart.
