@@ -25,6 +25,8 @@ fi
 
 t_start=$(date +%s)
 bash scripts/bootstrap.sh
+# The engines the tests start themselves (fault tests, the swarm) are of the same kind.
+export C2C_ENGINE=${C2C_ENGINE:-20.10}
 
 engine_dir=""
 # shellcheck disable=SC2317  # invoked by the EXIT trap
