@@ -86,7 +86,9 @@ debian_mirror() {
     local codename uri
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     [ -n "$codename" ] || die "no VERSION_CODENAME in /etc/os-release"
-    uri=$(apt-get indextargets --format '$(TARGET_OF) $(RELEASE) $(REPO_URI)' 2>/dev/null \
+    # shellcheck disable=SC2016  # apt's own $(FIELD) syntax
+    uri=$(apt-get indextargets --no-release-info \
+            --format '$(TARGET_OF) $(RELEASE) $(REPO_URI)' \
         | awk -v rel="$codename" '$1 == "deb" && $2 == rel {print $3; exit}')
     [ -n "$uri" ] || die "no 'deb ... $codename' source in the system's apt sources" \
         "(set C2C_DEBIAN_MIRROR)"
