@@ -69,7 +69,7 @@ fi
 
 log "engine: $(timeout 20 docker -H "$DOCKER_HOST" version --format \
     'dockerd {{.Server.Version}}, API {{.Server.APIVersion}} (min {{.Server.MinAPIVersion}}), containerd {{range .Server.Components}}{{if eq .Name "containerd"}}{{.Version}}{{end}}{{end}}, runc {{range .Server.Components}}{{if eq .Name "runc"}}{{.Version}}{{end}}{{end}}' \
-    2>&1) (C2C_ENGINE=${C2C_ENGINE:-20.10})"
+    2>&1)${engine_dir:+ (C2C_ENGINE=$C2C_ENGINE)}"
 bash scripts/images.sh "$DOCKER_HOST"
 
 ruff_rc=0
