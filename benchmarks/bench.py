@@ -237,7 +237,8 @@ class Bench:
                                 check=False)
             host = subprocess.run(["bash", str(SCRIPTS / "dockerd.sh"), "start", d],
                                   capture_output=True, text=True, check=True).stdout.strip()
-            log(f"started a throwaway engine at {host}")
+            log(f"started a throwaway engine (C2C_ENGINE={os.environ.get('C2C_ENGINE', '20.10')})"
+                f" at {host}")
         subprocess.run(["bash", str(SCRIPTS / "images.sh"), host], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return host

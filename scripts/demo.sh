@@ -13,7 +13,8 @@
 #   7. a network namespace Docker does not own (`ip netns add`, as containerd, CRI-O or podman
 #      make them) joins the same Docker network through a proxy sandbox; then everything the
 #      demo made is removed
-# It starts a throwaway engine in its own network namespace unless DOCKER_HOST answers.
+# It starts a throwaway engine in its own network namespace unless DOCKER_HOST answers:
+# C2C_ENGINE=20.10|28 (default 20.10, see scripts/engine.sh) and C2C_DOCKERD_ARGS pick it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,6 +51,7 @@ else
     DOCKER_HOST=$(scripts/dockerd.sh start "$engine_dir")
     note "DOCKER_HOST=$DOCKER_HOST"
 fi
+note "engine: $($DOCKER -H "$DOCKER_HOST" version --format 'dockerd {{.Server.Version}}, API {{.Server.APIVersion}}')"
 export DOCKER_HOST
 scripts/images.sh "$DOCKER_HOST" >/dev/null 2>&1
 note "local images: local/pause:3.10 (a static pause binary), local/busybox"

@@ -18,7 +18,9 @@
 # Environment: DOCKER (client binary, default: docker on PATH), C2C_STORAGE_DRIVER (force a
 # storage driver), C2C_START_TIMEOUT (seconds, default 30), C2C_DOCKERD_ARGS (extra dockerd
 # arguments, split on whitespace, e.g. "--live-restore"; saved in DIR/extra-args and reused by
-# restart unless given again).
+# restart unless given again), C2C_ENGINE (20.10, the default, or 28: the dockerd to run, see
+# scripts/engine.sh, which fetches 28 on first use; saved in DIR/engine and reused by restart
+# unless given again).  The engine's directory comes first on dockerd's PATH.
 #
 # Only the engine's host is printed on stdout; all diagnostics go to stderr.
 set -euo pipefail
@@ -138,23 +140,24 @@ forget_dead_containerd() {
 # Start dockerd with the given storage driver and wait until it answers.  Returns non-zero
 # (daemon killed) when it exits or does not answer in time.
 launch() {
-    local driver=$1 pid deadline
+    local driver=$1 pid deadline engine
     local -a extra=()
     if [ -s "$DIR/extra-args" ]; then
         read -r -a extra <"$DIR/extra-args"
     fi
+    engine=$(cat "$DIR/engine")
     rm -f "$DIR/docker.sock" "$DIR/docker.pid"
     forget_dead_containerd
     mkdir -p "$DIR/data" "$DIR/exec"
     [ -f "$DIR/daemon.json" ] || echo '{}' >"$DIR/daemon.json"
     {
-        echo "===== $(date -u '+%Y-%m-%dT%H:%M:%SZ') starting dockerd (storage driver $driver," \
-            "netns $NS)"
+        echo "===== $(date -u '+%Y-%m-%dT%H:%M:%SZ') starting dockerd $engine (storage driver" \
+            "$driver, netns $NS, PATH $ENGINE_PATH, extra args: ${extra[*]+${extra[*]}})"
     } >>"$LOGFILE"
     # setsid: own session, so a Ctrl-C on the caller's terminal does not reach the daemon.
     # In a non-interactive script the background child is not a process-group leader, so
     # setsid does not fork and $! is the dockerd PID (nsenter execs too).
-    setsid nsenter --net="/run/netns/$NS" dockerd \
+    PATH=$ENGINE_PATH setsid nsenter --net="/run/netns/$NS" dockerd \
         --config-file "$DIR/daemon.json" \
         --data-root "$DIR/data" \
         --exec-root "$DIR/exec" \
@@ -200,7 +203,10 @@ do_start() {
     local t0 pid driver forced=""
     t0=$(date +%s.%N)
     if answers; then
-        log "engine already answers at $HOST"
+        log "engine $(cat "$DIR/engine" 2>/dev/null || echo '?') already answers at $HOST"
+        if [ -n "${C2C_ENGINE:-}" ] && [ "$(cat "$DIR/engine" 2>/dev/null)" != "$C2C_ENGINE" ]; then
+            log "warning: C2C_ENGINE=$C2C_ENGINE asked; stop the engine of $DIR to switch"
+        fi
         echo "$HOST"
         return 0
     fi
@@ -218,7 +224,9 @@ do_start() {
         kill -KILL "$pid" 2>/dev/null || true
         wait_gone "$pid" 5 || true
     fi
-    command -v dockerd >/dev/null || die "dockerd not found (apt-get install docker.io)"
+    engine_name "$DIR/engine" >"$DIR/engine.new"
+    mv "$DIR/engine.new" "$DIR/engine"
+    ENGINE_PATH=$(engine_path "$(cat "$DIR/engine")")
     if [ -n "${C2C_DOCKERD_ARGS+set}" ]; then
         printf '%s\n' "$C2C_DOCKERD_ARGS" >"$DIR/extra-args"
     fi
@@ -253,7 +261,7 @@ do_start() {
             exit 1
         fi
     fi
-    log "engine up at $HOST (pid $(cat "$PIDFILE"), storage $driver, netns $NS," \
+    log "engine $(cat "$DIR/engine") up at $HOST (pid $(cat "$PIDFILE"), storage $driver, netns $NS," \
         "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s)"
     echo "$HOST"
 }

@@ -47,3 +47,33 @@ unmount_under() {
             umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"
         done
 }
+
+# The engine to run (C2C_ENGINE: 20.10, the default, or 28; see scripts/engine.sh) and the PATH
+# to start its dockerd with: the engine's directory first, so that dockerd finds its own
+# docker-proxy and docker-init, and bookworm's containerd and runc after it.
+engine_name() {  # [saved-file]: C2C_ENGINE, else the engine saved in the file, else 20.10
+    if [ -n "${C2C_ENGINE:-}" ]; then
+        echo "$C2C_ENGINE"
+    elif [ -n "${1:-}" ] && [ -s "$1" ]; then
+        cat "$1"
+    else
+        echo 20.10
+    fi
+}
+
+engine_path() {  # engine
+    local bin
+    bin=$(bash "$(dirname "${BASH_SOURCE[0]}")/engine.sh" bin "$1") \
+        || die "engine $1 is not available (scripts/engine.sh bin $1)"
+    echo "$bin:$PATH"
+}
+
+# C2C_DOCKERD_ARGS (extra dockerd arguments, split on whitespace) as the array EXTRA_ARGS.
+read_extra_args() {  # [saved-file]: the file's arguments when C2C_DOCKERD_ARGS is unset
+    EXTRA_ARGS=()
+    if [ -n "${C2C_DOCKERD_ARGS+set}" ]; then
+        read -r -a EXTRA_ARGS <<<"$C2C_DOCKERD_ARGS"
+    elif [ -n "${1:-}" ] && [ -s "$1" ]; then
+        read -r -a EXTRA_ARGS <"$1"
+    fi
+}

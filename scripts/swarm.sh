@@ -32,6 +32,10 @@
 #   C2S_IMAGES [1] (0: do not build the test images)   C2S_START_TIMEOUT [60]
 #   C2S_STORAGE_DRIVER [overlay2, vfs as fallback]      DOCKER [docker]
 #   C2S_STOP_TIMEOUT [3] (seconds between SIGTERM and SIGKILL of a dockerd in down)
+#   C2C_ENGINE [20.10] (or 28: the dockerd both nodes run, see scripts/engine.sh; its directory
+#                       comes first on dockerd's PATH)
+#   C2C_DOCKERD_ARGS [] (extra arguments for both dockerds, split on whitespace, as for
+#                       scripts/dockerd.sh)
 #
 # Keep DIR short: DIR/a/docker.sock must stay below 108 bytes.  Diagnostics go to stderr.
 set -euo pipefail
@@ -175,17 +179,20 @@ make_link() {
 # Start the dockerd of NODE in the background; its PID goes to DIR/NODE/dockerd.pid.
 launch() {  # node driver
     local node=$1 driver=$2 d="$DIR/$1" bip pool pid
+    local -a EXTRA_ARGS
+    read_extra_args
     if [ "$node" = a ]; then bip=$BIP_A pool=$POOL_A; else bip=$BIP_B pool=$POOL_B; fi
     mkdir -p "$d/data" "$d/exec"
     rm -f "$d/docker.sock" "$d/docker.pid"
     echo '{}' >"$d/daemon.json"
     echo "===== $(date -u '+%Y-%m-%dT%H:%M:%SZ') starting dockerd (node $node, storage" \
-        "driver $driver, netns $(ns_of "$node"))" >>"$d/dockerd.log"
+        "driver $driver, netns $(ns_of "$node"), engine $ENGINE, PATH $ENGINE_PATH, extra" \
+        "args: ${EXTRA_ARGS[*]+${EXTRA_ARGS[*]}})" >>"$d/dockerd.log"
     # nsenter and unshare exec (no fork), sh sets the hostname of the new UTS namespace and
     # execs dockerd: $! is the dockerd PID.  setsid keeps terminal signals away; fd 9 (our lock)
     # must not leak into the daemon.
     # shellcheck disable=SC2016
-    setsid nsenter --net="/run/netns/$(ns_of "$node")" \
+    PATH=$ENGINE_PATH setsid nsenter --net="/run/netns/$(ns_of "$node")" \
         unshare --uts -- \
         sh -c 'hostname "$1" && shift && exec "$@"' sh "$(name_of "$node")" \
         dockerd \
@@ -198,6 +205,7 @@ launch() {  # node driver
         --bip "$bip" \
         --default-address-pool "$pool" \
         --cgroup-parent "/$(ns_of "$node")" \
+        ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"} \
         </dev/null >>"$d/dockerd.log" 2>&1 9>&- &
     pid=$!
     echo "$pid" >"$d/dockerd.pid"
@@ -294,7 +302,8 @@ do_up() {
         cat "$FACTS"
         return 0
     fi
-    command -v dockerd >/dev/null || die "dockerd not found (apt-get install docker.io)"
+    ENGINE=$(engine_name)
+    ENGINE_PATH=$(engine_path "$ENGINE")
     command -v "$DOCKER" >/dev/null || die "docker client '$DOCKER' not found"
     if [ -e "/run/netns/$(ns_of a)" ] || [ -e "/run/netns/$(ns_of b)" ] \
         || daemon_pid a >/dev/null || daemon_pid b >/dev/null; then
@@ -303,13 +312,14 @@ do_up() {
     fi
     mkdir -p "$DIR/a" "$DIR/b"
 
+    echo "$ENGINE" >"$DIR/engine"
     t=$(now)
     make_link
     log "phase netns+veth: $(since "$t") s"
 
     t=$(now)
     start_nodes || { do_down; die "the nodes did not start"; }
-    log "phase dockerd a+b ready: $(since "$t") s (pids $(cat "$DIR/a/dockerd.pid")," \
+    log "phase dockerd $ENGINE a+b ready: $(since "$t") s (pids $(cat "$DIR/a/dockerd.pid")," \
         "$(cat "$DIR/b/dockerd.pid"))"
 
     # The images build while the swarm forms.
@@ -443,7 +453,7 @@ kill_leftovers() {
 do_down() {
     local t0 node ns
     t0=$(now)
-    rm -f "$FACTS"
+    rm -f "$FACTS" "$DIR/engine"
     # Both nodes at once (a manager and a worker stopping in turn each wait for the other).
     stop_node a &
     local pa=$!

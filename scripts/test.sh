@@ -7,6 +7,9 @@
 #
 # Exports for the tests: DOCKER_HOST, and CNI2CNM_TEST_ENGINE_DIR (only for an engine started
 # here) so fault-injection tests can run `scripts/dockerd.sh restart "$CNI2CNM_TEST_ENGINE_DIR"`.
+# C2C_ENGINE (20.10, the default, or 28; see scripts/engine.sh) picks the engine it starts, and
+# the engines the tests start themselves (fault tests, the swarm); C2C_DOCKERD_ARGS are extra
+# arguments for every one of them.  The engine's version and API are printed first.
 # Exit status: pytest's; a ruff failure or a run with no tests (pytest exit 5) also fails.
 set -euo pipefail
 
@@ -22,6 +25,8 @@ fi
 
 t_start=$(date +%s)
 bash scripts/bootstrap.sh
+# The engines the tests start themselves (fault tests, the swarm) are of the same kind.
+export C2C_ENGINE=${C2C_ENGINE:-20.10}
 
 engine_dir=""
 # shellcheck disable=SC2317  # invoked by the EXIT trap
@@ -62,6 +67,9 @@ else
         "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"
 fi
 
+log "engine: $(timeout 20 docker -H "$DOCKER_HOST" version --format \
+    'dockerd {{.Server.Version}}, API {{.Server.APIVersion}} (min {{.Server.MinAPIVersion}}), containerd {{range .Server.Components}}{{if eq .Name "containerd"}}{{.Version}}{{end}}{{end}}, runc {{range .Server.Components}}{{if eq .Name "runc"}}{{.Version}}{{end}}{{end}}' \
+    2>&1)${engine_dir:+ (C2C_ENGINE=$C2C_ENGINE)}"
 bash scripts/images.sh "$DOCKER_HOST"
 
 ruff_rc=0
