@@ -159,6 +159,15 @@ class FakeEngine(Faults):
         self.stop(ref)
         self.start(ref)
 
+    def lose_container(self, ref: str) -> None:
+        """The container is gone but dockerd kept its endpoints (found by its name)."""
+        c = self._container(ref)
+        for name, ep in c.endpoints.items():
+            if ep.endpoint_id and name not in ("none", "host"):
+                self.networks[ep.network_id].orphans[c.name] = ep
+        self.namespaces.unlink(f"/proc/{c.pid}/ns/net")
+        del self.containers[c.id]
+
     def sandbox_key(self, c: FakeContainer) -> str:
         return f"/var/run/docker/netns/{c.id[:12]}"
 
@@ -321,8 +330,13 @@ class FakeEngine(Faults):
     def disconnect(self, container: str, network: str, *, force: bool = False) -> None:
         c = self._lookup(container)
         if c is None:
-            self._network(network)
-            if force:  # dockerd then looks `container` up as an endpoint name
+            net = self._network(network)
+            if force and container in net.orphans:  # dockerd looks it up as an endpoint name
+                ep = net.orphans.pop(container)
+                net.release(ep.ipv4, ep.ipv6)
+                remove_interface(self.namespaces, ep.mac)
+                return
+            if force:
                 raise NotFound(f"endpoint {container} not found", 404)
             raise NotFound(f"No such container: {container}", 404)
         net = self._network(network)

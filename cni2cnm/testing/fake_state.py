@@ -32,6 +32,9 @@ class FakeNetwork:
     gateway_service: bool = True  # remote drivers can run without a gateway
     options: dict[str, str] = field(default_factory=dict)
     used: dict[str, str] = field(default_factory=dict)  # address -> container ID
+    # endpoints whose container dockerd lost (removed while its endpoint stayed), by the
+    # container's name: only a force-disconnect by that name removes them
+    orphans: dict[str, FakeEndpoint] = field(default_factory=dict)
 
     @classmethod
     def make(cls, id: str, name: str, *, subnet: str | None, gateway: str | None,

@@ -44,6 +44,10 @@ def to_network(net: FakeNetwork, members: Iterable[FakeContainer]) -> Network:
         listed.append(Member(container_id=c.id, name=c.name, endpoint_id=ep.endpoint_id,
                              mac=ep.mac if net.reports_mac else "", ipv4=ep.ipv4,
                              ipv6=ep.ipv6))
+    for name, ep in net.orphans.items():  # dockerd lists them under "ep-<endpoint id>"
+        listed.append(Member(container_id=f"ep-{ep.endpoint_id}", name=name,
+                             endpoint_id=ep.endpoint_id, mac=ep.mac, ipv4=ep.ipv4,
+                             ipv6=ep.ipv6))
     return Network(id=net.id, name=net.name, driver=net.driver, scope=net.scope,
                    internal=net.internal, attachable=net.attachable, ipv6=bool(net.subnet6),
                    subnets=subnets, members=tuple(listed), options=dict(net.options))
