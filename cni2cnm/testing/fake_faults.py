@@ -50,12 +50,13 @@ class Faults:
 
     def fail(self, method: str, error: EngineError, nth: int = 1, after: str | None = None,
              times: int = 1) -> None:
-        """The `nth` call of `method` (after a call of `after`, if given) raises `error`."""
+        """The `nth` call of `method` from now on (counted once `after` was called, if
+        given) raises `error`, `times` times."""
         self._faults.append(Fault(method, error, nth, after, times))
 
     def then(self, method: str, action: Callable[[], None], nth: int = 1) -> None:
-        """Run `action` right after the `nth` call of `method` returned."""
-        self._hooks.append((method, nth, action))
+        """Run `action` right after the `nth` call of `method` from now on returned."""
+        self._hooks.append((method, self._counts.get(method, 0) + nth, action))
 
     def called(self, method: str) -> list[tuple[Any, ...]]:
         return [args for name, args in self.calls if name == method]

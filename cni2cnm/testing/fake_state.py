@@ -82,7 +82,10 @@ def _pick(net: FakeNetwork, subnet: str | None, wanted: str | None, version: int
         if not net.user_subnets:
             raise InvalidRequest("user specified IP address is supported only when connecting "
                                  "to networks with user configured subnets", 400)
-        addr = ipaddress.ip_address(wanted)
+        try:
+            addr = ipaddress.ip_address(wanted)
+        except ValueError:
+            raise InvalidRequest(f"invalid IPv{version} address: {wanted}", 400) from None
         if addr not in network:
             raise InvalidRequest(f"Invalid address {wanted}: It does not belong to any of this "
                                  "network's subnets", 500)
