@@ -164,12 +164,15 @@ def test_rollback_clears_the_stale_entry_of_a_failed_connect(world: World) -> No
         world.engine.connect(pod.id, "pods", ipv4="10.99.0.5")
     assert not world.inspect(pod.id).endpoints["pods"].attached  # 20.10's stale entry
     with Store(world.state_dir) as store:
-        rollback(world.engine, world.ns, store, intent(world, store, docker_id=pod.id,
-                                                       none_detached=True))
+        att = intent(world, store, docker_id=pod.id, none_detached=True)
+        before = len(world.engine.calls)
+        rollback(world.engine, world.ns, store, att)
         assert store.list() == []
     assert list(world.inspect(pod.id).endpoints) == ["none"]
-    assert [m for m, _ in world.engine.calls[-6:] if m in ("connect", "disconnect")] == [
-        "disconnect", "connect", "disconnect", "connect"]
+    # disconnect (refused: stale), a plain connect over it, disconnect, `none` again
+    assert [(m, a[1]) for m, a in world.engine.calls[before:] if "connect" in m] == [
+        ("disconnect", att.network_id), ("connect", att.network_id),
+        ("disconnect", att.network_id), ("connect", "none")]
 
 
 def test_rollback_keeps_the_record_when_the_engine_is_gone(world: World) -> None:
