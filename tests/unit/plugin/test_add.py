@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cni2cnm.engine import NotFound
+from cni2cnm.engine import EngineUnavailable, NotFound
 from cni2cnm.store import ADDING, Attachment, Store
 
 from ..fakes import ALL_VERSIONS
@@ -296,3 +296,34 @@ def test_a_vanished_network_between_lookup_and_connect(world: World) -> None:
     out = world.run("ADD", pod.id, netns(pod))
     assert "network pods not found" in out.error(7)["details"]
     assert world.networks_of(pod.id) == ["none"] and world.records() == []
+
+
+def interrupted(world: World, pod_id: str) -> None:
+    """An ADD killed right after its connect: the intent row and the endpoint are left."""
+    world.engine.then("connect", lambda: setattr(world.engine, "down", True))
+    world.run("ADD", pod_id, netns(world.inspect(pod_id))).error(11)
+    world.engine.down = False
+    assert [r.state for r in world.records()] == [ADDING]
+
+
+@pytest.mark.parametrize("api", [(1, 51), (1, 54)])  # 20.10: see ..._is_finished_first
+def test_an_interrupted_add_is_undone_then_done_again(world: World,
+                                                      api: tuple[int, int]) -> None:
+    world.engine.api = api
+    pod = world.pod()
+    interrupted(world, pod.id)
+    res = world.add(pod)
+    [rec] = world.records()
+    assert rec.state == "attached" and res["interfaces"][0]["name"] == "eth0"
+    assert world.networks_of(pod.id) == ["pods"]
+
+
+def test_an_interrupted_add_that_cannot_be_undone_yet(world: World) -> None:
+    pod = world.pod()
+    interrupted(world, pod.id)
+    world.engine.fail("disconnect", EngineUnavailable("connection refused"))
+    out = world.run("ADD", pod.id, netns(pod))
+    assert "could not be removed yet" in out.error(11)["details"]
+    assert [r.state for r in world.records()] == [ADDING]
+    assert world.inspect(pod.id).endpoints["pods"].attached  # nothing else was tried
+    assert len(world.engine.called("connect")) == 1
