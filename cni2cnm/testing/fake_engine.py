@@ -83,8 +83,8 @@ class FakeEngine(Faults):
                     gateway6: str | None = None, driver: str = "bridge", scope: str = "local",
                     internal: bool = False, attachable: bool = False,
                     user_subnets: bool = True, reports_mac: bool = True,
-                    gateway_service: bool = True) -> FakeNetwork:
-        net = FakeNetwork.make(self._hex(), name, subnet=subnet, gateway=gateway,
+                    gateway_service: bool = True, id: str | None = None) -> FakeNetwork:
+        net = FakeNetwork.make(id or self._hex(), name, subnet=subnet, gateway=gateway,
                                subnet6=subnet6, gateway6=gateway6, driver=driver, scope=scope,
                                internal=internal, attachable=attachable,
                                user_subnets=user_subnets, reports_mac=reports_mac,
@@ -100,13 +100,14 @@ class FakeEngine(Faults):
         del self.networks[net.id]
 
     def create_container(self, name: str, image: str = "pause", network_mode: str = "none",
-                         labels: dict[str, str] | None = None, start: bool = True) -> str:
+                         labels: dict[str, str] | None = None, start: bool = True,
+                         id: str | None = None) -> str:
         if any(c.name == name for c in self.containers.values()):
             other = next(c for c in self.containers.values() if c.name == name)
             raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use by '
                                 f'container "{other.id}". You have to remove (or rename) that '
                                 "container to be able to reuse that name.", 409)
-        c = FakeContainer(id=self._hex(), name=name, image=image, network_mode=network_mode,
+        c = FakeContainer(id=id or self._hex(), name=name, image=image, network_mode=network_mode,
                           labels=dict(labels or {}))
         self.images.add(image)
         if not network_mode.startswith("container:"):
