@@ -21,7 +21,7 @@ a method raises an error, optionally counting only after a call of another metho
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, TypeVar
 
 from cni2cnm.engine import (
     IFNAME_OPTION,
@@ -47,6 +47,19 @@ NONE_MODE = ("container cannot be connected to multiple networks with one of the
 SHARED_MODE = ("container sharing network namespace with another container or host cannot be "
                "connected to any other network")
 HOST_MODE = "container cannot be disconnected from host network or connected to host network"
+
+
+Named = TypeVar("Named", FakeContainer, FakeNetwork)
+
+
+def _by_ref(objs: list[Named], ref: str) -> Named | None:
+    """dockerd's lookup: the full ID, else the name, else a unique ID prefix."""
+    for match in (lambda o: o.id == ref, lambda o: o.name == ref):
+        found = [o for o in objs if match(o)]
+        if found:
+            return found[0]
+    prefixed = [o for o in objs if ref and o.id.startswith(ref)]
+    return prefixed[0] if len(prefixed) == 1 else None
 
 
 class FakeEngine(Faults):
@@ -91,6 +104,12 @@ class FakeEngine(Faults):
                                gateway_service=gateway_service)
         self.networks[net.id] = net
         return net
+
+    def add_overlay(self, name: str, subnet: str = "10.70.0.0/24", attachable: bool = True
+                    ) -> FakeNetwork:
+        """A swarm overlay (give the engine a `role` to make it a swarm node)."""
+        return self.add_network(name, subnet=subnet, driver="overlay", scope="swarm",
+                                attachable=attachable)
 
     def remove_network(self, ref: str) -> None:
         net = self._network(ref)
@@ -175,13 +194,7 @@ class FakeEngine(Faults):
     # ---- lookups (dockerd's rules: ID, unique ID prefix, name) ------------------------
 
     def _lookup(self, ref: str) -> FakeContainer | None:
-        if ref in self.containers:
-            return self.containers[ref]
-        by_name = [c for c in self.containers.values() if c.name == ref.lstrip("/")]
-        if by_name:
-            return by_name[0]
-        prefixed = [c for c in self.containers.values() if ref and c.id.startswith(ref)]
-        return prefixed[0] if len(prefixed) == 1 else None
+        return _by_ref(list(self.containers.values()), ref.lstrip("/"))
 
     def _container(self, ref: str) -> FakeContainer:
         c = self._lookup(ref)
@@ -190,11 +203,7 @@ class FakeEngine(Faults):
         return c
 
     def _find_network(self, ref: str) -> FakeNetwork | None:
-        for net in self.networks.values():
-            if ref in (net.id, net.name):
-                return net
-        prefixed = [n for n in self.networks.values() if ref and n.id.startswith(ref)]
-        return prefixed[0] if len(prefixed) == 1 else None
+        return _by_ref(list(self.networks.values()), ref)
 
     def _network(self, ref: str) -> FakeNetwork:
         net = self._find_network(ref)

@@ -236,8 +236,7 @@ def test_internal_network_has_no_default_route(world: World) -> None:
 
 def test_overlay_brings_the_gwbridge_interface(world: World) -> None:
     world.engine.role = "manager"
-    world.engine.add_network("ovl", subnet="10.70.0.0/24", driver="overlay", scope="swarm",
-                             attachable=True)
+    world.engine.add_overlay("ovl")
     world.net_name = "ovl"
     pod = world.pod()
     res = world.add(pod)
@@ -251,8 +250,7 @@ def test_overlay_brings_the_gwbridge_interface(world: World) -> None:
 
 def test_swarm_worker_connects_by_name_before_the_network_is_visible(world: World) -> None:
     world.engine.role = "worker"
-    world.engine.add_network("ovl", subnet="10.70.0.0/24", driver="overlay", scope="swarm",
-                             attachable=True)
+    world.engine.add_overlay("ovl")
     world.net_name = "ovl"
     pod = world.pod()
     assert world.engine.network("ovl") is None
@@ -271,7 +269,7 @@ def test_swarm_worker_network_that_does_not_exist(world: World) -> None:
 
 def test_swarm_network_not_attachable(world: World) -> None:
     world.engine.role = "manager"
-    world.engine.add_network("svc", subnet="10.71.0.0/24", driver="overlay", scope="swarm")
+    world.engine.add_overlay("svc", "10.71.0.0/24", attachable=False)
     pod = world.pod()
     out = world.run("ADD", pod.id, netns(pod), conf=world.conf(network="svc"))
     assert "not manually attachable" in out.error(7)["details"]

@@ -82,8 +82,7 @@ def test_address_taken_behind_the_plugin_s_back(world: World) -> None:
 
 def test_overlay_address_in_use_times_out(world: World) -> None:
     world.engine.role = "manager"
-    world.engine.add_network("ovl", subnet="10.70.0.0/24", driver="overlay", scope="swarm",
-                             attachable=True)
+    world.engine.add_overlay("ovl")
     world.net_name = "ovl"
     first = world.pod("first")
     world.add(first)

@@ -89,31 +89,30 @@ def test_check_fails_when(world: World, change: str, why: str) -> None:
     assert why in world.run("CHECK", pod.id, path, prev=res).error(103)["details"]
 
 
-def test_check_fails_when_prev_result_ips_differ(world: World) -> None:
-    pod = world.pod()
-    res = world.add(pod)
-    prev = copy.deepcopy(res)
+def set_ip(prev: dict[str, Any]) -> None:
     prev["ips"][0]["address"] = "10.1.2.3/24"
-    assert "10.1.2.3/24" in world.run("CHECK", pod.id, netns(pod), prev=prev).error(103)[
-        "details"]
 
 
-def test_check_fails_when_prev_result_mac_differs(world: World) -> None:
-    pod = world.pod()
-    res = world.add(pod)
-    prev = copy.deepcopy(res)
+def set_mac(prev: dict[str, Any]) -> None:
     prev["interfaces"][0]["mac"] = "02:00:00:00:00:01"
-    out = world.run("CHECK", pod.id, netns(pod), prev=prev)
-    assert "prevResult says 02:00:00:00:00:01" in out.error(103)["details"]
 
 
-def test_check_fails_when_prev_result_lists_no_such_interface(world: World) -> None:
-    pod = world.pod()
-    res = world.add(pod)
-    prev = copy.deepcopy(res)
+def set_name(prev: dict[str, Any]) -> None:
     prev["interfaces"][0]["name"] = "net9"
-    out = world.run("CHECK", pod.id, netns(pod), prev=prev)
-    assert "lists no interface eth0" in out.error(103)["details"]
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (set_ip, "prevResult says ['10.1.2.3/24']"),
+    (set_mac, "prevResult says 02:00:00:00:00:01"),
+    (set_name, "lists no interface eth0"),
+], ids=["ips", "mac", "interface"])
+def test_check_fails_when_prev_result_differs(world: World,
+                                              edit: Callable[[dict[str, Any]], None],
+                                              why: str) -> None:
+    pod = world.pod()
+    prev = copy.deepcopy(world.add(pod))
+    edit(prev)
+    assert why in world.run("CHECK", pod.id, netns(pod), prev=prev).error(103)["details"]
 
 
 def test_check_after_an_engine_restart(world: World) -> None:

@@ -130,8 +130,11 @@ def test_unrecorded_del_with_a_runtime_id_and_the_namespace(world: World) -> Non
     assert "pods" not in world.inspect(pod.id).endpoints
 
 
-@pytest.mark.parametrize("where", ["other-netns", "empty", "missing", "foreign"])
-def test_unrecorded_del_never_detaches_a_bystander(world: World, where: str) -> None:
+@pytest.mark.parametrize(("runtime_id", "where"), [
+    ("pod", "other-netns"), ("pod", "empty"), ("pod", "missing"), ("pod", "foreign"),
+    ("cnitool-9", "foreign"), ("cnitool-9", "missing")])
+def test_unrecorded_del_never_detaches_a_bystander(world: World, runtime_id: str,
+                                                   where: str) -> None:
     pod, bystander = world.pod(), world.pod("bystander")
     world.add(pod)
     world.add(bystander)
@@ -139,7 +142,7 @@ def test_unrecorded_del_never_detaches_a_bystander(world: World, where: str) -> 
     world.ns.create("/run/netns/foreign")
     path = {"other-netns": netns(bystander), "empty": "", "missing": "/run/netns/gone",
             "foreign": "/run/netns/foreign"}[where]
-    world.run("DEL", pod.id, path).silent()
+    world.run("DEL", pod.id if runtime_id == "pod" else runtime_id, path).silent()
     assert world.inspect(pod.id).endpoints["pods"].attached
     assert world.inspect(bystander.id).endpoints["pods"].attached
 

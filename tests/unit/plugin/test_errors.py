@@ -5,68 +5,54 @@ from __future__ import annotations
 
 import pytest
 
-from cni2cnm.engine import errors as engine_errors
-from cni2cnm.engine.errors import (
-    AddressInUse,
-    AlreadyExists,
-    Conflict,
-    Deadline,
-    EngineConfigError,
-    EngineError,
-    EngineUnavailable,
-    InvalidRequest,
-    NotAttachable,
-    NotConnected,
-    NotFound,
-    Rejected,
-)
+from cni2cnm.engine import errors as err
 
 from .conftest import World, cri_args, netns
 
 # The codes the runtime sees, decided here independently of plugin/errors.py.
-EXPECTED: dict[type[EngineError], int] = {
-    EngineUnavailable: 11,  # try again later
-    EngineConfigError: 7,
-    NotFound: 7,
-    AlreadyExists: 101,
-    AddressInUse: 7,
-    Conflict: 7,
-    InvalidRequest: 7,
-    NotAttachable: 7,
-    Deadline: 7,
-    NotConnected: 100,
-    Rejected: 100,
-    EngineError: 100,
+EXPECTED: dict[type[err.EngineError], int] = {
+    err.EngineUnavailable: 11,  # try again later
+    err.EngineConfigError: 7,
+    err.NotFound: 7,
+    err.AlreadyExists: 101,
+    err.AddressInUse: 7,
+    err.Conflict: 7,
+    err.InvalidRequest: 7,
+    err.NotAttachable: 7,
+    err.Deadline: 7,
+    err.NotConnected: 100,
+    err.Rejected: 100,
+    err.EngineError: 100,
 }
 
 
 def test_every_engine_error_type_has_an_expected_code() -> None:
-    defined = {obj for obj in vars(engine_errors).values()
-               if isinstance(obj, type) and issubclass(obj, EngineError)}
+    defined = {obj for obj in vars(err).values()
+               if isinstance(obj, type) and issubclass(obj, err.EngineError)}
     assert defined == set(EXPECTED)
 
 
 @pytest.mark.parametrize("kind", list(EXPECTED), ids=lambda k: k.__name__)
-def test_add_maps_the_refusal_and_rolls_back(world: World, kind: type[EngineError]) -> None:
+def test_add_maps_the_refusal_and_rolls_back(world: World, kind: type[err.EngineError]) -> None:
     pod = world.pod()
     world.engine.fail("connect", kind(f"the engine said {kind.__name__}", 500))
     doc = world.run("ADD", pod.id, netns(pod), args=cri_args(pod)).error(EXPECTED[kind])
     assert f"the engine said {kind.__name__}" in doc["details"]
-    if kind is EngineUnavailable:
+    if kind is err.EngineUnavailable:
         assert "ADD can be retried" in doc["details"]
-    if kind is Deadline:
+    if kind is err.Deadline:
         assert "another node" in doc["details"]
     assert list(world.inspect(pod.id).endpoints) == ["none"] and world.records() == []
 
 
 @pytest.mark.parametrize("kind", list(EXPECTED), ids=lambda k: k.__name__)
 def test_del_maps_the_refusal_or_treats_it_as_gone(world: World,
-                                                   kind: type[EngineError]) -> None:
+                                                   kind: type[err.EngineError]) -> None:
     pod = world.pod()
     world.add(pod)
     world.engine.fail("disconnect", kind(f"the engine said {kind.__name__}", 500))
     out = world.run("DEL", pod.id, netns(pod))
-    if kind in (NotConnected, NotFound):  # already gone / retried by name: success
+    if kind in (err.NotConnected, err.NotFound):  # already gone / retried by name: success
         out.silent()
         assert world.records() == []
         return
@@ -90,6 +76,6 @@ def test_the_engine_is_closed_after_every_handler(world: World) -> None:
     pod = world.pod()
     res = world.add(pod)
     world.run("CHECK", pod.id, netns(pod), prev=res).silent()
-    world.engine.fail("disconnect", Rejected("no", 500))
+    world.engine.fail("disconnect", err.Rejected("no", 500))
     world.run("DEL", pod.id, netns(pod)).error(100)
     assert world.engine.closed == len(world.factory_calls) == 3

@@ -164,8 +164,7 @@ def test_status_network_removed_with_attachments_recorded(world: World) -> None:
 
 def test_status_on_a_swarm_worker_before_the_first_attachment(world: World) -> None:
     world.engine.role = "worker"
-    world.engine.add_network("ovl", subnet="10.70.0.0/24", driver="overlay", scope="swarm",
-                             attachable=True)
+    world.engine.add_overlay("ovl")
     status(world, network="ovl").silent()
 
 

@@ -201,3 +201,16 @@ def test_taken_static_address_refused_before_the_sandbox(pw: World) -> None:
     out = pw.run("ADD", "cnitool-2", "/run/netns/cni-2", conf=ask(pw, "10.240.0.2"))
     assert "already in use" in out.error(7)["details"]
     assert len(sandboxes(pw)) == 1 and IMAGE in pw.engine.images
+
+
+def test_proxy_on_a_swarm_worker_before_the_network_is_visible(pw: World) -> None:
+    pw.engine.role = "worker"
+    pw.engine.add_overlay("ovl")
+    pw.net_name = "ovl"
+    assert pw.engine.network("ovl") is None
+    res = pw.run("ADD", CID, NS).ok()
+    assert pw.links(NS)["eth0"].mtu == 1450
+    [rec] = pw.records()
+    assert rec.network_id == pw.engine.network("ovl").id  # type: ignore[union-attr]
+    pw.run("DEL", CID, NS, prev=res).silent()
+    assert sandboxes(pw) == [] and pw.engine.network("ovl") is None  # invisible again

@@ -3,6 +3,8 @@ flavour; when the engine cannot be reached to undo, the intent stays for DEL or 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from cni2cnm.engine import EngineUnavailable, Rejected
@@ -28,29 +30,24 @@ def test_connect_refused(any_world: World) -> None:
     assert_untouched(any_world, pod.id)
 
 
-def test_interface_missing_after_connect(world: World) -> None:
+def vanish(world: World, path: str) -> None:
+    ns = world.ns.get(path)
+    ns.remove_link(ns.named("eth0").index)  # type: ignore[union-attr]
+
+
+def strip(world: World, path: str) -> None:
+    ns = world.ns.get(path)
+    ns.update(ns.named("eth0"), addresses=())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("damage", "why"), [(vanish, "no interface in"),
+                                             (strip, "lacks ['10.240.0.2/24']")],
+                         ids=["interface-missing", "address-missing"])
+def test_interface_not_as_docker_reported(world: World, damage: Callable[[World, str], None],
+                                          why: str) -> None:
     pod = world.pod()
-
-    def vanish() -> None:
-        ns = world.ns.get(netns(pod))
-        ns.remove_link(ns.named("eth0").index)  # type: ignore[union-attr]
-
-    world.engine.then("connect", vanish)
-    out = world.run("ADD", pod.id, netns(pod))
-    assert "no interface in" in out.error(102)["details"]
-    assert_untouched(world, pod.id)
-
-
-def test_address_missing_on_the_interface(world: World) -> None:
-    pod = world.pod()
-
-    def strip() -> None:
-        ns = world.ns.get(netns(pod))
-        ns.update(ns.named("eth0"), addresses=())  # type: ignore[arg-type]
-
-    world.engine.then("connect", strip)
-    out = world.run("ADD", pod.id, netns(pod))
-    assert "lacks ['10.240.0.2/24']" in out.error(102)["details"]
+    world.engine.then("connect", lambda: damage(world, netns(pod)))
+    assert why in world.run("ADD", pod.id, netns(pod)).error(102)["details"]
     assert_untouched(world, pod.id)
 
 

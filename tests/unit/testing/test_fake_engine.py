@@ -45,15 +45,14 @@ def shared(e: FakeEngine, cid: str) -> None:
 
 
 def overlay_taken(e: FakeEngine, cid: str) -> None:
-    e.add_network("ovl", subnet="10.70.0.0/24", driver="overlay", scope="swarm",
-                  attachable=True)
+    e.add_overlay("ovl")
     e.create_container("other", network_mode="ovl")  # takes 10.70.0.2
     e.disconnect(cid, "none")
     e.connect(cid, "ovl", ipv4="10.70.0.2")
 
 
 def not_attachable(e: FakeEngine, cid: str) -> None:
-    e.add_network("svc", subnet="10.71.0.0/24", driver="overlay", scope="swarm")
+    e.add_overlay("svc", "10.71.0.0/24", attachable=False)
     e.disconnect(cid, "none")
     e.connect(cid, "svc")
 
