@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cni2cnm.engine import EngineUnavailable, NotFound
@@ -203,9 +205,9 @@ def test_netns_that_is_not_a_network_namespace(world: World, path: str) -> None:
     assert world.engine.calls == []
 
 
-def test_state_dir_unusable(world: World, tmp_path: pytest.TempPathFactory) -> None:
+def test_state_dir_unusable(world: World, tmp_path: Path) -> None:
     pod = world.pod()
-    blocker = tmp_path / "file"  # type: ignore[operator]
+    blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     out = world.run("ADD", pod.id, netns(pod), conf=world.conf(stateDir=str(blocker / "s")))
     assert str(blocker) in out.error(5)["details"]
