@@ -327,3 +327,11 @@ def test_an_interrupted_add_that_cannot_be_undone_yet(world: World) -> None:
     assert [r.state for r in world.records()] == [ADDING]
     assert world.inspect(pod.id).endpoints["pods"].attached  # nothing else was tried
     assert len(world.engine.called("connect")) == 1
+
+
+def test_found_by_the_pod_infra_container_id(world: World) -> None:
+    pod = world.pod()
+    world.run("ADD", "runtime-own-id", netns(pod), args=cri_args(pod)).ok()
+    [rec] = world.records()
+    assert (rec.container_id, rec.docker_id) == ("runtime-own-id", pod.id)
+    assert world.engine.called("running_container_ids") == []  # no scan was needed

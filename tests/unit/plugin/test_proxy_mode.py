@@ -214,3 +214,12 @@ def test_proxy_on_a_swarm_worker_before_the_network_is_visible(pw: World) -> Non
     assert rec.network_id == pw.engine.network("ovl").id  # type: ignore[union-attr]
     pw.run("DEL", CID, NS, prev=res).silent()
     assert sandboxes(pw) == [] and pw.engine.network("ovl") is None  # invisible again
+
+
+def test_sandbox_that_the_engine_cannot_start_is_removed(pw: World) -> None:
+    # The default bridge lists its subnet, so preflight lets the address through; dockerd
+    # refuses it when the sandbox starts, which leaves a created container behind.
+    pw.net_name = "bridge"
+    out = pw.run("ADD", CID, NS, conf=ask(pw, "172.17.0.50"))
+    assert "user configured subnets" in out.error(7)["details"]
+    assert pw.engine.containers == {} and pw.records() == []
