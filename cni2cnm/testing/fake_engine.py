@@ -73,6 +73,7 @@ class FakeEngine(Faults):
         self.base_url = base_url
         self.down = down
         self.role: str | None = None  # "manager" / "worker" on a swarm node
+        self.daemon_netns = "/proc/1/ns/net"  # dockerd's own namespace: host-mode containers'
         self.rng = random.Random(seed)
         self.networks: dict[str, FakeNetwork] = {}
         self.containers: dict[str, FakeContainer] = {}
@@ -144,7 +145,7 @@ class FakeEngine(Faults):
         c.pid, c.state, c.exit, c.next_eth = self._pids, "running", None, 0
         proc = f"/proc/{c.pid}/ns/net"
         if c.network_mode == "host":
-            c.ns = self.namespaces.bind(proc, "/proc/1/ns/net")
+            c.ns = self.namespaces.bind(proc, self.daemon_netns)
         elif c.network_mode.startswith("container:"):
             owner = self._container(c.network_mode.split(":", 1)[1])
             c.ns = self.namespaces.bind(proc, f"/proc/{owner.pid}/ns/net")

@@ -335,3 +335,13 @@ def test_found_by_the_pod_infra_container_id(world: World) -> None:
     [rec] = world.records()
     assert (rec.container_id, rec.docker_id) == ("runtime-own-id", pod.id)
     assert world.engine.called("running_container_ids") == []  # no scan was needed
+
+
+def test_host_mode_container_of_an_engine_in_its_own_namespace(world: World) -> None:
+    # The test engines run dockerd in a namespace of its own: "host" is dockerd's, not ours.
+    world.ns.create("/run/netns/dockerd")
+    world.engine.daemon_netns = "/run/netns/dockerd"
+    c = world.pod("hostnet", network_mode="host")
+    out = world.run("ADD", c.id, netns(c))
+    assert "network mode host" in out.error(100)["details"]
+    assert world.engine.called("connect") == [] and world.records() == []
