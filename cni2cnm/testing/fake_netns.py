@@ -63,6 +63,11 @@ class FakeNamespace:
         return any(r.dst == default for r in self.routes)
 
 
+def _metric(r: RouteEntry) -> int:
+    """The kernel's priority of a route added without one: 0 for IPv4, 1024 for IPv6."""
+    return r.priority if r.priority is not None else (1024 if ":" in r.dst else 0)
+
+
 class FakeNamespaces(netns.Namespaces):
     """The namespaces the plugin may look into, by path. Pass to DockerPlugin(namespaces=)."""
 
@@ -182,6 +187,11 @@ class FakeNetns(netns.Netns):
             raise NetnsError(f"cannot configure {name} in {self.path}: [Errno 17] File exists")
         link = ns.update(arrived, name=name, mtu=mtu, addresses=tuple(addresses), up=True)
         for r in routes:
+            # NLM_F_EXCL, as netns.Netns asks: a route to the same destination with the same
+            # metric in the main table is refused, whichever interface it goes through.
+            if any((old.dst, _metric(old)) == (r.dst, _metric(r)) for old in ns.routes):
+                raise NetnsError(f"cannot configure {name} in {self.path}: [Errno 17] File "
+                                 "exists")
             ns.routes.append(replace(r, oif=link.index))
         return link
 

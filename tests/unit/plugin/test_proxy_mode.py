@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from cni2cnm.engine import Labelled
+from cni2cnm.netns import RouteEntry
 from cni2cnm.plugin import proxy
 
 from ..fakes import ALL_VERSIONS
@@ -223,3 +224,19 @@ def test_sandbox_that_the_engine_cannot_start_is_removed(pw: World) -> None:
     out = pw.run("ADD", CID, NS, conf=ask(pw, "172.17.0.50"))
     assert "user configured subnets" in out.error(7)["details"]
     assert pw.engine.containers == {} and pw.records() == []
+
+
+def test_secondary_network_into_a_namespace_with_a_default_route(pw: World) -> None:
+    # cni2cnm as a second network (net1): the namespace has its primary interface and default
+    # route already, as Docker's own sandboxes do after a first network. The primary's
+    # default route stays; the interface comes with its address, as in container mode.
+    ns = pw.ns.get(NS)
+    eth0 = ns.add_link("eth0", mac="0a:58:0a:f4:00:05", addresses=("10.244.0.5/24",))
+    primary = RouteEntry(dst="0.0.0.0/0", gw="10.244.0.1", oif=eth0.index, table=254, scope=0)
+    ns.routes.append(primary)
+    res = pw.run("ADD", CID, NS, ifname="net1").ok()
+    assert pw.links(NS)["net1"].addresses == ("10.240.0.2/24",)
+    assert ns.routes == [primary] and "routes" not in res
+    pw.run("CHECK", CID, NS, ifname="net1", prev=res).silent()
+    pw.run("DEL", CID, NS, ifname="net1", prev=res).silent()
+    assert set(pw.links(NS)) == {"lo", "eth0"} and ns.routes == [primary]
