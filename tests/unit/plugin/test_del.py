@@ -168,3 +168,13 @@ def test_del_with_a_store_that_cannot_be_read_and_engine_down(world: World) -> N
     out = world.run("DEL", pod.id, netns(pod), conf=world.conf(dockerHost=DEAD))
     out.error(11)
     assert world.inspect(pod.id).endpoints["pods"].attached
+
+
+def test_unrecorded_del_keeps_a_connection_docker_made_at_create(world: World) -> None:
+    # `docker run --network pods`: the endpoint is Docker's own, whatever the runtime asks.
+    c = world.pod("db", network_mode="pods")
+    world.pod("other")
+    world.add(world.inspect("other"))
+    lose_database(world)
+    world.run("DEL", c.id, netns(c)).silent()
+    assert world.inspect(c.id).endpoints["pods"].attached
