@@ -345,3 +345,14 @@ def test_host_mode_container_of_an_engine_in_its_own_namespace(world: World) -> 
     out = world.run("ADD", c.id, netns(c))
     assert "network mode host" in out.error(100)["details"]
     assert world.engine.called("connect") == [] and world.records() == []
+
+
+def test_a_second_network_for_a_container_on_the_default_bridge(world: World) -> None:
+    c = world.pod("app", network_mode="bridge")
+    res = world.run("ADD", c.id, netns(c), ifname="eth1").ok()
+    assert res["interfaces"][0]["name"] == "eth1"
+    assert "routes" not in res  # the default route stays the bridge's, as Docker keeps it
+    assert world.networks_of(c.id) == ["bridge", "pods"]
+    world.run("DEL", c.id, netns(c), ifname="eth1", prev=res).silent()
+    assert world.networks_of(c.id) == ["bridge"]
+    assert set(world.links(netns(c))) == {"lo", "eth0"}

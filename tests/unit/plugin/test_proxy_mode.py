@@ -240,3 +240,14 @@ def test_secondary_network_into_a_namespace_with_a_default_route(pw: World) -> N
     pw.run("CHECK", CID, NS, ifname="net1", prev=res).silent()
     pw.run("DEL", CID, NS, ifname="net1", prev=res).silent()
     assert set(pw.links(NS)) == {"lo", "eth0"} and ns.routes == [primary]
+
+
+def test_an_interrupted_proxy_add_is_undone_before_the_next(pw: World) -> None:
+    pw.engine.then("run_sandbox", lambda: setattr(pw.engine, "down", True))
+    pw.run("ADD", CID, NS).error(11)
+    pw.engine.down = False
+    [first] = sandboxes(pw)
+    assert [r.state for r in pw.records()] == ["adding"]
+    pw.run("ADD", CID, NS).ok()
+    [second] = sandboxes(pw)
+    assert second.id != first.id and [r.state for r in pw.records()] == ["attached"]
