@@ -82,7 +82,6 @@ class FakeEngine(Faults):
         self.exiting_images: dict[str, int] = {}  # image -> exit code of its command
         self.closed = 0
         Faults.__init__(self)
-        self._pids = 1000
         for name, driver in (("none", "null"), ("host", "host")):
             self.add_network(name, driver=driver, subnet=None)
         self.add_network("bridge", subnet="172.17.0.0/16", user_subnets=False)
@@ -141,8 +140,7 @@ class FakeEngine(Faults):
     def start(self, ref: str) -> None:
         """The container runs: a new process, a new namespace, its endpoints made."""
         c = self._container(ref)
-        self._pids += 1
-        c.pid, c.state, c.exit, c.next_eth = self._pids, "running", None, 0
+        c.pid, c.state, c.exit, c.next_eth = self.namespaces.new_pid(), "running", None, 0
         proc = f"/proc/{c.pid}/ns/net"
         if c.network_mode == "host":
             c.ns = self.namespaces.bind(proc, self.daemon_netns)

@@ -78,6 +78,10 @@ class FakeNamespaces(netns.Namespaces):
         self.host = self.create(*HOST_PATHS)
         self.host.add_link("eth0", mac="52:54:00:12:34:56", addresses=("192.168.1.10/24",))
         self.fail_moves: str | None = None  # a NetnsError message for every move_link
+        self._pids = itertools.count(1001)  # one node, one PID space, however many engines
+
+    def new_pid(self) -> int:
+        return next(self._pids)
 
     # ---- making and removing ------------------------------------------------------
 

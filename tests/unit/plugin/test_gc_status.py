@@ -11,6 +11,7 @@ import pytest
 from cni2cnm.engine import Container, Rejected, SandboxSpec
 from cni2cnm.plugin import proxy
 from cni2cnm.store import Store
+from cni2cnm.testing import FakeEngine
 
 from .conftest import DEAD, World, cri_args, netns
 
@@ -176,3 +177,28 @@ def test_status_state_dir_unusable(world: World, tmp_path: Path) -> None:
 
 def test_status_needs_cni_1_1_0(world: World) -> None:
     status(world, cniVersion="1.0.0").error(1)
+
+
+def test_gc_asks_the_engine_each_attachment_was_made_on(world: World) -> None:
+    other = FakeEngine(world.ns, base_url="unix:///other/docker.sock", seed=2)
+    other.add_network("pods", subnet="10.240.0.0/24")
+    world.engines[other.base_url] = other
+    here = attach(world, "here")[0]
+    cid = other.create_container("there")
+    there = other.container(cid)
+    assert there is not None
+    world.run("ADD", there.id, netns(there), env={"DOCKER_HOST": other.base_url}).ok()
+    gc(world).silent()  # run with DOCKER_HOST = the first engine
+    assert world.records() == []
+    assert not attached(world, here)
+    assert "pods" not in (other.container(cid).endpoints)  # type: ignore[union-attr]
+
+
+def test_gc_drops_a_valid_proxy_attachment_whose_namespace_is_gone(world: World) -> None:
+    world.ns.create("/run/netns/p")
+    world.run("ADD", "cnitool-1", "/run/netns/p").ok()
+    world.ns.unlink("/run/netns/p")
+    gc(world, **{"cni.dev/valid-attachments": [{"containerID": "cnitool-1",
+                                                "ifname": "eth0"}]}).silent()
+    assert world.records() == [] and world.engine.containers_with_label(
+        f"{proxy.LABEL_NETWORK}=cninet") == []
