@@ -251,3 +251,10 @@ def test_an_interrupted_proxy_add_is_undone_before_the_next(pw: World) -> None:
     pw.run("ADD", CID, NS).ok()
     [second] = sandboxes(pw)
     assert second.id != first.id and [r.state for r in pw.records()] == ["attached"]
+
+
+def test_del_removes_the_sandbox_even_when_the_move_back_fails(pw: World) -> None:
+    res = pw.run("ADD", CID, NS).ok()
+    pw.ns.fail_moves = "Operation not permitted"
+    pw.run("DEL", CID, NS, prev=res).silent()
+    assert_clean(pw)  # removing the sandbox took the interface with it
