@@ -10,7 +10,8 @@
 # C2C_ENGINE (20.10, the default, or 28; see scripts/engine.sh) picks the engine it starts, and
 # the engines the tests start themselves (fault tests, the swarm); C2C_DOCKERD_ARGS are extra
 # arguments for every one of them.  The engine's version and API are printed first.
-# Exit status: pytest's; a ruff failure or a run with no tests (pytest exit 5) also fails.
+# Exit status: pytest's; a ruff failure, a run with no tests (pytest exit 5) or unit coverage of
+# cni2cnm/plugin below 85% also fails.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,6 +79,19 @@ if [ "$ruff_rc" != 0 ]; then
     log "ruff check failed (exit $ruff_rc)"
 fi
 
+# The translation must be testable without an engine: the plugin's unit tests alone (fake
+# engine, fake namespaces; no DOCKER_HOST, no daemon) must cover >= 85% of cni2cnm/plugin.
+# They are a subset of tests/unit, so the whole unit suite covers at least as much.
+cov_rc=0
+cov_file=$(mktemp -u /tmp/c2c-cov.XXXX)
+env -u DOCKER_HOST -u CNI2CNM_TEST_DAEMON_SOCKET COVERAGE_FILE="$cov_file" \
+    .venv/bin/python -m pytest -q -p no:cacheprovider tests/unit/plugin --cov=cni2cnm.plugin \
+    --cov-report=term --cov-fail-under=85 || cov_rc=$?
+rm -f "$cov_file"*
+if [ "$cov_rc" != 0 ]; then
+    log "unit coverage of cni2cnm/plugin below 85% or unit tests failed (exit $cov_rc)"
+fi
+
 pytest_rc=0
 .venv/bin/python -m pytest -ra --durations=15 "$@" || pytest_rc=$?
 if [ "$pytest_rc" = 5 ]; then
@@ -112,7 +126,7 @@ fi
 if [ "$pytest_rc" != 0 ]; then
     exit "$pytest_rc"
 fi
-if [ "$ruff_rc" != 0 ]; then
+if [ "$ruff_rc" != 0 ] || [ "$cov_rc" != 0 ]; then
     exit 1
 fi
 exit 0

@@ -31,7 +31,7 @@ from cni2cnm.engine import (
     TLSSettings,
 )
 from cni2cnm.plugin import preflight
-from cni2cnm.plugin.attach import add_container, detach
+from cni2cnm.plugin.attach import add_container, detach, rollback
 from cni2cnm.plugin.attach_proxy import add_proxy
 from cni2cnm.plugin.check import check_attachment, fail_check
 from cni2cnm.plugin.config import PluginConf
@@ -214,8 +214,11 @@ def finish_interrupted_add(engine: EngineAPI, namespaces: netns.Namespaces, stor
                        f"{existing.network_name}; DEL it before adding it again")
     if existing is not None:
         log.warning("finishing an interrupted ADD of %s/%s first", *key[1:])
-        detach(engine, namespaces, existing)
-        store.delete(*key)
+        rollback(engine, namespaces, store, existing)  # as it was before: `none` back too
+        if store.get(*key) is not None:
+            raise CNIError(Code.TRY_AGAIN_LATER, "interrupted ADD not undone",
+                           f"the leftovers of an interrupted ADD of {env.container_id}/"
+                           f"{env.ifname} could not be removed yet; retry once dockerd answers")
 
 
 def engine_is_worker(engine: EngineAPI) -> bool:

@@ -96,6 +96,11 @@ def move_in(namespaces: netns.Namespaces, sandbox: Container, mac: str, addresse
         routes = src.routes(link.index)
         src.move_link(link, target, tmp)
     with namespaces.open(target) as dst:
+        # A destination the namespace routes already (its primary network's default route,
+        # when this is a second network) stays as it is, as Docker does for its own
+        # sandboxes; adding it again is refused by the kernel (EEXIST).
+        present = {r.dst for lk in dst.links() for r in dst.routes(lk.index)}
+        routes = [r for r in routes if r.dst not in present]
         moved = dst.configure_link(tmp, ifname, mtu=link.mtu, addresses=list(link.addresses),
                                    routes=routes)
         return Moved(sandbox_ifname=link.name, link=moved, routes=dst.routes(moved.index))

@@ -4,7 +4,9 @@ Without a record nothing says which endpoint ADD made, and a wrong guess detache
 else's container. Evidence accepted:
 - container mode: the Docker container named by CNI_CONTAINERID (or the pod's infra
   container ID) runs in CNI_NETNS itself (same kernel namespace), so the runtime that
-  created that namespace is the one asking; its endpoint on the configured network goes;
+  created that namespace is the one asking; its endpoint on the configured network goes,
+  unless the container was created on that network (`docker run --network`: that endpoint
+  is Docker's own, never cni2cnm's);
 - proxy mode: a sandbox container whose labels name this network, container ID and
   interface and this store's identity (`store-id`, which survives the database).
 Anything else is left alone and logged; DEL still exits 0, as the spec asks.
@@ -46,6 +48,11 @@ def delete_unrecorded(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIE
             namespaces.identity(env.netns):
         log.warning("DEL without the store: no Docker container runs in %s; nothing detached",
                     env.netns)
+        return
+    if container.network_mode == conf.docker_network:
+        log.warning("DEL without the store: %s was created on %s (network mode), so Docker "
+                    "made that endpoint, not cni2cnm; nothing detached", container.name,
+                    conf.docker_network)
         return
     log.warning("DEL without the store: detaching %s (%s), which runs in CNI_NETNS, from %s",
                 container.name, container.short_id, conf.docker_network)

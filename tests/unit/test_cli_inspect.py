@@ -1,61 +1,60 @@
-"""inspect's join of store, engine, namespace and runtime cache, with a fake engine."""
+"""inspect's join of store, engine, namespace and runtime cache, with the in-tree fake
+engine (cni2cnm.testing)."""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cni2cnm import netns
-from cni2cnm.engine import Container, Endpoint, EngineUnavailable, Network
+from cni2cnm.engine import InvalidRequest
 from cni2cnm.ops import inspect as ops
 from cni2cnm.ops.inspect_rows import table_rows
 from cni2cnm.store import ADDING, ATTACHED, Attachment, Store, StoreError
+from cni2cnm.testing import FakeEngine
 
-NET_ID = "n" * 64
+NET_ID = "e0" * 32
 CID = "c" * 64
 
 
-def network(name: str = "pods") -> Network:
-    return Network(id=NET_ID, name=name, driver="bridge", scope="local", internal=False,
-                   attachable=False, ipv6=False, subnets=(), members=())
+def good_engine(ips: tuple[str, ...] = ("10.240.0.5/24",), attached: bool = True
+                ) -> FakeEngine:
+    """Docker 20.10 with network pods and container pod1 (CID) on it, or, when not
+    attached, with the stale entry a failed connect leaves."""
+    engine = FakeEngine()
+    engine.add_network("pods", subnet="10.240.0.0/24", id=NET_ID)
+    engine.create_container("pod1", id=CID)
+    engine.disconnect(CID, "none")
+    if attached:
+        engine.connect(CID, "pods", ipv4=ips[0].split("/")[0])
+    else:
+        with pytest.raises(InvalidRequest):
+            engine.connect(CID, "pods", ipv4="10.99.0.1")
+    return engine
 
 
-def container(ips: tuple[str, ...] = ("10.240.0.5/24",), attached: bool = True) -> Container:
-    ep = Endpoint(network_name="pods", network_id=NET_ID, endpoint_id="e" * 64 if attached else "",
-                  mac="02:42:0a:f0:00:05", ipv4=ips[0] if ips else None, ipv6=None,
-                  gateway="10.240.0.1", ipv6_gateway=None)
-    return Container(id=CID, name="pod1", running=True, status="running", pid=1,
-                     network_mode="none", sandbox_key="", endpoints={"pods": ep})
+def endpoint_id(engine: FakeEngine) -> str:
+    c = engine.container(CID)
+    assert c is not None
+    return c.endpoints["pods"].endpoint_id
 
 
-class FakeEngine:
-    def __init__(self, containers: dict[str, Container] | None = None,
-                 networks: dict[str, Network] | None = None, down: bool = False) -> None:
-        self.containers = containers or {}
-        self.networks = networks or {}
-        self.down = down
-        self.base_url = "unix:///fake.sock"
+def without_container() -> FakeEngine:
+    engine = FakeEngine()
+    engine.add_network("pods", subnet="10.240.0.0/24", id=NET_ID)
+    return engine
 
-    def _check(self) -> None:
-        if self.down:
-            raise EngineUnavailable("cannot connect: connection refused")
 
-    def api_version(self) -> tuple[int, int]:
-        self._check()
-        return (1, 41)
-
-    def container(self, ref: str) -> Container | None:
-        self._check()
-        return next((c for c in self.containers.values()
-                     if ref in (c.id, c.name) or c.id.startswith(ref)), None)
-
-    def network(self, ref: str) -> Network | None:
-        self._check()
-        return next((n for n in self.networks.values() if ref in (n.id, n.name)), None)
+def without_network() -> FakeEngine:
+    engine = good_engine()
+    engine.disconnect(CID, "pods")
+    engine.remove_network("pods")
+    return engine
 
 
 def record(state_dir: Path, **kw: Any) -> Attachment:
@@ -94,10 +93,6 @@ def run(tmp_path: Path, engine: Any, **kw: Any) -> ops.Report:
                        **kw)
 
 
-def good_engine(**kw: Any) -> FakeEngine:
-    return FakeEngine({CID: container(**kw)}, {NET_ID: network()})
-
-
 def test_empty_state_dir_is_not_created(tmp_path: Path) -> None:
     report = run(tmp_path, good_engine())
     assert report.rows == [] and report.exit_code == 0
@@ -106,9 +101,10 @@ def test_empty_state_dir_is_not_created(tmp_path: Path) -> None:
 
 def test_no_drift(tmp_path: Path) -> None:
     record(tmp_path / "state")
-    [row] = run(tmp_path, good_engine()).rows
+    engine = good_engine()
+    [row] = run(tmp_path, engine).rows
     assert row["drift"] == [] and row["error"] is None
-    assert row["engine"] == {"attached": True, "endpointId": "e" * 64,
+    assert row["engine"] == {"attached": True, "endpointId": endpoint_id(engine),
                              "mac": "02:42:0a:f0:00:05", "ips": ["10.240.0.5/24"]}
     assert row["dockerContainer"] == {"name": "pod1", "id": CID, "exists": True,
                                       "status": "running"}
@@ -128,16 +124,17 @@ def test_schema_keys_are_stable(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("engine", "want"),
+    ("make", "want"),
     [
-        (FakeEngine({}, {NET_ID: network()}), ["container-gone"]),
-        (FakeEngine({CID: container()}, {}), ["network-gone"]),
-        (good_engine(attached=False), ["recorded-not-attached"]),
-        (good_engine(ips=("10.240.0.9/24",)), ["ips-differ"]),
-        (FakeEngine(down=True), ["engine-unreachable"]),
+        (without_container, ["container-gone"]),
+        (without_network, ["network-gone"]),
+        (lambda: good_engine(attached=False), ["recorded-not-attached"]),
+        (lambda: good_engine(ips=("10.240.0.9/24",)), ["ips-differ"]),
+        (lambda: FakeEngine(down=True), ["engine-unreachable"]),
     ],
 )
-def test_engine_drift(tmp_path: Path, engine: FakeEngine, want: list[str]) -> None:
+def test_engine_drift(tmp_path: Path, make: Callable[[], FakeEngine], want: list[str]) -> None:
+    engine = make()
     record(tmp_path / "state")
     report = run(tmp_path, engine)
     [row] = report.rows
@@ -147,8 +144,7 @@ def test_engine_drift(tmp_path: Path, engine: FakeEngine, want: list[str]) -> No
 
 def test_incomplete(tmp_path: Path) -> None:
     record(tmp_path / "state", state=ADDING, endpoint_id="", ips=[])
-    [row] = run(tmp_path, FakeEngine({CID: container(attached=False)},
-                                     {NET_ID: network()})).rows
+    [row] = run(tmp_path, good_engine(attached=False)).rows
     assert row["drift"] == ["incomplete"]
 
 

@@ -1,0 +1,399 @@
+"""An in-memory Docker engine for unit tests: implements engine.EngineAPI like dockerd.
+
+Networks allocate addresses, containers hold endpoints and live in fake namespaces
+(fake_netns.FakeNamespaces) where a connect makes the interface, and every refusal is the
+typed error the real adapter makes of dockerd's answer (see /work/shared/reference and
+cni2cnm.engine.errors). The engine flavour follows the API version it speaks:
+
+    api < 1.48 (Docker 20.10)  MAC derived from the IPv4 address (02:42:<ip>); interfaces
+                               eth0, eth1, ... in connect order, never reused; the ifname
+                               driver option ignored; a FAILED connect leaves a stale
+                               Networks entry with an empty EndpointID
+    api >= 1.44                a MAC given at container create (sandboxes) is applied
+    api >= 1.48 (Docker 28)    random MACs; the ifname option honoured by built-in drivers
+    api >= 1.54 (Docker 29.3)  the MAC given on connect is applied
+
+Test controls: `down` (every call raises EngineUnavailable), `fail(...)` (the Nth call of
+a method raises an error, optionally counting only after a call of another method),
+`then(...)` (run something after the Nth call of a method), and `calls` (what was asked).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, TypeVar
+
+from cni2cnm.engine import (
+    IFNAME_OPTION,
+    AlreadyExists,
+    Container,
+    ContainerExit,
+    EngineError,
+    Labelled,
+    Network,
+    NotAttachable,
+    NotConnected,
+    NotFound,
+    Rejected,
+    SandboxSpec,
+)
+from cni2cnm.testing.fake_faults import Faults, api
+from cni2cnm.testing.fake_netns import FakeNamespaces
+from cni2cnm.testing.fake_state import FakeContainer, FakeEndpoint, FakeNetwork, allocate
+from cni2cnm.testing.fake_views import make_interface, remove_interface, to_container, to_network
+
+NONE_MODE = ("container cannot be connected to multiple networks with one of the networks in "
+             "private (none) mode")
+SHARED_MODE = ("container sharing network namespace with another container or host cannot be "
+               "connected to any other network")
+HOST_MODE = "container cannot be disconnected from host network or connected to host network"
+
+
+Named = TypeVar("Named", FakeContainer, FakeNetwork)
+
+
+def _by_ref(objs: list[Named], ref: str) -> Named | None:
+    """dockerd's lookup: the full ID, else the name, else a unique ID prefix."""
+    for match in (lambda o: o.id == ref, lambda o: o.name == ref):
+        found = [o for o in objs if match(o)]
+        if found:
+            return found[0]
+    prefixed = [o for o in objs if ref and o.id.startswith(ref)]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+class FakeEngine(Faults):
+    """One dockerd, in memory. `FakeEngine(api=(1, 41))` is 20.10, `(1, 51)` is 28."""
+
+    def __init__(self, namespaces: FakeNamespaces | None = None, api: tuple[int, int] = (1, 41),
+                 base_url: str = "unix:///fake/docker.sock", down: bool = False,
+                 seed: int = 1) -> None:
+        self.namespaces = namespaces if namespaces is not None else FakeNamespaces()
+        self.api = api
+        self.base_url = base_url
+        self.down = down
+        self.role: str | None = None  # "manager" / "worker" on a swarm node
+        self.daemon_netns = "/proc/1/ns/net"  # dockerd's own namespace: host-mode containers'
+        self.rng = random.Random(seed)
+        self.networks: dict[str, FakeNetwork] = {}
+        self.containers: dict[str, FakeContainer] = {}
+        self.images: set[str] = set()
+        self.unpullable: set[str] = set()
+        self.exiting_images: dict[str, int] = {}  # image -> exit code of its command
+        self.closed = 0
+        Faults.__init__(self)
+        for name, driver in (("none", "null"), ("host", "host")):
+            self.add_network(name, driver=driver, subnet=None)
+        self.add_network("bridge", subnet="172.17.0.0/16", user_subnets=False)
+
+    def _hex(self) -> str:
+        return "".join(self.rng.choice("0123456789abcdef") for _ in range(64))
+
+    # ---- building the world -----------------------------------------------------------
+
+    def add_network(self, name: str, *, subnet: str | None = "10.240.0.0/24",
+                    gateway: str | None = None, subnet6: str | None = None,
+                    gateway6: str | None = None, driver: str = "bridge", scope: str = "local",
+                    internal: bool = False, attachable: bool = False,
+                    user_subnets: bool = True, reports_mac: bool = True,
+                    gateway_service: bool = True, id: str | None = None) -> FakeNetwork:
+        net = FakeNetwork.make(id or self._hex(), name, subnet=subnet, gateway=gateway,
+                               subnet6=subnet6, gateway6=gateway6, driver=driver, scope=scope,
+                               internal=internal, attachable=attachable,
+                               user_subnets=user_subnets, reports_mac=reports_mac,
+                               gateway_service=gateway_service)
+        self.networks[net.id] = net
+        return net
+
+    def add_overlay(self, name: str, subnet: str = "10.70.0.0/24", attachable: bool = True
+                    ) -> FakeNetwork:
+        """A swarm overlay (give the engine a `role` to make it a swarm node)."""
+        return self.add_network(name, subnet=subnet, driver="overlay", scope="swarm",
+                                attachable=attachable)
+
+    def remove_network(self, ref: str) -> None:
+        net = self._network(ref)
+        if any(net.name in c.endpoints for c in self.containers.values()):
+            raise Rejected(f"error while removing network: network {net.name} id {net.id} "
+                           "has active endpoints", 403)
+        del self.networks[net.id]
+
+    def create_container(self, name: str, image: str = "pause", network_mode: str = "none",
+                         labels: dict[str, str] | None = None, start: bool = True,
+                         id: str | None = None) -> str:
+        if any(c.name == name for c in self.containers.values()):
+            other = next(c for c in self.containers.values() if c.name == name)
+            raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use by '
+                                f'container "{other.id}". You have to remove (or rename) that '
+                                "container to be able to reuse that name.", 409)
+        c = FakeContainer(id=id or self._hex(), name=name, image=image, network_mode=network_mode,
+                          labels=dict(labels or {}))
+        self.images.add(image)
+        if not network_mode.startswith("container:"):
+            net = self._network("bridge" if network_mode == "default" else network_mode)
+            c.endpoints[net.name] = FakeEndpoint(network_id=net.id)
+        self.containers[c.id] = c
+        if start:
+            self.start(c.id)
+        return c.id
+
+    def start(self, ref: str) -> None:
+        """The container runs: a new process, a new namespace, its endpoints made."""
+        c = self._container(ref)
+        c.pid, c.state, c.exit, c.next_eth = self.namespaces.new_pid(), "running", None, 0
+        proc = f"/proc/{c.pid}/ns/net"
+        if c.network_mode == "host":
+            c.ns = self.namespaces.bind(proc, self.daemon_netns)
+        elif c.network_mode.startswith("container:"):
+            owner = self._container(c.network_mode.split(":", 1)[1])
+            c.ns = self.namespaces.bind(proc, f"/proc/{owner.pid}/ns/net")
+        else:
+            c.ns = self.namespaces.create(proc, self.sandbox_key(c))
+        try:
+            for name in sorted(c.endpoints):  # libnetwork's order, not the connect order
+                ep = c.endpoints[name]
+                self._realise(c, self.networks[ep.network_id], ep)
+        except EngineError:
+            self.stop(c.id)
+            c.state, c.exit = "created", None
+            raise
+
+    def stop(self, ref: str, exit_code: int = 0, error: str = "", oom: bool = False) -> None:
+        """The container's process ends: its interfaces and addresses go, its namespace
+        with them (unless a bind mount holds it), its Networks entries stay, empty."""
+        c = self._container(ref)
+        if not c.running:
+            return
+        for name, ep in c.endpoints.items():
+            self._release(c, ep)
+            c.endpoints[name] = FakeEndpoint(network_id=ep.network_id, config=ep.config)
+        remove_interface(self.namespaces, c.gwbridge_mac)
+        c.gwbridge_mac = ""
+        self.namespaces.unlink(f"/proc/{c.pid}/ns/net")
+        self.namespaces.unlink(self.sandbox_key(c))
+        c.state, c.pid, c.ns = "exited", 0, None
+        c.exit = ContainerExit(exit_code=exit_code, error=error, oom_killed=oom)
+
+    def restart(self, ref: str) -> None:
+        self.stop(ref)
+        self.start(ref)
+
+    def lose_container(self, ref: str) -> None:
+        """The container is gone but dockerd kept its endpoints (found by its name)."""
+        c = self._container(ref)
+        for name, ep in c.endpoints.items():
+            if ep.endpoint_id and name not in ("none", "host"):
+                self.networks[ep.network_id].orphans[c.name] = ep
+        self.namespaces.unlink(f"/proc/{c.pid}/ns/net")
+        del self.containers[c.id]
+
+    def sandbox_key(self, c: FakeContainer) -> str:
+        return f"/var/run/docker/netns/{c.id[:12]}"
+
+    # ---- lookups (dockerd's rules: ID, unique ID prefix, name) ------------------------
+
+    def _lookup(self, ref: str) -> FakeContainer | None:
+        return _by_ref(list(self.containers.values()), ref.lstrip("/"))
+
+    def _container(self, ref: str) -> FakeContainer:
+        c = self._lookup(ref)
+        if c is None:
+            raise NotFound(f"No such container: {ref}", 404)
+        return c
+
+    def _find_network(self, ref: str) -> FakeNetwork | None:
+        return _by_ref(list(self.networks.values()), ref)
+
+    def _network(self, ref: str) -> FakeNetwork:
+        net = self._find_network(ref)
+        if net is None:
+            raise NotFound(f"network {ref} not found", 404)
+        return net
+
+    # ---- EngineAPI ------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.closed += 1
+
+    @api
+    def api_version(self) -> tuple[int, int]:
+        return self.api
+
+    def supports_ifname(self) -> bool:
+        return self.api_version() >= (1, 48)
+
+    def supports_mac_on_connect(self) -> bool:
+        return self.api_version() >= (1, 54)
+
+    @api
+    def version(self) -> dict[str, Any]:
+        engine = "28.5.2" if self.api >= (1, 48) else "20.10.24"
+        return {"Version": engine, "ApiVersion": f"{self.api[0]}.{self.api[1]}",
+                "MinAPIVersion": "1.12" if self.api < (1, 48) else "1.24"}
+
+    @api
+    def swarm_role(self) -> str | None:
+        return self.role
+
+    @api
+    def container(self, ref: str) -> Container | None:
+        c = self._lookup(ref)
+        return to_container(c, self.networks, self.sandbox_key(c)) if c is not None else None
+
+    @api
+    def running_container_ids(self) -> list[str]:
+        return [c.id for c in self.containers.values() if c.running]
+
+    @api
+    def containers_with_label(self, label: str) -> list[Labelled]:
+        key, _, value = label.partition("=")
+        return [Labelled(id=c.id, name=c.name, labels=dict(c.labels), state=c.state)
+                for c in self.containers.values()
+                if key in c.labels and (not value or c.labels[key] == value)]
+
+    @api
+    def run_sandbox(self, spec: SandboxSpec) -> str:
+        self.ensure_image(spec.image)
+        net = self._network(spec.network)
+        mac = spec.mac if self.api >= (1, 44) else None
+        cid = self.create_container(spec.name, spec.image, net.name, spec.labels, start=False)
+        c = self.containers[cid]
+        c.endpoints[net.name].config = {"ipv4": spec.ipv4, "ipv6": spec.ipv6,
+                                        "aliases": list(spec.aliases), "mac": mac,
+                                        "driver_opts": dict(spec.driver_opts)}
+        self.start(cid)  # a refused address fails here: the container stays created
+        if spec.image in self.exiting_images:
+            self.stop(cid, exit_code=self.exiting_images[spec.image])
+        return cid
+
+    @api
+    def ensure_image(self, image: str) -> None:
+        if image in self.images:
+            return
+        if image in self.unpullable:
+            raise NotFound(f"pull access denied for {image.split(':')[0]}, repository does "
+                           "not exist or may require 'docker login'", 404)
+        self.images.add(image)
+
+    @api
+    def has_image(self, image: str) -> bool:
+        return image in self.images
+
+    @api
+    def remove_container(self, ref: str) -> bool:
+        c = self._lookup(ref)
+        if c is None:
+            return False
+        self.stop(c.id, exit_code=137)
+        del self.containers[c.id]
+        return True
+
+    @api
+    def network(self, ref: str) -> Network | None:
+        net = self._find_network(ref)
+        if net is None:
+            return None
+        local = [c for c in self.containers.values()
+                 if c.running and (ep := c.endpoints.get(net.name)) and ep.endpoint_id]
+        if net.scope == "swarm" and self.role == "worker" and not local:
+            return None  # a worker sees a swarm network only while it has attachments
+        return to_network(net, local)
+
+    @api
+    def connect(self, container: str, network: str, *, ipv4: str | None = None,
+                ipv6: str | None = None, aliases: list[str] | None = None,
+                mac: str | None = None, driver_opts: dict[str, str] | None = None) -> None:
+        c = self._container(container)
+        net = self._network(network)
+        if c.network_mode == "host" or net.name == "host":
+            raise Rejected(HOST_MODE, 400)
+        if c.network_mode.startswith("container:"):
+            raise Rejected(SHARED_MODE, 400)
+        attached = {n for n, ep in c.endpoints.items() if ep.endpoint_id or not c.running}
+        if attached and (net.name == "none" or "none" in attached) and net.name not in attached:
+            raise Rejected(NONE_MODE, 400)
+        current = c.endpoints.get(net.name)
+        if current is not None and (current.endpoint_id or not c.running):
+            raise AlreadyExists(f"endpoint with name {c.name} already exists in network "
+                                f"{net.name}", 403)
+        if net.scope == "swarm" and not net.attachable:
+            raise NotAttachable(f"Could not attach to network {net.name}: rpc error: code = "
+                                f"PermissionDenied desc = network {net.name} not manually "
+                                "attachable", 403)
+        config = {"ipv4": ipv4, "ipv6": ipv6, "aliases": list(aliases or []),
+                  "mac": mac if self.api >= (1, 54) else None,
+                  "driver_opts": dict(driver_opts or {})}
+        ep = FakeEndpoint(network_id=net.id, config=config)
+        if not c.running:  # recorded only; made when the container starts
+            c.endpoints[net.name] = ep
+            return
+        try:
+            self._realise(c, net, ep)
+        except EngineError:
+            if self.api < (1, 48):  # 20.10: the failed endpoint's entry stays behind
+                c.endpoints[net.name] = FakeEndpoint(network_id=net.id, config=config)
+            raise
+        c.endpoints[net.name] = ep
+
+    @api
+    def disconnect(self, container: str, network: str, *, force: bool = False) -> None:
+        c = self._lookup(container)
+        if c is None:
+            net = self._network(network)
+            if force and container in net.orphans:  # dockerd looks it up as an endpoint name
+                ep = net.orphans.pop(container)
+                net.release(ep.ipv4, ep.ipv6)
+                remove_interface(self.namespaces, ep.mac)
+                return
+            if force:
+                raise NotFound(f"endpoint {container} not found", 404)
+            raise NotFound(f"No such container: {container}", 404)
+        net = self._network(network)
+        if net.name == "host" and c.network_mode == "host":
+            raise Rejected(HOST_MODE, 400)
+        ep = c.endpoints.get(net.name)
+        if ep is None or (c.running and not ep.endpoint_id):
+            raise NotConnected(f"container {c.id} is not connected to network {net.name}", 500)
+        self._release(c, ep)
+        del c.endpoints[net.name]
+        if c.gwbridge_mac and not any(self.networks[e.network_id].driver == "overlay"
+                                      for e in c.endpoints.values()):
+            remove_interface(self.namespaces, c.gwbridge_mac)
+            c.gwbridge_mac = ""
+
+    # ---- making an endpoint -----------------------------------------------------------
+
+    def _realise(self, c: FakeContainer, net: FakeNetwork, ep: FakeEndpoint) -> None:
+        """Allocate the endpoint's addresses and make its interface in the container."""
+        cfg = ep.config
+        if net.driver in ("null", "host"):
+            ep.endpoint_id = self._hex()
+            c.endpoints[net.name] = ep
+            return
+        assert c.ns is not None
+        wanted = (cfg.get("driver_opts") or {}).get(IFNAME_OPTION)
+        ifname = wanted if wanted and self.api >= (1, 48) and net.builtin else f"eth{c.next_eth}"
+        if c.ns.named(ifname) is not None:
+            raise Rejected(f"failed to add interface to sandbox: error renaming interface to "
+                           f"{ifname}: file exists", 500)
+        ep.ipv4, ep.ipv6 = allocate(net, c.id, cfg.get("ipv4"), cfg.get("ipv6"))
+        if ifname == f"eth{c.next_eth}":
+            c.next_eth += 1
+        ep.ifname, ep.endpoint_id = ifname, self._hex()
+        ep.mac = cfg.get("mac") or self._mac(ep.ipv4)
+        make_interface(c, net, ep, lambda: self._mac(None))
+        c.endpoints[net.name] = ep
+
+    def _release(self, c: FakeContainer, ep: FakeEndpoint) -> None:
+        net = self.networks.get(ep.network_id)
+        if net is not None:
+            net.release(ep.ipv4, ep.ipv6)
+        remove_interface(self.namespaces, ep.mac)
+
+    def _mac(self, ipv4: str | None) -> str:
+        if ipv4 and self.api < (1, 48):
+            octets = [int(x) for x in ipv4.split("/")[0].split(".")]
+            return "02:42:" + ":".join(f"{o:02x}" for o in octets)
+        first = (self.rng.randrange(256) & 0xFC) | 0x02  # locally administered, unicast
+        rest = [self.rng.randrange(256) for _ in range(5)]
+        return ":".join(f"{o:02x}" for o in [first, *rest])

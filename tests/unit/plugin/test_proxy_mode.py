@@ -1,0 +1,260 @@
+"""Proxy mode: a sandbox container of the plugin's own on the Docker network, its interface
+moved into a namespace Docker does not own (and back on DEL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cni2cnm.engine import Labelled
+from cni2cnm.netns import RouteEntry
+from cni2cnm.plugin import proxy
+
+from ..fakes import ALL_VERSIONS
+from .conftest import World
+
+CID = "cnitool-" + "7c" * 10
+NS = "/run/netns/cni-1"
+IMAGE = "registry.k8s.io/pause:3.10"
+
+
+@pytest.fixture
+def pw(world: World) -> World:
+    world.ns.create(NS)
+    return world
+
+
+def sandboxes(world: World) -> list[Labelled]:
+    return world.engine.containers_with_label(f"{proxy.LABEL_NETWORK}=cninet")
+
+
+def ask(world: World, *ips: str, **kw: Any) -> dict[str, Any]:
+    return world.conf(capabilities={"ips": True}, runtimeConfig={"ips": list(ips)}, **kw)
+
+
+def assert_clean(world: World) -> None:
+    assert sandboxes(world) == [] and world.records() == []
+    assert set(world.links(NS)) == {"lo"}
+    assert world.engine.network("pods").members == ()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_add_check_del(pw: World, version: str) -> None:
+    pw.version = version
+    res = pw.run("ADD", CID, NS).ok()
+    [sb] = sandboxes(pw)
+    sandbox = pw.inspect(sb.id)
+    ep = sandbox.endpoints["pods"]
+    eth0 = pw.links(NS)["eth0"]
+    assert eth0.mac == ep.mac and eth0.addresses == ("10.240.0.2/24",) and eth0.up
+    assert "eth0" not in pw.links(f"/proc/{sandbox.pid}/ns/net")  # moved out
+    if version in ("0.1.0", "0.2.0"):
+        assert res["ip4"] == {"ip": "10.240.0.2/24", "gateway": "10.240.0.1",
+                              "routes": [{"dst": "0.0.0.0/0", "gw": "10.240.0.1"}]}
+    else:
+        assert res["interfaces"][0] == {"name": "eth0", "mac": ep.mac, "sandbox": NS,
+                                        **({"mtu": 1500} if version == "1.1.0" else {})}
+        route = {"dst": "0.0.0.0/0", "gw": "10.240.0.1"}
+        if version == "1.1.0":
+            route.update(table=254, scope=0)
+        assert res["routes"] == [route]
+    [rec] = pw.records()
+    assert (rec.mode, rec.sandbox_id, rec.sandbox_ifname) == ("proxy", sb.id, "eth0")
+    assert sb.labels[proxy.LABEL_STORE] and sb.labels[proxy.LABEL_NETNS] == NS
+    if version >= "0.4.0":
+        pw.run("CHECK", CID, NS, prev=res).silent()
+    pw.run("DEL", CID, NS, prev=res).silent()
+    assert_clean(pw)
+
+
+def test_static_dual_stack_with_any_interface_name(pw: World) -> None:
+    pw.engine.add_network("dual", subnet="10.50.0.0/24", subnet6="fd00:50::/64")
+    pw.net_name = "dual"
+    res = pw.run("ADD", CID, NS, ifname="net1",
+                 conf=ask(pw, "10.50.0.44", "fd00:50::44", mode="proxy")).ok()
+    assert res["interfaces"][0]["name"] == "net1"  # named by the plugin, even on 20.10
+    assert sorted(pw.links(NS)["net1"].addresses) == ["10.50.0.44/24", "fd00:50::44/64"]
+    assert {"dst": "::/0", "gw": "fd00:50::1"} in res["routes"]
+    pw.run("CHECK", CID, NS, ifname="net1", prev=res).silent()
+    pw.run("DEL", CID, NS, ifname="net1", prev=res).silent()
+    assert sandboxes(pw) == [] and "net1" not in pw.links(NS)
+
+
+def test_del_with_the_namespace_deleted_and_twice(pw: World) -> None:
+    res = pw.run("ADD", CID, NS).ok()
+    pw.ns.unlink(NS)
+    pw.run("DEL", CID, NS, prev=res).silent()
+    pw.run("DEL", CID, NS, prev=res).silent()
+    assert sandboxes(pw) == [] and pw.records() == []
+    pw.ns.create("/run/netns/cni-2")
+    again = pw.run("ADD", CID, "/run/netns/cni-2",
+                   conf=ask(pw, res["ips"][0]["address"])).ok()
+    assert again["ips"][0]["address"] == res["ips"][0]["address"]  # the address was freed
+
+
+def test_del_after_the_sandbox_was_removed_by_hand(pw: World) -> None:
+    res = pw.run("ADD", CID, NS).ok()
+    pw.engine.remove_container(sandboxes(pw)[0].id)
+    pw.run("DEL", CID, NS, prev=res).silent()
+    assert_clean(pw)
+
+
+def test_del_with_the_engine_down_keeps_the_record(pw: World) -> None:
+    res = pw.run("ADD", CID, NS).ok()
+    pw.engine.down = True
+    pw.run("DEL", CID, NS, prev=res).error(11)
+    pw.engine.down = False
+    assert len(pw.records()) == 1
+    pw.run("DEL", CID, NS, prev=res).silent()
+    assert_clean(pw)
+
+
+def test_check_fails_when_the_sandbox_is_gone(pw: World) -> None:
+    res = pw.run("ADD", CID, NS).ok()
+    pw.engine.remove_container(sandboxes(pw)[0].id)
+    assert "sandbox container" in pw.run("CHECK", CID, NS, prev=res).error(103)["details"]
+
+
+def test_check_fails_when_the_default_route_was_removed(pw: World) -> None:
+    res = pw.run("ADD", CID, NS).ok()
+    pw.ns.get(NS).routes.clear()
+    details = pw.run("CHECK", CID, NS, prev=res).error(103)["details"]
+    assert "routes missing" in details and "0.0.0.0/0 via 10.240.0.1" in details
+
+
+def test_gc_removes_a_stale_proxy_attachment(pw: World) -> None:
+    pw.version = "1.1.0"
+    pw.run("ADD", CID, NS).ok()
+    pw.run("GC").silent()
+    assert_clean(pw)
+
+
+def test_gc_keeps_a_valid_one(pw: World) -> None:
+    pw.version = "1.1.0"
+    pw.run("ADD", CID, NS).ok()
+    pw.run("GC", conf=pw.conf(**{"cni.dev/valid-attachments": [
+        {"containerID": CID, "ifname": "eth0"}]})).silent()
+    assert len(sandboxes(pw)) == 1 and len(pw.records()) == 1
+
+
+def test_container_mode_refuses_foreign_namespaces(pw: World) -> None:
+    out = pw.run("ADD", CID, NS, conf=pw.conf(mode="container"))
+    assert NS in out.error(3)["details"]
+    assert_clean(pw)
+
+
+def test_mac_request(any_world: World) -> None:
+    world = any_world
+    world.ns.create(NS)
+    conf = world.conf(capabilities={"mac": True}, runtimeConfig={"mac": "02:42:aa:bb:cc:01"})
+    out = world.run("ADD", CID, NS, conf=conf)
+    if world.engine.api >= (1, 44):  # applied at container create from API 1.44
+        assert out.ok()["interfaces"][0]["mac"] == "02:42:aa:bb:cc:01"
+        return
+    assert "1.54" in out.error(102)["details"]
+    assert_clean(world)
+
+
+def test_sandbox_image_whose_command_exits(pw: World) -> None:
+    pw.engine.exiting_images["busybox"] = 1
+    out = pw.run("ADD", CID, NS, conf=pw.conf(sandboxImage="busybox"))
+    details = out.error(100)["details"]
+    assert "exited with code 1" in details and "sandboxImage" in details
+    assert_clean(pw)
+
+
+def test_sandbox_dying_during_the_move(pw: World) -> None:
+    def die_at_next_inspect() -> None:
+        [sb] = sandboxes(pw)
+        pw.engine.then("container", lambda: pw.engine.stop(sb.id, exit_code=137, oom=True))
+
+    pw.engine.then("run_sandbox", die_at_next_inspect)
+    details = pw.run("ADD", CID, NS).error(100)["details"]
+    assert "exited with code 137" in details and "lack of memory" in details
+    assert_clean(pw)
+
+
+def test_move_failure_is_an_io_failure_and_rolled_back(pw: World) -> None:
+    pw.ns.fail_moves = "Operation not permitted"
+    assert "Operation not permitted" in pw.run("ADD", CID, NS).error(5)["details"]
+    assert_clean(pw)
+
+
+def test_a_foreign_container_with_the_sandbox_name_is_never_removed(pw: World) -> None:
+    name = proxy.sandbox_name("cninet", CID, "eth0")
+    foreign = pw.engine.create_container(name)
+    out = pw.run("ADD", CID, NS)
+    assert "is already in use" in out.error(101)["details"]
+    assert pw.engine.container(foreign) is not None and pw.records() == []
+
+
+def test_sandbox_image_that_cannot_be_pulled(pw: World) -> None:
+    pw.engine.unpullable.add("nope:1")
+    out = pw.run("ADD", CID, NS, conf=pw.conf(sandboxImage="nope:1"))
+    assert "pull access denied" in out.error(7)["details"]
+    assert_clean(pw)
+
+
+def test_taken_static_address_refused_before_the_sandbox(pw: World) -> None:
+    pw.run("ADD", CID, NS).ok()
+    pw.ns.create("/run/netns/cni-2")
+    out = pw.run("ADD", "cnitool-2", "/run/netns/cni-2", conf=ask(pw, "10.240.0.2"))
+    assert "already in use" in out.error(7)["details"]
+    assert len(sandboxes(pw)) == 1 and IMAGE in pw.engine.images
+
+
+def test_proxy_on_a_swarm_worker_before_the_network_is_visible(pw: World) -> None:
+    pw.engine.role = "worker"
+    pw.engine.add_overlay("ovl")
+    pw.net_name = "ovl"
+    assert pw.engine.network("ovl") is None
+    res = pw.run("ADD", CID, NS).ok()
+    assert pw.links(NS)["eth0"].mtu == 1450
+    [rec] = pw.records()
+    assert rec.network_id == pw.engine.network("ovl").id  # type: ignore[union-attr]
+    pw.run("DEL", CID, NS, prev=res).silent()
+    assert sandboxes(pw) == [] and pw.engine.network("ovl") is None  # invisible again
+
+
+def test_sandbox_that_the_engine_cannot_start_is_removed(pw: World) -> None:
+    # The default bridge lists its subnet, so preflight lets the address through; dockerd
+    # refuses it when the sandbox starts, which leaves a created container behind.
+    pw.net_name = "bridge"
+    out = pw.run("ADD", CID, NS, conf=ask(pw, "172.17.0.50"))
+    assert "user configured subnets" in out.error(7)["details"]
+    assert pw.engine.containers == {} and pw.records() == []
+
+
+def test_secondary_network_into_a_namespace_with_a_default_route(pw: World) -> None:
+    # cni2cnm as a second network (net1): the namespace has its primary interface and default
+    # route already, as Docker's own sandboxes do after a first network. The primary's
+    # default route stays; the interface comes with its address, as in container mode.
+    ns = pw.ns.get(NS)
+    eth0 = ns.add_link("eth0", mac="0a:58:0a:f4:00:05", addresses=("10.244.0.5/24",))
+    primary = RouteEntry(dst="0.0.0.0/0", gw="10.244.0.1", oif=eth0.index, table=254, scope=0)
+    ns.routes.append(primary)
+    res = pw.run("ADD", CID, NS, ifname="net1").ok()
+    assert pw.links(NS)["net1"].addresses == ("10.240.0.2/24",)
+    assert ns.routes == [primary] and "routes" not in res
+    pw.run("CHECK", CID, NS, ifname="net1", prev=res).silent()
+    pw.run("DEL", CID, NS, ifname="net1", prev=res).silent()
+    assert set(pw.links(NS)) == {"lo", "eth0"} and ns.routes == [primary]
+
+
+def test_an_interrupted_proxy_add_is_undone_before_the_next(pw: World) -> None:
+    pw.engine.then("run_sandbox", lambda: setattr(pw.engine, "down", True))
+    pw.run("ADD", CID, NS).error(11)
+    pw.engine.down = False
+    [first] = sandboxes(pw)
+    assert [r.state for r in pw.records()] == ["adding"]
+    pw.run("ADD", CID, NS).ok()
+    [second] = sandboxes(pw)
+    assert second.id != first.id and [r.state for r in pw.records()] == ["attached"]
+
+
+def test_del_removes_the_sandbox_even_when_the_move_back_fails(pw: World) -> None:
+    res = pw.run("ADD", CID, NS).ok()
+    pw.ns.fail_moves = "Operation not permitted"
+    pw.run("DEL", CID, NS, prev=res).silent()
+    assert_clean(pw)  # removing the sandbox took the interface with it
