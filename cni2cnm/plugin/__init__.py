@@ -13,3 +13,17 @@
     request.py      what the runtime asks for (addresses, MAC, aliases), with precedence
     errors.py       the one boundary where lower-layer failures become CNI errors
 """
+
+from typing import Any
+
+__all__ = ["MIN_API", "DockerPlugin", "engine_for"]
+
+
+def __getattr__(name: str) -> Any:
+    """DockerPlugin, engine_for and MIN_API, imported on first use: `cni2cnm.plugin.config`
+    alone must not pull in the handlers (and with them the Docker SDK)."""
+    if name in __all__:
+        from cni2cnm.plugin import handlers
+
+        return getattr(handlers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

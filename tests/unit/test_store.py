@@ -13,6 +13,7 @@ import pytest
 
 from cni2cnm import store as store_module
 from cni2cnm.cni import skel
+from cni2cnm.engine import Labelled
 from cni2cnm.store import ATTACHED, Attachment, Store, StoreBusy, StoreError
 from cni2cnm.store import LOCK_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 
@@ -351,8 +352,9 @@ class NoEngine:
     def __init__(self, sandboxes: list[dict[str, object]] | None = None) -> None:
         self.sandboxes = sandboxes or []
 
-    def containers_with_label(self, label: str) -> list[dict[str, object]]:
-        return self.sandboxes
+    def containers_with_label(self, label: str) -> list[Labelled]:
+        return [Labelled(id=str(c["Id"]), name="", labels=dict(c["Labels"]),  # type: ignore
+                         state="running") for c in self.sandboxes]
 
     def close(self) -> None:
         pass
@@ -361,13 +363,16 @@ class NoEngine:
 def run_plugin(command: str, state: Path, engine: NoEngine | None = None,
                version: str = "1.1.0", **conf: object) -> tuple[int, str]:
     from cni2cnm.plugin import DockerPlugin
-    from tests.unit.fakes import env_for, netconf, stdin_of
+    from cni2cnm.testing import FakeNamespaces
+    from tests.unit.fakes import NETNS, env_for, netconf, stdin_of
 
+    namespaces = FakeNamespaces()
+    namespaces.create(NETNS)
     environ = env_for(command)
     doc = netconf(version, **{"stateDir": str(state), **conf})
     if command == "CHECK":
         doc["prevResult"] = {"cniVersion": version, "interfaces": [], "ips": []}
-    plugin = DockerPlugin(environ=environ,
+    plugin = DockerPlugin(environ=environ, namespaces=namespaces,
                           engine_factory=lambda c, e: engine or NoEngine())  # type: ignore
     out = io.StringIO()
     rc = skel.dispatch(lambda: plugin, environ, io.BytesIO(stdin_of(doc)), out)
@@ -389,11 +394,14 @@ def test_gc_store_failure_is_code_5_not_999(tmp_path: Path,
 
 def test_gc_orphan_sweep_store_failure_is_code_5_not_999(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cni2cnm import proxy
+    from cni2cnm.plugin import proxy
     from tests.unit.fakes import assert_error
 
+    ours = Store(str(tmp_path / "state")).open()
+    store_id = ours.identity()
+    ours.close()
     monkeypatch.setattr(Store, "get", failing)
-    orphan = {"Id": "s1", "Labels": {proxy.LABEL_SANDBOX: "true",
+    orphan = {"Id": "s1", "Labels": {proxy.LABEL_SANDBOX: "true", proxy.LABEL_STORE: store_id,
                                      proxy.LABEL_CONTAINER_ID: "gone", proxy.LABEL_IFNAME: "eth0"}}
     rc, out = run_plugin("GC", tmp_path / "state", NoEngine([orphan]))
     assert_error(rc, out, 5)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from cni2cnm.cni import skel
-from cni2cnm.cni.config import NetConf
 from cni2cnm.engine import Container, EngineAPI
 from cni2cnm.plugin import DockerPlugin
+from cni2cnm.plugin.config import PluginConf
 from cni2cnm.store import Attachment, Store
 from cni2cnm.testing import FakeEngine, FakeNamespaces
 
@@ -64,7 +64,7 @@ class World:
     engines: dict[str, FakeEngine] = field(default_factory=dict)
     factory_calls: list[str] = field(default_factory=list)
 
-    def engine_factory(self, conf: NetConf, environ: Mapping[str, str]) -> EngineAPI:
+    def engine_factory(self, conf: PluginConf, environ: Mapping[str, str]) -> EngineAPI:
         host = conf.dockerHost or environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self.factory_calls.append(host)
         if host in self.engines:

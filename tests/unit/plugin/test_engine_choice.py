@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from cni2cnm.cni.config import NetConf
 from cni2cnm.engine import DEFAULT_HOST, Engine, TLSSettings
 from cni2cnm.plugin import engine_for
+from cni2cnm.plugin.config import PluginConf
 
 
-def conf(**kw: object) -> NetConf:
-    return NetConf.model_validate({"cniVersion": "1.0.0", "name": "n", "type": "cni2cnm", **kw})
+def conf(**kw: object) -> PluginConf:
+    return PluginConf.model_validate({"cniVersion": "1.0.0", "name": "n", "type": "cni2cnm", **kw})
 
 
 @pytest.mark.parametrize(("kw", "environ", "want"), [
