@@ -20,16 +20,15 @@ API_IFNAME = (1, 48)  # Docker 28.0: the ifname driver option
 API_MAC_ON_CONNECT = (1, 54)  # Docker 29.3: mac_address honoured on connect
 
 
-_NEGOTIATED: dict[str, str] = {}  # engine URL -> API version agreed with it
-
-
 class ClientPool:
     """Idle SDK clients, kept by a long-running process (the daemon) for the next request.
 
     A request takes a client and gives it back when it is done, so the client's keep-alive
     connection to dockerd stays open between requests. One client serves one request at a
     time; a client that met a connection error is closed instead of kept. At most
-    `max_idle` clients are kept per engine, for the `max_engines` engines used last.
+    `max_idle` clients are kept per engine, for the `max_engines` engines used last. The pool
+    also remembers the API version agreed with each engine, so it is negotiated only once.
+    Whoever owns the pool passes it to each Engine (`Engine(..., pool=pool)`).
     """
 
     def __init__(self, max_idle: int = 16, max_engines: int = 8) -> None:
@@ -40,6 +39,7 @@ class ClientPool:
         self.max_engines = max_engines
         self._idle: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self.negotiated: dict[str, str] = {}  # engine URL -> API version agreed with it
 
     def take(self, key: tuple[Any, ...]) -> Any | None:
         with self._lock:
@@ -59,15 +59,6 @@ class ClientPool:
                 surplus.extend(self._idle.popitem(last=False)[1])
         for c in surplus:
             c.close()
-
-
-_POOL: ClientPool | None = None  # None: every Engine makes and closes its own client
-
-
-def keep_clients(max_idle: int = 16) -> None:
-    """From now on, Engines in this process reuse idle clients (see ClientPool)."""
-    global _POOL
-    _POOL = ClientPool(max_idle)
 
 
 class EngineError(Exception):
@@ -182,10 +173,11 @@ class Engine:
     """A thin, typed view of the Docker API calls cni2cnm needs."""
 
     def __init__(self, base_url: str = DEFAULT_HOST, timeout: float = 45.0,
-                 tls: TLSSettings | None = None) -> None:
+                 tls: TLSSettings | None = None, pool: ClientPool | None = None) -> None:
         self.base_url = base_url
         self.timeout = timeout
         self.tls = tls
+        self.pool = pool  # None: this Engine makes and closes its own client
         self._client: Any = None
         self._broken = False
 
@@ -197,8 +189,8 @@ class Engine:
 
     @property
     def client(self) -> Any:
-        if self._client is None and _POOL is not None:
-            self._client = _POOL.take(self._pool_key)
+        if self._client is None and self.pool is not None:
+            self._client = self.pool.take(self._pool_key)
         if self._client is None:
             import docker
 
@@ -209,13 +201,15 @@ class Engine:
                     client_cert=cert, ca_cert=self.tls.ca, verify=self.tls.verify
                 )
             # A process that asks the same engine again (the daemon) negotiates only once.
-            version = _NEGOTIATED.get(self.base_url, "auto")
+            version = "auto" if self.pool is None else self.pool.negotiated.get(self.base_url,
+                                                                                "auto")
             with self._translate("connect to the engine"):
                 self._client = docker.APIClient(
                     base_url=self.base_url, version=version, timeout=self.timeout,
                     tls=tls_config,
                 )
-            _NEGOTIATED[self.base_url] = self._client.api_version
+            if self.pool is not None:
+                self.pool.negotiated[self.base_url] = self._client.api_version
             if self.base_url.startswith("unix:"):
                 # Proxies never apply to a unix socket, but with trust_env requests reads the
                 # whole process environment for them on every call (~15% of the daemon's CPU).
@@ -224,8 +218,8 @@ class Engine:
 
     def close(self) -> None:
         if self._client is not None:
-            if _POOL is not None and not self._broken:
-                _POOL.give(self._pool_key, self._client)
+            if self.pool is not None and not self._broken:
+                self.pool.give(self._pool_key, self._client)
             else:
                 self._client.close()
             self._client = None
