@@ -121,7 +121,6 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
             if start is None:
                 from cni2cnm.daemon.starter import start
             outcome.reason += f"; {start(path)}"
-            outcome.warn = outcome.kind == "replace"
         count_fallback(path, outcome.kind)
     return outcome
 

@@ -69,11 +69,15 @@ def rejected(uid: int, pid: int, path: str) -> tuple[int, str, str]:
 class Server:
     """Accepts connections on a unix socket; a thread per connection runs `handler`."""
 
-    def __init__(self, path: str, handler: Handler, *,
+    def __init__(self, path: str, handler: Handler | None = None, *,
                  allowed_uids: frozenset[int] = ALLOWED_UIDS, max_inflight: int = MAX_INFLIGHT,
                  request_deadline: float = REQUEST_DEADLINE, idle_timeout: float = 0,
                  started: str = wire.MANUAL, metrics_address: str = "",
                  observer: Observer | None = None) -> None:
+        if handler is None:
+            from cni2cnm.daemon.runner import Runner
+
+            handler = Runner()
         self.path = os.path.abspath(path)
         self.handler = handler
         self.allowed_uids = allowed_uids
