@@ -162,11 +162,13 @@ class Server:
         self._close_listener()
         with self._lock:
             pending = list(self._workers)
+            idle = len(self._waiting)
             for conn in self._waiting:
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)  # its reader sees EOF: in-process
-        log.info("stopping%s: socket removed, %d connection(s) open",
-                 f" ({self.stop_reason})" if self.stop_reason else "", len(pending))
+        log.info("stopping%s: socket removed, %d request(s) in flight%s",
+                 f" ({self.stop_reason})" if self.stop_reason else "", len(pending) - idle,
+                 f", {idle} connection(s) without a request closed" if idle else "")
         for t in pending:
             t.join()
         os.close(self._wake_r)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOCKET_ENV = "CNI2CNM_DAEMON_SOCKET"
+MODE_ENV = "CNI2CNM_DAEMON"
 
 
 @dataclass
@@ -27,7 +28,8 @@ class Daemon:
 
     @property
     def env(self) -> dict[str, str]:
-        return {SOCKET_ENV: str(self.path)}
+        """Use this daemon; never start another (a test may have killed this one)."""
+        return {SOCKET_ENV: str(self.path), MODE_ENV: "manual"}
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
