@@ -88,6 +88,14 @@ def stop_on_demand(path: str, *, stale_only: bool, timeout: float = 30.0
     except ProcessLookupError:
         return st
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{st.pid}"):
+    while time.monotonic() < deadline and _alive(st.pid):
         time.sleep(0.05)
     return st
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
