@@ -102,9 +102,9 @@ def reply_timeout(data: bytes) -> float:
 
 def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float = CONNECT_TIMEOUT,
             hello_timeout: float = HELLO_TIMEOUT, reply_timeout_s: float | None = None,
-            start: Callable[[str], str] | None = None) -> Reply | Fallback:
+            start: Callable[[str, bool], str] | None = None) -> Reply | Fallback:
     """Run the request (this environment, `data` as stdin) in the daemon, if there is one.
-    `start(path)` starts a daemon on demand (starter.start) and says what it did."""
+    `start(path, replacing)` starts a daemon on demand (starter.start), says what it did."""
     if "CNI2CNM_TEST_STOP_AT" in environ:
         return Fallback("CNI2CNM_TEST_STOP_AT is set: running in-process, so that the test "
                         "point stops this process and not the daemon", warn=False)
@@ -120,7 +120,7 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
         if mode == "auto" and outcome.kind in ("absent", "refused", "replace"):
             if start is None:
                 from cni2cnm.daemon.starter import start
-            outcome.reason += f"; {start(path)}"
+            outcome.reason += f"; {start(path, outcome.kind == 'replace')}"
         count_fallback(path, outcome.kind)
     return outcome
 

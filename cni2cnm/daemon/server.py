@@ -134,10 +134,11 @@ class Server:
         self.path = path
         _check_directory(os.path.dirname(path))
         st = os.stat(path)
-        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o022:
+            # connecting needs write permission: nobody else may have it
             raise DaemonError(f"the socket handed over, {path}, has owner uid {st.st_uid} and "
-                              f"mode {stat.S_IMODE(st.st_mode):04o}: it must be 0600 and this "
-                              "user's (SocketMode=0600)")
+                              f"mode {stat.S_IMODE(st.st_mode):04o}: only this user may write "
+                              "to it (SocketMode=0600)")
         listener.setblocking(False)
         self._listener = listener
 

@@ -30,8 +30,10 @@ IDLE_TIMEOUT = 600  # seconds: an on-demand daemon exits after 10 minutes withou
 DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def start(path: str) -> str:
-    """Start a daemon on `path` unless one is being started; say what happened."""
+def start(path: str, replacing: bool = False) -> str:
+    """Start a daemon on `path` unless one is being started; say what happened. `replacing`:
+    the daemon there was just told to stop (it may still answer for a moment; the new one
+    waits for it to go before it binds)."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.mkdir(directory, 0o700)
@@ -55,7 +57,7 @@ def start(path: str) -> str:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return "another process is starting the daemon"
-        if _answers(path):
+        if not replacing and _answers(path):
             return "a daemon has just started"
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child execs or exits

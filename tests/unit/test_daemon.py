@@ -60,7 +60,7 @@ def no_starting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     one on (REAL_START and the integration tests start real ones)."""
     started: list[str] = []
 
-    def fake_start(path: str) -> str:
+    def fake_start(path: str, replacing: bool = False) -> str:
         started.append(path)
         return "(a test: no daemon started)"
 
