@@ -478,8 +478,6 @@ class Bench:
                 cid, pid = self.pod()
                 try:
                     add = self.plugin("ADD", cid, pid, m == "e" and "auto")
-                    if m == "e" and "started a daemon" not in add.stderr and i == 0:
-                        log(f"  (e) first ADD did not say it started a daemon: {add.stderr}")
                     samples[f"{m}_first_add" if m == "e" else "b_add"].append(add.ms)
                     self.plugin("DEL", cid, pid, False,
                                 self.conf(prevResult=json.loads(add.stdout)))

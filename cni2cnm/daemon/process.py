@@ -140,8 +140,11 @@ def _serve(path: str, log_level: str, started: str, idle_timeout: float,
 
 
 def _bind(server: Server, started: str) -> None:
-    """bind(); a daemon started on demand to replace another waits for that one to go."""
-    deadline = time.monotonic() + (REPLACE_WAIT if started == wire.ON_DEMAND else 0)
+    """bind(). A daemon started on demand to replace another waits for that one to go; a
+    daemon started by hand (or a DaemonSet) takes over from one the plugin started on
+    demand: it stops it, and waits for it to go."""
+    deadline = time.monotonic() + REPLACE_WAIT
+    stopped = False
     while True:
         try:
             server.bind()
@@ -149,7 +152,24 @@ def _bind(server: Server, started: str) -> None:
         except DaemonError as e:
             if "another daemon" not in str(e) or time.monotonic() >= deadline:
                 raise
+            if started != wire.ON_DEMAND and not stopped:
+                stopped = _stop_on_demand(server.path)
+                if not stopped:
+                    raise
         time.sleep(0.1)
+
+
+def _stop_on_demand(path: str) -> bool:
+    from cni2cnm.daemon import status
+
+    st = status.probe(path)
+    if not st.running or st.started != wire.ON_DEMAND or st.pid <= 1:
+        return False
+    log.info("taking over %s from the daemon the plugin started on demand (pid %d)", path,
+             st.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(st.pid, signal.SIGTERM)
+    return True
 
 
 def _setup_daemon_log(level: str, log_file: str | None) -> None:

@@ -331,3 +331,30 @@ def test_metrics_count_requests_and_fallbacks(plugin: Plugin, resources: Any,
     assert 'cni2cnm_in_process_fallbacks_total{kind="no_reply"} 1.0' in text
     assert 'cni2cnm_engine_calls_total{method="connect"}' in text
     assert "cni2cnm_requests_in_flight 0.0" in text
+
+
+def test_a_daemon_started_by_hand_takes_over_from_an_on_demand_one(ondemand: OnDemand,
+                                                                   plugin: Plugin) -> None:
+    """A DaemonSet's or an operator's `cni2cnm serve` on the socket the plugin started a
+    daemon on: the on-demand daemon is stopped, the manual one serves."""
+    status_request(plugin, ondemand.env).silent()
+    first = ondemand.wait_serving()
+    log = ondemand.dir / "manual.log"
+    with open(log, "wb") as f:
+        manual = subprocess.Popen([sys.executable, "-m", "cni2cnm.daemon", "--socket",
+                                   str(ondemand.sock)], stdout=f, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while (st := status.probe(str(ondemand.sock))).started != wire.MANUAL:
+            assert time.monotonic() < deadline and manual.poll() is None, log.read_text()
+            time.sleep(0.05)
+        assert st.pid == manual.pid and not alive(first.pid)
+        assert "taking over" in log.read_text()
+        served(status_request(plugin, ondemand.env)).silent()
+        manual.terminate()
+        assert manual.wait(30) == 0
+    finally:
+        if manual.poll() is None:
+            manual.kill()
+            manual.wait(10)
