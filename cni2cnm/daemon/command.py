@@ -34,8 +34,10 @@ class _CannotServe(click.ClickException):
 @click.option("--started", type=click.Choice([MANUAL, ON_DEMAND]), default=MANUAL,
               hidden=True)
 @click.option("--lock-fd", type=int, default=None, hidden=True)
+@click.option("--priority", type=int, default=None, hidden=True)
 def serve(socket_path: str, log_level: str, log_file: str | None, idle_timeout: float,
-          metrics_address: str, started: str, lock_fd: int | None) -> None:
+          metrics_address: str, started: str, lock_fd: int | None,
+          priority: int | None) -> None:
     """Run the plugin as a daemon, so that each invocation skips Python's start-up.
 
     While it runs, the cni2cnm executable forwards ADD, DEL, CHECK, GC and STATUS to it over
@@ -62,7 +64,8 @@ def serve(socket_path: str, log_level: str, log_file: str | None, idle_timeout: 
 
     try:
         code = run(socket_path, log_level, started=started, idle_timeout=idle_timeout,
-                   lock_fd=lock_fd, log_file=log_file, metrics_address=metrics_address)
+                   lock_fd=lock_fd, log_file=log_file, metrics_address=metrics_address,
+                   priority=priority)
     except DaemonError as e:
         raise _CannotServe(str(e)) from None
     sys.exit(code)

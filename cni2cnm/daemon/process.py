@@ -65,11 +65,13 @@ def activation_socket() -> socket.socket | None:
 
 def serve(path: str, log_level: str = "info", *, started: str = wire.MANUAL,
           idle_timeout: float = 0, lock_fd: int | None = None, log_file: str | None = None,
-          metrics_address: str = "") -> int:
-    """Run the daemon until SIGTERM/SIGINT (or idle). Raises DaemonError if it cannot."""
+          metrics_address: str = "", priority: int | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or idle). Raises DaemonError if it cannot.
+    `priority`: the CPU priority (nice value) to take once the socket is bound (a daemon
+    started on demand starts at a lower one)."""
     try:
         return _serve(path, log_level, started, idle_timeout, lock_fd, log_file,
-                      metrics_address)
+                      metrics_address, priority)
     finally:
         if lock_fd is not None:
             with contextlib.suppress(OSError):
@@ -77,7 +79,8 @@ def serve(path: str, log_level: str = "info", *, started: str = wire.MANUAL,
 
 
 def _serve(path: str, log_level: str, started: str, idle_timeout: float,
-           lock_fd: int | None, log_file: str | None, metrics_address: str) -> int:
+           lock_fd: int | None, log_file: str | None, metrics_address: str,
+           priority: int | None) -> int:
     _setup_daemon_log(log_level, log_file)
     if os.geteuid() != 0:
         log.warning("not running as root: only root (uid 0) may use the daemon, and the "
@@ -111,6 +114,11 @@ def _serve(path: str, log_level: str, started: str, idle_timeout: float,
     if lock_fd is not None:
         os.close(lock_fd)  # bound: the next starter finds the socket
         lock_fd = None
+    if priority is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, priority)
+        except OSError as e:
+            log.warning("cannot go back to CPU priority %d: %s", priority, e)
     logroute.install()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -15,6 +15,9 @@ stopped). The request itself then runs in-process: nothing here waits for the da
   PATH and nothing else of the runtime's environment. It checks peers, socket and directory
   exactly as `cni2cnm serve` does, logs to SERVE_LOG in the socket's directory, and exits
   after IDLE_TIMEOUT seconds without a request.
+- The daemon starts at a lower CPU priority (STARTING_NICE more than the plugin's), so that
+  its start-up (imports, warm-up) does not slow down the request running in-process beside
+  it; once its socket is bound it goes back to the plugin's priority (--priority).
 - The socket's directory is created 0700 when missing; one that is not this user's, or that
   others can write, is refused (the daemon would refuse it too).
 """
@@ -28,6 +31,7 @@ LOCK_FILE = "start.lock"
 SERVE_LOG = "serve.log"
 IDLE_TIMEOUT = 600  # seconds: an on-demand daemon exits after 10 minutes without a request
 DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+STARTING_NICE = 10
 
 
 def start(path: str, replacing: bool = False) -> str:
@@ -75,7 +79,7 @@ def start(path: str, replacing: bool = False) -> str:
         os.close(fd)  # the daemon holds the lock through its own descriptor
 
 
-def daemon_argv(path: str, lock_fd: int, directory: str) -> list[str]:
+def daemon_argv(path: str, lock_fd: int, directory: str, priority: int = 0) -> list[str]:
     import cni2cnm
 
     package_parent = os.path.dirname(cni2cnm.__path__[0])
@@ -83,7 +87,7 @@ def daemon_argv(path: str, lock_fd: int, directory: str) -> list[str]:
             "from cni2cnm.daemon.command import serve; serve(prog_name='cni2cnm serve')")
     return [sys.executable, "-I", "-c", code, "--socket", path, "--started", "on-demand",
             "--idle-timeout", str(IDLE_TIMEOUT), "--lock-fd", str(lock_fd),
-            "--log-file", os.path.join(directory, SERVE_LOG)]
+            "--log-file", os.path.join(directory, SERVE_LOG), "--priority", str(priority)]
 
 
 def _exec_daemon(path: str, lock_fd: int, directory: str) -> None:  # pragma: no cover
@@ -96,7 +100,12 @@ def _exec_daemon(path: str, lock_fd: int, directory: str) -> None:  # pragma: no
             os.dup2(null, target)
     os.closerange(4, _max_fd())  # /dev/null too: it is on 0-2 now (fd 3 is taken)
     os.set_inheritable(3, True)
-    os.execve(sys.executable, daemon_argv(path, 3, directory), {"PATH": DAEMON_PATH})
+    import contextlib  # in the detached child: not on the plugin's path
+
+    priority = os.getpriority(os.PRIO_PROCESS, 0)
+    with contextlib.suppress(OSError):
+        os.nice(STARTING_NICE)
+    os.execve(sys.executable, daemon_argv(path, 3, directory, priority), {"PATH": DAEMON_PATH})
 
 
 def _max_fd() -> int:

@@ -948,7 +948,7 @@ def test_daemon_argv_runs_this_installation_isolated() -> None:
     assert repr(os.path.dirname(wire.build_id())) in argv[3]
     assert argv[4:] == ["--socket", "/run/x/d.sock", "--started", "on-demand",
                         "--idle-timeout", "600", "--lock-fd", "3",
-                        "--log-file", "/run/x/serve.log"]
+                        "--log-file", "/run/x/serve.log", "--priority", "0"]
 
 
 def test_status_reports_the_daemon_for_version_and_doctor(sockdir: Path) -> None:
