@@ -187,9 +187,10 @@ def cli() -> None:
 @cli.command()
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-@click.option("--daemon-socket", envvar="CNI2CNM_DAEMON_SOCKET", default=DEFAULT_SOCKET,
-              show_default=True, metavar="PATH", help="the daemon socket to report on")
-def version(output: str, daemon_socket: str) -> None:
+@click.option("--daemon-socket", default=None, metavar="PATH",
+              help="the daemon socket to report on [default: $CNI2CNM_DAEMON_SOCKET, else "
+                   f"{DEFAULT_SOCKET}]")
+def version(output: str, daemon_socket: str | None) -> None:
     """Print the cni2cnm version, the CNI spec versions it supports, and the daemon on the
     socket (running or not; its version, pid, and how it was started: on-demand, systemd or
     manual).
@@ -198,6 +199,7 @@ def version(output: str, daemon_socket: str) -> None:
     """
     from cni2cnm.daemon import status
 
+    daemon_socket = _daemon_socket(daemon_socket)
     daemon = status.probe(daemon_socket) if daemon_socket else None
     if output == "json":
         echo(json.dumps({"version": __version__, "cniVersions": list(SUPPORTED_VERSIONS),
@@ -528,17 +530,17 @@ def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_vers
               default="auto", show_default=True,
               help="write and enable socket-activated units for the daemon (auto: where "
                    "systemd is PID 1; elsewhere the plugin starts its daemon on demand)")
-@click.option("--daemon-socket", envvar="CNI2CNM_DAEMON_SOCKET", default=DEFAULT_SOCKET,
-              show_default=True, metavar="PATH",
+@click.option("--daemon-socket", default=None, metavar="PATH",
               help="the daemon's socket: install replaces an on-demand daemon of another "
-                   "version there, --uninstall stops the one the plugin started (empty: none)")
+                   "version there, --uninstall stops the one the plugin started (empty: none) "
+                   f"[default: $CNI2CNM_DAEMON_SOCKET, else {DEFAULT_SOCKET}]")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @common_options
 @click.pass_context
 def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None, force: bool,
-            uninstall: bool, systemd: str, daemon_socket: str, output: str, docker_host: str,
-            state_dir: str) -> None:
+            uninstall: bool, systemd: str, daemon_socket: str | None, output: str,
+            docker_host: str, state_dir: str) -> None:
     """Install this cni2cnm as a CNI plugin on this node (or --uninstall it).
 
     Writes <bin-dir>/cni2cnm, a small script that runs this installation (this Python,
@@ -562,6 +564,7 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
     from cni2cnm.ops import install as ops
 
     s = settings(ctx, docker_host, state_dir)
+    daemon_socket = _daemon_socket(daemon_socket)
     if uninstall:
         actions = _stop_daemon(daemon_socket, stale_only=False)
         actions += ops.uninstall(s.state_dir, bin_dir, conf_dir, network)
@@ -601,6 +604,14 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
         if not actions:
             echo("nothing to uninstall", err=True)
     finish(EXIT_FOUND if any(a.action == ops.KEPT for a in actions) else 0)
+
+
+def _daemon_socket(given: str | None) -> str:
+    """--daemon-socket, else $CNI2CNM_DAEMON_SOCKET (empty too: no daemon), else the
+    default, as the plugin finds it."""
+    if given is not None:
+        return given
+    return os.environ.get("CNI2CNM_DAEMON_SOCKET", DEFAULT_SOCKET)
 
 
 def _with_systemd(choice: str) -> bool:
