@@ -66,6 +66,7 @@ class Fallback:
 
 
 FALLBACKS = "fallbacks"  # in the socket's directory: one line per in-process fallback
+FALLBACKS_MAX = 1 << 20  # bytes: beyond this (no daemon with metrics reads it) stop counting
 
 
 def forwarded(environ: Mapping[str, str]) -> bool:
@@ -217,7 +218,8 @@ def count_fallback(path: str, kind: str) -> None:
     except OSError:
         return
     try:
-        os.write(fd, kind.encode() + b"\n")
+        if os.fstat(fd).st_size < FALLBACKS_MAX:  # the daemon's metrics empty it when read
+            os.write(fd, kind.encode() + b"\n")
     except OSError:
         pass
     finally:
