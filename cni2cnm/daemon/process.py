@@ -72,6 +72,10 @@ def serve(path: str, log_level: str = "info", *, started: str = wire.MANUAL,
     try:
         return _serve(path, log_level, started, idle_timeout, lock_fd, log_file,
                       metrics_address, priority)
+    except DaemonError as e:
+        if log_file:  # a daemon started on demand has no stderr anyone reads
+            log.error("cannot serve: %s", e)
+        raise
     finally:
         if lock_fd is not None:
             with contextlib.suppress(OSError):
