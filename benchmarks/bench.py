@@ -21,6 +21,13 @@ timed region; Docker names interfaces eth0, eth1, ... and never reuses a number)
   (d) CLI       the 2016 approach (kubernetes/contrib `to_docker`): the docker CLI doing
                 `network disconnect none`, `network connect`, `inspect`, then
                 `network disconnect`
+  (e) default   the same executable on a node that ran only `cni2cnm install`: no daemon
+                started by hand, the config's `daemon` key at its default (auto), so the
+                plugin starts its daemon on demand (on a socket of the benchmark's own:
+                the machine's default socket may be someone else's); steady state
+
+and, before the cycles, the first request after install: rounds of an in-process ADD (b)
+and, with no daemon running, an ADD of (e), which runs in-process and starts the daemon.
 
 plus VERSION through the executable. Then 50 pods ADDed with 50 in flight and DELed, for (a),
 (c) and (b), five rounds in rotating order (the median round counts); then GC of 1,000 stale
@@ -60,7 +67,7 @@ DEV_EXE = str(Path(sys.executable).parent / "cni2cnm")
 PAUSE = "local/pause:3.10"
 LABEL = "c2c.bench"
 SESSION = secrets.token_hex(4)
-MODES = ("a", "b", "c", "d")
+MODES = ("a", "b", "c", "d", "e")
 # Runs a command as a child of a minimal process, for its peak RSS: ru_maxrss counts the
 # memory of the process a child was forked from, so children of this big benchmark process
 # would all report its size. The floor of this method (/bin/true) is reported with it.
@@ -72,13 +79,15 @@ _, status, usage = os.wait4(pid, 0)
 sys.stderr.write("\\nC2CB_MAXRSS_KB=%d\\n" % usage.ru_maxrss)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
-MODE_NAMES = {"a": "(a) SDK floor", "b": "(b) in-process", "c": "(c) daemon", "d": "(d) docker CLI"}
+MODE_NAMES = {"a": "(a) SDK floor", "b": "(b) in-process", "c": "(c) daemon",
+              "d": "(d) docker CLI", "e": "(e) default install"}
 
-# Targets of issue 8 (ms, ratios, MB).
+# Targets of issues 8 and 13 (ms, ratios, MB).
 TARGETS = {
-    "c_add_over_floor_ms": 30, "c_del_over_floor_ms": 30, "c_cycle_vs_floor": 1.35,
+    "c_add_over_floor_ms": 30, "c_del_over_floor_ms": 30, "c_cycle_vs_floor": 1.15,
     "c_cycle_vs_cli": 1.1, "b_op_over_floor_ms": 150, "version_ms": 60,
     "concurrent_throughput_vs_floor": 0.9, "rss_client_mb": 20, "rss_inprocess_mb": 60,
+    "e_cycle_vs_floor": 1.25, "first_over_inprocess_ms": 100,
 }
 
 
@@ -184,6 +193,8 @@ class Bench:
         self.state = str(self.tmp / "state")
         self.daemon_log = self.tmp / "serve.log"
         self.sock = str(self.tmp / "run" / "cni2cnm.sock")
+        self.auto_sock = str(self.tmp / "auto" / "cni2cnm.sock")  # (e): started on demand
+        stack.callback(self.stop_on_demand)
         self.daemon = self._start_daemon()
         self.results: dict[str, Any] = {}
 
@@ -313,6 +324,41 @@ class Bench:
                 proc.kill()
                 proc.wait()
 
+    def on_demand_pids(self) -> list[int]:
+        """The daemons the plugin started on demand for (e): found by their socket path."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.isdigit() and self.auto_sock.encode() in \
+                        (entry / "cmdline").read_bytes():
+                    stat = (entry / "stat").read_text()
+                    if stat.rpartition(")")[2].split()[0] != "Z":
+                        pids.append(int(entry.name))
+        return pids
+
+    def stop_on_demand(self) -> None:
+        pids = self.on_demand_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while self.on_demand_pids() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for pid in self.on_demand_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def wait_on_demand(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
+                s.settimeout(2)
+                s.connect(self.auto_sock)
+                if s.recv(4):  # greeted: serving
+                    return
+            time.sleep(0.02)
+        raise RuntimeError("the on-demand daemon did not come up")
+
     def daemon_memory(self) -> dict[str, float]:
         out = {}
         with contextlib.suppress(OSError):
@@ -339,19 +385,27 @@ class Bench:
         return {"cniVersion": "1.0.0", "name": self.net_name, "type": "cni2cnm",
                 "stateDir": self.state, **extra}
 
-    def plugin_env(self, command: str, cid: str, pid: int, daemon: bool) -> dict[str, str]:
+    def plugin_env(self, command: str, cid: str, pid: int, daemon: bool | str
+                   ) -> dict[str, str]:
+        """daemon: False (b: no daemon), True (c: `cni2cnm serve`, never one started on
+        demand), "auto" (e: as `cni2cnm install` leaves a node: the daemon key unset)."""
+        if daemon == "auto":
+            mode = {"CNI2CNM_DAEMON_SOCKET": self.auto_sock}
+        else:
+            mode = {"CNI2CNM_DAEMON_SOCKET": self.sock if daemon else "",
+                    "CNI2CNM_DAEMON": "manual" if daemon else "off"}
         return {**self._base_env(), "DOCKER_HOST": self.host, "CNI_COMMAND": command,
                 "CNI_CONTAINERID": cid, "CNI_NETNS": f"/proc/{pid}/ns/net" if pid else "",
                 "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
                 "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={cid[:12]};"
                             f"K8S_POD_INFRA_CONTAINER_ID={cid}",
-                "CNI2CNM_DAEMON_SOCKET": self.sock if daemon else ""}
+                **mode}
 
-    def plugin(self, command: str, cid: str, pid: int, daemon: bool,
+    def plugin(self, command: str, cid: str, pid: int, daemon: bool | str,
                conf: dict[str, Any] | None = None) -> Run:
         r = run_process([self.exe], self.plugin_env(command, cid, pid, daemon),
                         json.dumps(conf or self.conf()).encode())
-        if r.rc != 0 or (daemon and "in-process" in r.stderr):
+        if r.rc != 0 or (daemon is True and "in-process" in r.stderr):
             raise RuntimeError(f"{command} ({'daemon' if daemon else 'in-process'}) failed: "
                                f"rc={r.rc} {r.stdout} {r.stderr}")
         return r
@@ -376,12 +430,14 @@ class Bench:
         add = (t1 - t0) * 1e3
         return {"add": add, "del": (t2 - t1) * 1e3, "add_connect_inspect": add - detach_ms}
 
-    def mode_plugin(self, cid: str, pid: int, daemon: bool) -> dict[str, float]:
+    def mode_plugin(self, cid: str, pid: int, daemon: bool | str) -> dict[str, float]:
         add = self.plugin("ADD", cid, pid, daemon)
         prev = json.loads(add.stdout)
         dele = self.plugin("DEL", cid, pid, daemon, self.conf(prevResult=prev))
         out = {"add": add.ms, "del": dele.ms}
-        if daemon:
+        if daemon == "auto":  # a request that ran in-process (a fallback): counted
+            out["fallbacks"] = sum("in-process" in r.stderr for r in (add, dele))
+        elif daemon:
             for op, r in (("ADD", "add"), ("DEL", "del")):
                 ms = self.daemon_ms(op, cid)
                 if ms is not None:
@@ -410,15 +466,38 @@ class Bench:
 
     # ---- phases -------------------------------------------------------------------------------
 
+    def first_requests(self) -> None:
+        """The first request after install (or boot): rounds of an in-process ADD (b) and,
+        with no daemon running, the ADD of (e) that runs in-process and starts the daemon;
+        each round in alternating order. Leaves the daemon of (e) running."""
+        k = self.args.first_runs
+        log(f"first request after install: {k} rounds of (b) ADD and a first (e) ADD")
+        samples: dict[str, list[float]] = {"b_add": [], "e_first_add": []}
+        for i in range(k):
+            self.stop_on_demand()
+            for m in ("b", "e") if i % 2 == 0 else ("e", "b"):
+                cid, pid = self.pod()
+                try:
+                    add = self.plugin("ADD", cid, pid, m == "e" and "auto")
+                    samples[f"{m}_first_add" if m == "e" else "b_add"].append(add.ms)
+                    self.plugin("DEL", cid, pid, False,
+                                self.conf(prevResult=json.loads(add.stdout)))
+                finally:
+                    self.remove(cid)
+            self.wait_on_demand()
+        self.results["first"] = {k2: summary(v) for k2, v in samples.items()}
+        self.results["first"]["samples"] = samples
+
     def cycles(self) -> None:
         n = self.args.cycles
         samples: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
         versions: list[Run] = []
         run = {"a": self.mode_a, "b": lambda c, p: self.mode_plugin(c, p, False),
-               "c": lambda c, p: self.mode_plugin(c, p, True), "d": self.mode_d}
-        log(f"{n} cycles (+1 warm-up) of ADD+DEL by a, b, c, d, and VERSION")
+               "c": lambda c, p: self.mode_plugin(c, p, True), "d": self.mode_d,
+               "e": lambda c, p: self.mode_plugin(c, p, "auto")}
+        log(f"{n} cycles (+1 warm-up) of ADD+DEL by a, b, c, d, e, and VERSION")
         for i in range(-1, n):  # cycle -1 warms caches up and is not recorded
-            order = MODES[i % 4:] + MODES[:i % 4]
+            order = MODES[i % len(MODES):] + MODES[:i % len(MODES)]
             for m in order:
                 cid, pid = self.pod()
                 try:
@@ -443,6 +522,8 @@ class Bench:
             }
             if m == "a":
                 res[m]["add_connect_inspect"] = summary([s["add_connect_inspect"] for s in xs])
+            if m == "e":
+                res[m]["fallbacks"] = sum(int(s.get("fallbacks", 0)) for s in xs)
             if m == "c":
                 for op in ("add", "del"):
                     inside = [s[f"{op}_in_daemon"] for s in xs if f"{op}_in_daemon" in s]
@@ -639,27 +720,31 @@ class Bench:
         import cProfile
         import pstats
 
-        from cni2cnm.daemon import server
+        from cni2cnm.daemon import engines, logroute
+        from cni2cnm.daemon.process import warm_up
+        from cni2cnm.daemon.runner import Runner
+        from cni2cnm.engine import ClientPool
 
-        server.warm_up()
+        warm_up()
+        run_request = Runner(engines.pooled(ClientPool()))
         prof = cProfile.Profile()
-        with server.request_logging():
-            for i in range(runs):
-                cid, pid = self.pod()
-                try:
-                    env = {k: v for k, v in self.plugin_env("ADD", cid, pid, True).items()
-                           if k.startswith("CNI") or k == "DOCKER_HOST"}
-                    if i == runs - 1:
-                        prof.enable()
-                    rc, out, err = server.run_request(env, json.dumps(self.conf()).encode())
-                    prof.disable()
-                    if rc != 0:
-                        raise RuntimeError(f"daemon ADD: {out} {err}")
-                    env["CNI_COMMAND"] = "DEL"
-                    server.run_request(env, json.dumps(self.conf(prevResult=json.loads(out)))
-                                       .encode())
-                finally:
-                    self.remove(cid)
+        logroute.install()  # the daemon's log routing; this process ends after the bench
+        for i in range(runs):
+            cid, pid = self.pod()
+            try:
+                env = {k: v for k, v in self.plugin_env("ADD", cid, pid, True).items()
+                       if k.startswith("CNI") or k == "DOCKER_HOST"}
+                if i == runs - 1:
+                    prof.enable()
+                rc, out, err = run_request(env, json.dumps(self.conf()).encode())
+                prof.disable()
+                if rc != 0:
+                    raise RuntimeError(f"daemon ADD: {out} {err}")
+                env["CNI_COMMAND"] = "DEL"
+                run_request(env, json.dumps(self.conf(prevResult=json.loads(out)))
+                            .encode())
+            finally:
+                self.remove(cid)
         return cprofile_table(pstats.Stats(prof))
 
 
@@ -731,8 +816,16 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     def ratio(x: str, y: str, what: str) -> float:
         return float(cyc[x][what]["median"] / cyc[y][what]["median"])
 
+    if "fallbacks" in cyc.get("e", {}):
+        lines.append(f"(e) requests that ran in-process during the cycles: "
+                     f"{cyc['e']['fallbacks']}")
+    first = res.get("first")
+    if first:
+        lines.append(f"First request after install, medians of {first['b_add']['n']} rounds: "
+                     f"(e) first ADD {first['e_first_add']['median']:.1f} ms (it starts the "
+                     f"daemon), (b) ADD {first['b_add']['median']:.1f} ms")
     lines.append("Ratios of medians (ADD / DEL / cycle):")
-    for x, y in (("b", "a"), ("c", "a"), ("b", "d"), ("c", "d")):
+    for x, y in (("b", "a"), ("c", "a"), ("e", "a"), ("b", "d"), ("c", "d"), ("e", "d")):
         lines.append(f"  {x}/{y}: {ratio(x, y, 'add'):.2f} / {ratio(x, y, 'del'):.2f} / "
                      f"{ratio(x, y, 'cycle'):.2f}")
     rss = res.get("rss_mb")
@@ -777,7 +870,12 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "(b) DEL - (a) DEL, ms": (b["del"]["median"] - a["del"]["median"],
                                   TARGETS["b_op_over_floor_ms"], "<="),
         "VERSION median, ms": (cyc["version"]["ms"]["median"], TARGETS["version_ms"], "<"),
+        "(e) cycle / (a) cycle": (ratio("e", "a", "cycle"), TARGETS["e_cycle_vs_floor"], "<="),
     }
+    if first:
+        checks["(e) first ADD - (b) ADD, ms"] = (
+            first["e_first_add"]["median"] - first["b_add"]["median"],
+            TARGETS["first_over_inprocess_ms"], "<=")
     if rss:
         checks["thin client (c) peak RSS, MB"] = (
             max(rss["c_add"]["max"], rss["c_del"]["max"]), TARGETS["rss_client_mb"], "<")
@@ -824,6 +922,8 @@ def main(argv: list[str] | None = None) -> int:
                    help='"installed" (default: a copy installed as `pip install .` would), '
                         '"dev" (this venv\'s editable install) or a path')
     p.add_argument("--rss-runs", type=int, default=5)
+    p.add_argument("--first-runs", type=int, default=5,
+                   help="rounds of the first request after install (e) against (b)")
     p.add_argument("--serve", default="-m cni2cnm.daemon", metavar="ARGS",
                    help="how the daemon is started, after the interpreter (to A/B a variant)")
     p.add_argument("--json", metavar="FILE", help="write all results and samples here")
@@ -839,6 +939,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.enter_context(_interrupts_raise())
             bench = Bench(args, stack)
             res = bench.results
+            if args.first_runs:
+                bench.first_requests()
             bench.cycles()
             if args.concurrent:
                 bench.concurrency()

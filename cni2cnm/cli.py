@@ -27,6 +27,7 @@ from click.core import ParameterSource
 from cni2cnm import __version__
 from cni2cnm.cni.errors import CNIError
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
+from cni2cnm.daemon.wire import DEFAULT_SOCKET
 from cni2cnm.engine import DEFAULT_HOST, EngineError
 from cni2cnm.ops import OpError
 from cni2cnm.ops.install import DEFAULT_BIN_DIR, DEFAULT_CONF_DIR
@@ -186,16 +187,27 @@ def cli() -> None:
 @cli.command()
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-def version(output: str) -> None:
-    """Print the cni2cnm version and the CNI spec versions it supports.
+@click.option("--daemon-socket", default=None, metavar="PATH",
+              help="the daemon socket to report on [default: $CNI2CNM_DAEMON_SOCKET, else "
+                   f"{DEFAULT_SOCKET}]")
+def version(output: str, daemon_socket: str | None) -> None:
+    """Print the cni2cnm version, the CNI spec versions it supports, and the daemon on the
+    socket (running or not; its version, pid, and how it was started: on-demand, systemd or
+    manual).
 
     Example: cni2cnm version -o json
     """
+    from cni2cnm.daemon import status
+
+    daemon_socket = _daemon_socket(daemon_socket)
+    daemon = status.probe(daemon_socket) if daemon_socket else None
     if output == "json":
-        echo(json.dumps({"version": __version__, "cniVersions": list(SUPPORTED_VERSIONS)}))
+        echo(json.dumps({"version": __version__, "cniVersions": list(SUPPORTED_VERSIONS),
+                         "daemon": daemon.to_json() if daemon else None}))
     else:
         echo(f"cni2cnm {__version__}")
         echo(f"CNI spec versions: {', '.join(SUPPORTED_VERSIONS)}")
+        echo(f"daemon: {daemon.describe() if daemon else 'disabled (empty socket path)'}")
 
 
 # ==== inspect ===============================================================================
@@ -520,12 +532,21 @@ def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_vers
 @click.option("--uninstall", is_flag=True,
               help="remove what install placed in these directories (only files unchanged "
                    "since)")
+@click.option("--systemd", "systemd", type=click.Choice(["auto", "yes", "no"]),
+              default="auto", show_default=True,
+              help="write and enable socket-activated units for the daemon (auto: where "
+                   "systemd is PID 1; elsewhere the plugin starts its daemon on demand)")
+@click.option("--daemon-socket", default=None, metavar="PATH",
+              help="the daemon's socket: install replaces an on-demand daemon of another "
+                   "version there, --uninstall stops the one the plugin started (empty: none) "
+                   f"[default: $CNI2CNM_DAEMON_SOCKET, else {DEFAULT_SOCKET}]")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @common_options
 @click.pass_context
 def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None, force: bool,
-            uninstall: bool, output: str, docker_host: str, state_dir: str) -> None:
+            uninstall: bool, systemd: str, daemon_socket: str | None, output: str,
+            docker_host: str, state_dir: str) -> None:
     """Install this cni2cnm as a CNI plugin on this node (or --uninstall it).
 
     Writes <bin-dir>/cni2cnm, a small script that runs this installation (this Python,
@@ -535,6 +556,12 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
     <state-dir>/install-manifest.json, and --uninstall removes exactly those files while
     they still have that content; it never touches other files.
 
+    The daemon: where systemd is PID 1, install writes and enables a socket-activated
+    cni2cnm.socket / cni2cnm.service pair (recorded in the manifest too); elsewhere the
+    plugin starts a daemon on demand. Either way pods go through a warm daemon with no
+    further step. install stops an on-demand daemon of another version (an upgrade);
+    --uninstall stops and removes the units, and stops the daemon the plugin started.
+
     \b
     Examples:
       cni2cnm install --network pods
@@ -543,8 +570,11 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
     from cni2cnm.ops import install as ops
 
     s = settings(ctx, docker_host, state_dir)
+    daemon_socket = _daemon_socket(daemon_socket)
     if uninstall:
-        actions = ops.uninstall(s.state_dir, bin_dir, conf_dir, network)
+        actions = _stop_daemon(daemon_socket, stale_only=False)
+        actions += ops.uninstall(s.state_dir, bin_dir, conf_dir, network)
+        actions += _uninstall_units(s.state_dir)
     else:
         planned = [ops.Planned(ops.plugin_path(bin_dir), ops.wrapper_text(), 0o755)]
         if network:
@@ -558,7 +588,17 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
                 engine.close()
             planned.append(ops.Planned(ops.conflist_path(conf_dir, network), cl.render(doc),
                                        0o644))
+        units = _with_systemd(systemd)
+        if units:
+            from cni2cnm.ops import service
+
+            planned += [ops.Planned(u.path, u.content, 0o644)
+                        for u in service.units(daemon_socket or DEFAULT_SOCKET)]
         actions = ops.install(planned, s.state_dir, force)
+        if units:
+            actions += _activate_units(actions)
+        else:
+            actions += _stop_daemon(daemon_socket, stale_only=True)
     if output == "json":
         print_json([a.to_json() for a in actions])
     else:
@@ -570,6 +610,61 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
         if not actions:
             echo("nothing to uninstall", err=True)
     finish(EXIT_FOUND if any(a.action == ops.KEPT for a in actions) else 0)
+
+
+def _daemon_socket(given: str | None) -> str:
+    """--daemon-socket, else $CNI2CNM_DAEMON_SOCKET (empty too: no daemon), else the
+    default, as the plugin finds it."""
+    if given is not None:
+        return given
+    return os.environ.get("CNI2CNM_DAEMON_SOCKET", DEFAULT_SOCKET)
+
+
+def _with_systemd(choice: str) -> bool:
+    if choice == "auto":
+        from cni2cnm.ops import service
+
+        return service.systemd_booted()
+    return choice == "yes"
+
+
+def _activate_units(actions: list[Any]) -> list[Any]:
+    from cni2cnm.ops import install as ops
+    from cni2cnm.ops import service
+
+    unit_paths = {u.path for u in service.units()}
+    changed = any(a.path in unit_paths and a.action in (ops.INSTALLED, ops.REPLACED)
+                  for a in actions)
+    return [ops.Action(service.SOCKET_UNIT, "failed", f)
+            for f in service.activate(changed)] or [
+        ops.Action(service.SOCKET_UNIT, "enabled", "socket activation: systemd starts the "
+                   "daemon on the first request")]
+
+
+def _uninstall_units(state_dir: str) -> list[Any]:
+    from cni2cnm.ops import install as ops
+    from cni2cnm.ops import service
+
+    if not service.installed_units(state_dir):
+        return []
+    out = [ops.Action(service.SOCKET_UNIT, "failed", f) for f in service.deactivate()]
+    out += [ops.Action(*done) for done in service.remove_units(state_dir)]
+    service.reload()
+    return out
+
+
+def _stop_daemon(socket_path: str, *, stale_only: bool) -> list[Any]:
+    from cni2cnm.daemon import status
+    from cni2cnm.ops import install as ops
+
+    if not socket_path:
+        return []
+    stopped = status.stop_on_demand(socket_path, stale_only=stale_only)
+    if stopped is None:
+        return []
+    why = (f"it ran cni2cnm {stopped.version}: the next request starts this version"
+           if stale_only else "started on demand by the plugin")
+    return [ops.Action(socket_path, "stopped", f"daemon pid {stopped.pid}; {why}")]
 
 
 # ==== doctor ================================================================================

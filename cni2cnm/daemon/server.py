@@ -1,217 +1,105 @@
-"""`cni2cnm serve`: plugin requests over a unix socket, in a process that stays warm.
+"""The daemon's socket server: one thread per connection, each running one request.
 
-Each connection gets a thread that runs exactly what the executable runs in-process,
-``skel.dispatch(load_plugin, environ, stdin, stdout)``, with the request's environment and
-stdin, and sends back what dispatch wrote to stdout, its exit status and what the request
-logged to stderr (see wire.py). Requests for different containers run concurrently; the
-store's per-container file locks serialise requests for the same container, across threads
-and across processes alike.
+A connection: accept; the peer's uid is read with SO_PEERCRED at once, before anything is
+read from it (another user gets the hello and a CNI error, and nothing of its request is
+read); the hello; the request, read whole within REQUEST_DEADLINE (one deadline for the phase,
+not per byte); the handler; the reply, sent within the same kind of deadline. Requests for
+different containers run concurrently; the store's per-container file locks serialise
+requests for the same container, across threads and processes alike.
 
 Only root may use the daemon: the socket is 0600 in a directory that is not writable by
-others, and every peer's uid is read with SO_PEERCRED; anyone else gets a CNI error.
+others. The listening socket is made here (bind) or handed over by systemd (adopt).
 
-SIGTERM (or SIGINT): the socket is removed at once (new invocations run in-process), requests
-in flight finish and are answered, then the process exits 0.
+stop() (SIGTERM): the socket is removed at once (new invocations run in-process),
+connections that have not sent a whole request are closed (their executables run the
+request in-process), requests in flight finish and are answered. With an idle timeout the
+server stops by itself after that long without a connection.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
 import selectors
-import signal
 import socket
 import stat
 import struct
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import Protocol
 
 from cni2cnm import __version__
 from cni2cnm.daemon import wire
 
-log = logging.getLogger("cni2cnm-serve")  # not under "cni2cnm": requests reconfigure that one
+log = logging.getLogger("cni2cnm-serve")  # not under "cni2cnm": that one is the requests'
 
 Handler = Callable[[dict[str, str], bytes], tuple[int, str, str]]
 
 MAX_INFLIGHT = 128  # more connections than this at once are closed: they run in-process
-REQUEST_TIMEOUT = 30.0  # seconds a peer may take to send its request, or to take the reply
+REQUEST_DEADLINE = 10.0  # seconds to receive a whole request, and to send a whole reply
 ALLOWED_UIDS = frozenset({0})
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
 
 
 class DaemonError(Exception):
     """The daemon cannot start (socket path unusable, another daemon serving)."""
 
 
-# ==== one request ============================================================================
+class Observer(Protocol):
+    """What the metrics see of each connection (see metrics.py)."""
 
-_local = threading.local()
-
-
-def run_request(env: dict[str, str], data: bytes) -> tuple[int, str, str]:
-    """What the executable does in-process, here: (exit status, stdout, stderr)."""
-    from cni2cnm.cni import skel
-    from cni2cnm.entry import load_plugin, log_as_configured
-
-    out, err = io.StringIO(), io.StringIO()
-    _local.stream, _local.level = err, _request_level(env, data)
-    try:
-        status = skel.dispatch(lambda: load_plugin(env), env, io.BytesIO(data), out,
-                               on_config=log_as_configured)
-    finally:
-        _local.stream = _local.level = None
-    return status, out.getvalue(), err.getvalue()
+    def started(self) -> None: ...
+    def finished(self, command: str, status: int, stdout: str, seconds: float) -> None: ...
 
 
-def rejected(uid: int, pid: int, data: bytes, path: str) -> tuple[int, str, str]:
-    """The CNI error a peer that is not root gets, in its config's version when supported."""
+def rejected(uid: int, pid: int, path: str) -> tuple[int, str, str]:
+    """The CNI error a peer that is not root gets (its request is never read, so in the
+    newest CNI version)."""
     from cni2cnm.cni import version as cniversion
     from cni2cnm.cni.errors import CNIError, Code
 
-    v = wire.peek_config(data).get("cniVersion")
-    v = v if isinstance(v, str) and v in cniversion.SUPPORTED_VERSIONS else cniversion.LATEST
     err = CNIError(Code.IO_FAILURE, "permission denied",
                    f"the cni2cnm daemon on {path} serves root (uid 0) only; this plugin runs "
                    f"as uid {uid} (pid {pid})")
-    return 1, json.dumps(err.to_dict(v)) + "\n", ""
-
-
-# ---- logging per request ---------------------------------------------------------------------
-# cni.logs.setup() configures the process-wide "cni2cnm" logger for one request: its level
-# from CNI2CNM_LOG_LEVEL or the config, its output stderr or the config's logFile. Here many
-# requests share the process, so (1) sys.stderr (and sys.stdout, as in-process) is a stream
-# that writes to the current request's buffer, which goes back to the executable's stderr;
-# (2) the logger's own level is held at debug (CNI2CNM_LOG_LEVEL=debug in this process's
-# environment, which setup() obeys) and every handler setup() adds gets a filter that applies
-# the current request's level: the request's CNI2CNM_LOG_LEVEL, else the daemon's, else the
-# config's logLevel, else warning. Requests with different logFiles at the same moment may
-# write to each other's file.
-
-
-class _RoutedStream(io.TextIOBase):
-    """sys.stderr in the daemon: the current request's buffer, else the real stream."""
-
-    def __init__(self, real: Any) -> None:
-        super().__init__()
-        self.real = real
-
-    def _target(self) -> Any:
-        return getattr(_local, "stream", None) or self.real
-
-    def write(self, s: str) -> int:
-        return self._target().write(s)
-
-    def flush(self) -> None:
-        self._target().flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return int(self.real.fileno())
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return str(getattr(self.real, "encoding", "utf-8"))
-
-
-class _RequestLevel(logging.Filter):
-    def __init__(self, default: int) -> None:
-        super().__init__()
-        self.default = default
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        level = getattr(_local, "level", None)
-        return record.levelno >= (self.default if level is None else level)
-
-
-class _FilteredHandlers(list):  # type: ignore[type-arg]
-    """The "cni2cnm" logger's handler list in the daemon: whatever handler logs.setup() adds
-    (Logger.addHandler appends here) gets the request-level filter."""
-
-    def __init__(self, handlers: list[logging.Handler], level_filter: logging.Filter) -> None:
-        super().__init__()
-        self.level_filter = level_filter
-        for h in handlers:
-            self.append(h)
-
-    def append(self, handler: logging.Handler) -> None:
-        handler.addFilter(self.level_filter)
-        super().append(handler)
-
-
-_daemon_level: str | None = None  # CNI2CNM_LOG_LEVEL as the daemon was started
-
-
-def _request_level(env: Mapping[str, str], data: bytes) -> int:
-    for name in (env.get("CNI2CNM_LOG_LEVEL"), _daemon_level):
-        if name and name.lower() in _LEVELS:
-            return _LEVELS[name.lower()]
-    name = wire.peek_config(data).get("logLevel")
-    return _LEVELS.get(name, logging.WARNING) if isinstance(name, str) else logging.WARNING
-
-
-@contextlib.contextmanager
-def request_logging() -> Iterator[None]:
-    """Route stderr/stdout and log levels per request thread (see above), until exit."""
-    global _daemon_level
-    from cni2cnm.cni import logs
-
-    saved = sys.stdout, sys.stderr, os.environ.get("CNI2CNM_LOG_LEVEL")
-    _daemon_level = saved[2]
-    routed = _RoutedStream(sys.stderr)
-    level_filter = _RequestLevel(_LEVELS.get((saved[2] or "").lower(), logging.WARNING))
-    logger = logging.getLogger(logs.LOGGER_NAME)
-    sys.stdout = sys.stderr = routed
-    os.environ["CNI2CNM_LOG_LEVEL"] = "debug"
-    logger.handlers = _FilteredHandlers(logger.handlers, level_filter)
-    logs.setup()
-    try:
-        yield
-    finally:
-        logger.handlers = list(logger.handlers)
-        for h in logger.handlers:
-            h.removeFilter(level_filter)
-        sys.stdout, sys.stderr = saved[0], saved[1]
-        if saved[2] is None:
-            os.environ.pop("CNI2CNM_LOG_LEVEL", None)
-        else:
-            os.environ["CNI2CNM_LOG_LEVEL"] = saved[2]
-        logs.setup()
-
-
-# ==== the server =============================================================================
+    return 1, json.dumps(err.to_dict(cniversion.LATEST)) + "\n", ""
 
 
 class Server:
     """Accepts connections on a unix socket; a thread per connection runs `handler`."""
 
-    def __init__(self, path: str, handler: Handler = run_request, *,
+    def __init__(self, path: str, handler: Handler | None = None, *,
                  allowed_uids: frozenset[int] = ALLOWED_UIDS, max_inflight: int = MAX_INFLIGHT,
-                 request_timeout: float = REQUEST_TIMEOUT) -> None:
+                 request_deadline: float = REQUEST_DEADLINE, idle_timeout: float = 0,
+                 started: str = wire.MANUAL, metrics_address: str = "",
+                 observer: Observer | None = None) -> None:
+        if handler is None:
+            from cni2cnm.daemon.runner import Runner
+
+            handler = Runner()
         self.path = os.path.abspath(path)
         self.handler = handler
         self.allowed_uids = allowed_uids
         self.max_inflight = max_inflight
-        self.request_timeout = request_timeout
+        self.request_deadline = request_deadline
+        self.idle_timeout = idle_timeout
+        self.observer = observer
         self.pid = os.getpid()
+        self._hello = wire.hello(__version__, self.pid, wire.build_id(), started,
+                                 metrics_address)
         self._listener: socket.socket | None = None
-        self._identity: tuple[int, int] | None = None
+        self._identity: tuple[int, int] | None = None  # None: not ours to remove (systemd's)
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._lock = threading.Lock()
         self._workers: set[threading.Thread] = set()
+        self._waiting: set[socket.socket] = set()  # accepted, whole request not yet read
+        self._last_active = time.monotonic()
         self.served = 0
         self.stop_reason = ""
 
-    # ---- binding ------------------------------------------------------------------------
+    # ---- the listening socket -----------------------------------------------------------
 
     def bind(self) -> None:
         """Create the socket: owner this process (root), mode 0600, in a directory that only
@@ -234,25 +122,54 @@ class Server:
         listener.setblocking(False)
         self._listener = listener
 
+    def adopt(self, listener: socket.socket) -> None:
+        """Serve on a listening socket made by someone else (systemd's socket activation):
+        it stays theirs, so stop() does not remove it. Its path and directory must be as
+        bind() would make them."""
+        path = listener.getsockname()
+        if isinstance(path, bytes):
+            path = path.decode(errors="surrogateescape")
+        if not path or path.startswith("\0"):
+            raise DaemonError("the socket handed over is not a unix socket with a path")
+        self.path = path
+        _check_directory(os.path.dirname(path))
+        st = os.stat(path)
+        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o022:
+            # connecting needs write permission: nobody else may have it
+            raise DaemonError(f"the socket handed over, {path}, has owner uid {st.st_uid} and "
+                              f"mode {stat.S_IMODE(st.st_mode):04o}: only this user may write "
+                              "to it (SocketMode=0600)")
+        listener.setblocking(False)
+        self._listener = listener
+
     # ---- serving ------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        """Accept until stop(); then remove the socket and wait for requests in flight."""
+        """Accept until stop() or the idle timeout; then remove the socket, close the
+        connections that sent no request yet and wait for requests in flight."""
         if self._listener is None:
             self.bind()
         assert self._listener is not None
+        tick = min(self.idle_timeout, 1.0) if self.idle_timeout > 0 else None
         with selectors.DefaultSelector() as sel:
             sel.register(self._listener, selectors.EVENT_READ)
             sel.register(self._wake_r, selectors.EVENT_READ)
             while not self._stopping.is_set():
-                for key, _ in sel.select():
+                for key, _ in sel.select(tick):
                     if key.fileobj is self._listener and not self._stopping.is_set():
                         self._accept()
+                if tick is not None and self._idle():
+                    self.stop("idle")
         self._close_listener()
         with self._lock:
             pending = list(self._workers)
-        log.info("stopping%s: socket removed, %d request(s) in flight",
-                 f" ({self.stop_reason})" if self.stop_reason else "", len(pending))
+            idle = len(self._waiting)
+            for conn in self._waiting:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)  # its reader sees EOF: in-process
+        log.info("stopping%s: socket removed, %d request(s) in flight%s",
+                 f" ({self.stop_reason})" if self.stop_reason else "", len(pending) - idle,
+                 f", {idle} connection(s) without a request closed" if idle else "")
         for t in pending:
             t.join()
         os.close(self._wake_r)
@@ -276,6 +193,13 @@ class Server:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    def _idle(self) -> bool:
+        with self._lock:
+            if self._workers:
+                self._last_active = time.monotonic()
+                return False
+        return time.monotonic() - self._last_active >= self.idle_timeout
+
     def _accept(self) -> None:
         assert self._listener is not None
         try:
@@ -287,11 +211,13 @@ class Server:
             time.sleep(0.05)  # the connection stays queued: do not spin on it
             return
         with self._lock:
+            self._last_active = time.monotonic()
             busy = len(self._workers) >= self.max_inflight
             if not busy:
                 t = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True,
                                      name=f"request-{self.served}")
                 self._workers.add(t)
+                self._waiting.add(conn)
                 self.served += 1
         if busy:
             log.warning("%d requests in flight: closing a new connection (it runs in-process)",
@@ -304,6 +230,7 @@ class Server:
             log.error("cannot serve a connection: %s", e)
             with self._lock:
                 self._workers.discard(t)
+                self._waiting.discard(conn)
             conn.close()
 
     def _serve_connection(self, conn: socket.socket) -> None:
@@ -314,43 +241,70 @@ class Server:
             log.exception("unexpected error serving a connection")
         finally:
             with self._lock:
+                self._waiting.discard(conn)
                 self._workers.discard(threading.current_thread())
+                self._last_active = time.monotonic()
 
     def _converse(self, conn: socket.socket) -> None:
-        conn.settimeout(self.request_timeout)
         pid, uid = -1, -1
         try:
             pid, uid, _gid = _peer_credentials(conn)
-            wire.send(conn, wire.hello(__version__, self.pid))
-            env, data = wire.parse_request(wire.recv(conn))
+            conn.settimeout(self.request_deadline)
+            wire.send(conn, self._hello)
+            if uid not in self.allowed_uids:
+                self._refuse(conn, pid, uid)
+                return
+            deadline = time.monotonic() + self.request_deadline
+            body = wire.recv(conn, deadline, limit=4 + wire.MAX_ENV + wire.MAX_STDIN)
+            with self._lock:
+                self._waiting.discard(conn)  # whole: in flight now, served even if stopping
+            env, data = wire.parse_request(body)
         except (OSError, wire.WireError) as e:
             # Nothing started: the executable runs the request itself.
             log.info("connection of pid %d ended before a request: %s", pid, e)
             return
         command = env.get("CNI_COMMAND", "?")
         t0 = time.monotonic()
-        if uid not in self.allowed_uids:
-            log.warning("refused %s from pid %d: uid %d is not root", command, pid, uid)
-            status, out, err = rejected(uid, pid, data, self.path)
-        else:
-            env = {k: v for k, v in env.items() if k not in wire.LOCAL_ONLY_ENV}
+        env = {k: v for k, v in env.items() if k not in wire.LOCAL_ONLY_ENV}
+        if self.observer is not None:
+            self.observer.started()
+        status, out, err = 1, "", ""
+        try:
             status, out, err = self.handler(env, data)
+        finally:
+            if self.observer is not None:
+                self.observer.finished(command, status, out, time.monotonic() - t0)
         log.debug("%s %s from pid %d: exit %d in %.1f ms", command,
                   env.get("CNI_CONTAINERID", ""), pid, status, (time.monotonic() - t0) * 1e3)
         try:
+            conn.settimeout(self.request_deadline)  # sendall: one deadline for the whole reply
             wire.send(conn, wire.reply(status, out, err))
         except (OSError, wire.WireError) as e:
             log.warning("%s %s from pid %d finished (exit %d), but its reply could not be "
                         "delivered: %s", command, env.get("CNI_CONTAINERID", ""), pid, status, e)
 
+    def _refuse(self, conn: socket.socket, pid: int, uid: int) -> None:
+        """Another user: the CNI error right after the hello, without reading its request;
+        then wait (briefly) for it to hang up, so that it reads the error before the close."""
+        log.warning("refused a connection from pid %d: uid %d is not root", pid, uid)
+        with self._lock:
+            self._waiting.discard(conn)
+        wire.send(conn, wire.reply(*rejected(uid, pid, self.path)))
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(1.0)
+            while conn.recv(65536):  # discarded unread: only waiting for the peer's close
+                pass
+
     def _close_listener(self) -> None:
         """Remove the socket (if it is still ours) and close it: new connections fail now."""
         if self._listener is None:
             return
-        with contextlib.suppress(OSError):
-            st = os.stat(self.path)
-            if (st.st_dev, st.st_ino) == self._identity:
-                os.unlink(self.path)
+        if self._identity is not None:
+            with contextlib.suppress(OSError):
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) == self._identity:
+                    os.unlink(self.path)
         self._listener.close()
         self._listener = None
 
@@ -368,6 +322,10 @@ def _prepare_directory(directory: str) -> None:
         pass
     except OSError as e:
         raise DaemonError(f"cannot create {directory}: {e.strerror or e}") from None
+    _check_directory(directory)
+
+
+def _check_directory(directory: str) -> None:
     st = os.stat(directory)
     if not stat.S_ISDIR(st.st_mode):
         raise DaemonError(f"{directory} is not a directory")
@@ -395,78 +353,3 @@ def _remove_stale_socket(path: str) -> None:
     finally:
         probe.close()
     raise DaemonError(f"another daemon is serving on {path}")
-
-
-# ==== the process ============================================================================
-
-
-WARM_MODULES = ("docker", "docker.transport", "requests", "cni2cnm.netns", "cni2cnm.rtnl",
-                "cni2cnm.plugin", "cni2cnm.cni.config", "cni2cnm.cni.result",
-                "cni2cnm.cni.skel", "cni2cnm.entry")
-
-
-def warm_up() -> None:
-    """Import now what requests need, so that the first one is as fast as the next."""
-    import importlib
-
-    for name in WARM_MODULES:
-        importlib.import_module(name)
-    from cni2cnm.plugin.config import PluginConf
-
-    PluginConf.model_validate({"cniVersion": "1.1.0", "name": "warm-up", "type": "cni2cnm"})
-
-
-def serve(path: str, log_level: str = "info") -> int:
-    """Run the daemon until SIGTERM/SIGINT. Raises DaemonError if it cannot start."""
-    _setup_daemon_log(log_level)
-    if os.geteuid() != 0:
-        log.warning("not running as root: only root (uid 0) may use the daemon, and the "
-                    "plugin needs root to read network namespaces")
-    t0 = time.monotonic()
-    warm_up()
-    from cni2cnm import engine
-
-    engine.keep_clients()  # requests reuse warm engine connections
-    server = Server(path)
-    server.bind()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        # No logging or locks here: a signal handler.
-        if server.stopping:
-            return
-        _notify("STOPPING=1")
-        server.stop(signal.Signals(signum).name)
-
-    with request_logging():
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            log.info("cni2cnm %s serving on %s (pid %d, ready in %.0f ms)", __version__,
-                     server.path, server.pid, (time.monotonic() - t0) * 1e3)
-            _notify("READY=1")
-            server.serve_forever()
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-    log.info("stopped after %d request(s)", server.served)
-    return 0
-
-
-def _setup_daemon_log(level: str) -> None:
-    log.setLevel(_LEVELS.get(level.lower(), logging.INFO))
-    log.propagate = False
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)  # the real one, before requests route it
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s cni2cnm-serve[%(process)d] %(levelname)s %(message)s"))
-        log.addHandler(handler)
-
-
-def _notify(state: str) -> None:
-    """sd_notify for `Type=notify` units; nothing without NOTIFY_SOCKET."""
-    target = os.environ.get("NOTIFY_SOCKET", "")
-    if not target:
-        return
-    if target.startswith("@"):
-        target = "\0" + target[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(state.encode(), target)

@@ -5,6 +5,7 @@ One connection carries one request:
     executable                          daemon
     connect  ------------------------>  accept; read the peer's uid (SO_PEERCRED)
              <------------------------  HELLO    "cni2cnm" NUL protocol NUL version NUL pid
+                                                 NUL build NUL started NUL metrics
     REQUEST  ------------------------>  u32 n, n bytes of NUL-separated NAME=value, then stdin
              <------------------------  REPLY    u8 exit, u32 n, n bytes of stdout, then stderr
 
@@ -15,6 +16,15 @@ binary rather than JSON so that the executable's forwarding path imports neither
 hung or overloaded never starts a request the executable gave up on: until the request is
 sent, running in-process instead is always safe. The reply is exactly what skel.dispatch wrote
 to stdout, its exit status, and what the request logged to stderr.
+
+The hello's `build` names the installation the daemon runs (its package directory): a daemon
+of the same version number but another installation (another venv, an editable checkout) is
+another version too. `started` says how the daemon was started (on-demand, systemd, manual):
+only a daemon the plugin started on demand is ever replaced by the plugin. `metrics` is the
+daemon's --metrics-address, or empty.
+
+Limits: a request's environment is at most MAX_ENV bytes and its stdin MAX_STDIN; a bigger
+request is not sent (it runs in-process). No frame is longer than MAX_FRAME.
 """
 
 from __future__ import annotations
@@ -26,18 +36,27 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-PROTOCOL = 2
+PROTOCOL = 3
 MAGIC = b"cni2cnm"
 DEFAULT_SOCKET = "/run/cni2cnm/cni2cnm.sock"
 SOCKET_ENV = "CNI2CNM_DAEMON_SOCKET"  # overrides the config's key; empty: no daemon
 SOCKET_KEY = "daemonSocket"  # config key; empty: no daemon
-MAX_FRAME = 16 << 20
+MODE_ENV = "CNI2CNM_DAEMON"  # overrides the config's key: "auto" or "off"
+MODE_KEY = "daemon"  # config key: "auto" (default: use one, start one on demand) or "off"
+MAX_ENV = 64 << 10
+MAX_STDIN = 1 << 20
+MAX_FRAME = 2 << 20  # a request is at most 4 + MAX_ENV + MAX_STDIN bytes; replies are cut
+
+# How a daemon was started, as its hello says.
+ON_DEMAND = "on-demand"
+SYSTEMD = "systemd"
+MANUAL = "manual"
 
 # VERSION is answered in-process: it needs no Docker and must stay cheap.
 FORWARDED_COMMANDS = frozenset({"ADD", "DEL", "CHECK", "GC", "STATUS"})
 # Variables that concern the executable's own process, never forwarded: the test stop point
 # SIGSTOPs the process that runs the plugin, which must not be the daemon.
-LOCAL_ONLY_ENV = frozenset({"CNI2CNM_TEST_STOP_AT", SOCKET_ENV})
+LOCAL_ONLY_ENV = frozenset({"CNI2CNM_TEST_STOP_AT", SOCKET_ENV, MODE_ENV})
 
 _HEADER = struct.Struct(">I")
 _REPLY = struct.Struct(">BI")
@@ -64,17 +83,26 @@ def send(sock: Any, body: bytes) -> None:
     sock.sendall(_HEADER.pack(len(body)) + body)
 
 
-def recv(sock: Any) -> bytes:
-    (size,) = _HEADER.unpack(_recv_exactly(sock, _HEADER.size))
-    if size > MAX_FRAME:
-        raise WireError(f"frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")
-    return _recv_exactly(sock, size)
+def recv(sock: Any, deadline: float | None = None, limit: int = MAX_FRAME) -> bytes:
+    """One frame. `deadline` (time.monotonic()) bounds the whole frame, not each recv: a peer
+    that sends a byte at a time cannot hold the connection longer."""
+    (size,) = _HEADER.unpack(_recv_exactly(sock, _HEADER.size, deadline))
+    if size > limit:
+        raise WireError(f"frame of {size} bytes exceeds the {limit}-byte limit")
+    return _recv_exactly(sock, size, deadline)
 
 
-def _recv_exactly(sock: Any, size: int) -> bytes:
+def _recv_exactly(sock: Any, size: int, deadline: float | None = None) -> bytes:
     chunks = []
     left = size
     while left:
+        if deadline is not None:
+            from time import monotonic
+
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            sock.settimeout(remaining)
         chunk = sock.recv(min(left, 1 << 20))
         if not chunk:
             got = size - left
@@ -109,21 +137,48 @@ def config_value(data: bytes, key: str) -> Any:
 # ---- messages -------------------------------------------------------------------------------
 
 
-def hello(version: str, pid: int) -> bytes:
-    return b"\0".join((MAGIC, str(PROTOCOL).encode(), version.encode(), str(pid).encode()))
+class Hello:
+    """What a daemon says first. protocol 0: a greeting this cannot read (protocol 1 greeted
+    with JSON); a daemon of protocol 2 says only protocol, version and pid."""
+
+    __slots__ = ("build", "metrics", "pid", "protocol", "started", "version")
+
+    def __init__(self, protocol: int, version: str = "?", pid: str = "?", build: str = "",
+                 started: str = "", metrics: str = "") -> None:
+        self.protocol = protocol
+        self.version = version
+        self.pid = pid
+        self.build = build
+        self.started = started
+        self.metrics = metrics
 
 
-def parse_hello(body: bytes) -> tuple[int, str, str]:
-    """(protocol, version, pid) of a daemon's hello; protocol 0 for one this cannot read (a
-    daemon of protocol 1 greeted with JSON)."""
-    parts = body.split(b"\0")
-    if len(parts) != 4 or parts[0] != MAGIC or not parts[1].isdigit():
-        return 0, "?", "?"
-    return int(parts[1]), parts[2].decode(errors="replace"), parts[3].decode(errors="replace")
+def hello(version: str, pid: int, build: str = "", started: str = MANUAL,
+          metrics: str = "") -> bytes:
+    return b"\0".join((MAGIC, str(PROTOCOL).encode(), version.encode(), str(pid).encode(),
+                       build.encode(errors="surrogateescape"), started.encode(),
+                       metrics.encode()))
+
+
+def parse_hello(body: bytes) -> Hello:
+    parts = [p.decode(errors="replace") for p in body.split(b"\0")]
+    if len(parts) < 4 or parts[0] != "cni2cnm" or not parts[1].isdigit():
+        return Hello(0)
+    return Hello(int(parts[1]), *parts[2:7])
+
+
+def build_id() -> str:
+    """This installation: the directory its cni2cnm package was imported from."""
+    import cni2cnm
+
+    return cni2cnm.__path__[0]
 
 
 def request(env: Mapping[str, str], stdin: bytes) -> bytes:
     blob = b"\0".join(f"{k}={v}".encode(errors="surrogateescape") for k, v in env.items())
+    if len(blob) > MAX_ENV or len(stdin) > MAX_STDIN:
+        raise WireError(f"request of {len(blob)} bytes of environment and {len(stdin)} of "
+                        f"stdin exceeds the limits ({MAX_ENV}, {MAX_STDIN})")
     return _HEADER.pack(len(blob)) + blob + stdin
 
 
@@ -134,6 +189,9 @@ def parse_request(body: bytes) -> tuple[dict[str, str], bytes]:
     if _HEADER.size + size > len(body):
         raise WireError(f"request: environment of {size} bytes overruns the message")
     blob, stdin = body[_HEADER.size:_HEADER.size + size], body[_HEADER.size + size:]
+    if size > MAX_ENV or len(stdin) > MAX_STDIN:
+        raise WireError(f"request: {size} bytes of environment and {len(stdin)} of stdin "
+                        f"exceed the limits ({MAX_ENV}, {MAX_STDIN})")
     env: dict[str, str] = {}
     for item in blob.split(b"\0") if blob else ():
         name, eq, value = item.partition(b"=")
@@ -147,7 +205,14 @@ def reply(exit_status: int, stdout: str, stderr: str) -> bytes:
     if not 0 <= exit_status <= 255:
         raise WireError(f"reply: exit must be 0-255, got {exit_status}")
     out = stdout.encode(errors="surrogateescape")
-    return _REPLY.pack(exit_status, len(out)) + out + stderr.encode(errors="surrogateescape")
+    err = stderr.encode(errors="surrogateescape")
+    room = MAX_FRAME - _REPLY.size - len(out)
+    if room < 0:
+        raise WireError(f"reply: stdout of {len(out)} bytes exceeds the {MAX_FRAME}-byte limit")
+    if len(err) > room:
+        cut = b"\n[cni2cnm: log cut to fit the reply]\n"
+        err = err[:max(0, room - len(cut))] + cut
+    return _REPLY.pack(exit_status, len(out)) + out + err[:room]
 
 
 def parse_reply(body: bytes) -> tuple[int, str, str]:

@@ -4,10 +4,9 @@ SDK-backed Engine (client.py) and the protocol the plugin depends on (protocol.p
 Knows Docker, knows nothing of CNI. The only place Docker's errors are read.
 """
 
-from cni2cnm.engine.client import ClientPool as ClientPool
 from cni2cnm.engine.client import Engine as Engine
-from cni2cnm.engine.client import keep_clients as keep_clients
 from cni2cnm.engine.client import split_image_ref as split_image_ref
 from cni2cnm.engine.errors import *  # the facade: every error type
 from cni2cnm.engine.models import *  # the facade: every model
+from cni2cnm.engine.pool import ClientPool as ClientPool
 from cni2cnm.engine.protocol import EngineAPI as EngineAPI

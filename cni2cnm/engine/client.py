@@ -33,69 +33,23 @@ from cni2cnm.engine.models import (
     Subnet,
     TLSSettings,
 )
+from cni2cnm.engine.pool import ClientPool
 
 log = logging.getLogger("cni2cnm.engine")
 
 
-_NEGOTIATED: dict[str, str] = {}  # engine URL -> API version agreed with it
 _PLACEHOLDER_API = "1.24"  # the SDK's minimum; replaced by the engine's own before any call
-
-
-class ClientPool:
-    """Idle SDK clients, kept by a long-running process (the daemon) for the next request.
-
-    A request takes a client and gives it back when it is done, so the client's keep-alive
-    connection to dockerd stays open between requests. One client serves one request at a
-    time; a client that met a connection error is closed instead of kept. At most
-    `max_idle` clients are kept per engine, for the `max_engines` engines used last.
-    """
-
-    def __init__(self, max_idle: int = 16, max_engines: int = 8) -> None:
-        import threading
-        from collections import OrderedDict
-
-        self.max_idle = max_idle
-        self.max_engines = max_engines
-        self._idle: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, key: tuple[Any, ...]) -> Any | None:
-        with self._lock:
-            idle = self._idle.get(key)
-            return idle.pop() if idle else None
-
-    def give(self, key: tuple[Any, ...], client: Any) -> None:
-        surplus = []
-        with self._lock:
-            idle = self._idle.setdefault(key, [])
-            self._idle.move_to_end(key)
-            if len(idle) < self.max_idle:
-                idle.append(client)
-            else:
-                surplus.append(client)
-            while len(self._idle) > self.max_engines:
-                surplus.extend(self._idle.popitem(last=False)[1])
-        for c in surplus:
-            c.close()
-
-
-_POOL: ClientPool | None = None  # None: every Engine makes and closes its own client
-
-
-def keep_clients(max_idle: int = 16) -> None:
-    """From now on, Engines in this process reuse idle clients (see ClientPool)."""
-    global _POOL
-    _POOL = ClientPool(max_idle)
 
 
 class Engine:
     """A thin, typed view of the Docker API calls cni2cnm needs."""
 
     def __init__(self, base_url: str = DEFAULT_HOST, timeout: float = 45.0,
-                 tls: TLSSettings | None = None) -> None:
+                 tls: TLSSettings | None = None, pool: ClientPool | None = None) -> None:
         self.base_url = base_url
         self.timeout = timeout
         self.tls = tls
+        self.pool = pool  # None: this Engine makes and closes its own client
         self._client: Any = None
         self._broken = False
 
@@ -107,14 +61,14 @@ class Engine:
 
     @property
     def client(self) -> Any:
-        if self._client is None and _POOL is not None:
-            self._client = _POOL.take(self._pool_key)
+        if self._client is None and self.pool is not None:
+            self._client = self.pool.take(self._pool_key)
         if self._client is None:
             import docker
 
             tls_config = self._tls_config()
             # A process that asks the same engine again (the daemon) negotiates only once.
-            known = _NEGOTIATED.get(self.base_url)
+            known = self.pool.negotiated.get(self.base_url) if self.pool else None
             with self._translate("connect to the engine"):
                 # Never "auto" here: the SDK would negotiate inside the constructor, before
                 # trust_env can be turned off, and wrap a TLS failure in a bare
@@ -139,7 +93,8 @@ class Engine:
                     client.close()
                     raise
             self._client = client
-            _NEGOTIATED[self.base_url] = client.api_version
+            if self.pool is not None:
+                self.pool.negotiated[self.base_url] = client.api_version
         return self._client
 
     def _tls_config(self) -> Any:
@@ -202,8 +157,8 @@ class Engine:
 
     def close(self) -> None:
         if self._client is not None:
-            if _POOL is not None and not self._broken:
-                _POOL.give(self._pool_key, self._client)
+            if self.pool is not None and not self._broken:
+                self.pool.give(self._pool_key, self._client)
             else:
                 self._client.close()
             self._client = None

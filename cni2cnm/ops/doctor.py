@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
+from cni2cnm.daemon.wire import DEFAULT_SOCKET
 from cni2cnm.engine import API_IFNAME, API_MAC_ON_CONNECT, Engine, EngineError
 from cni2cnm.ops import OpError, trust
 from cni2cnm.ops.conflist import PLUGIN_TYPE, validate
@@ -62,7 +63,44 @@ def run_checks(engine: Engine, state_dir: str, bin_dir: str, conf_dir: str,
                             "run code others than root can change", trusted.fix))
     else:
         checks.append(check_version_call(bin_dir))
+    checks.append(check_daemon(os.environ.get("CNI2CNM_DAEMON_SOCKET", DEFAULT_SOCKET)))
     return checks
+
+
+def check_daemon(socket_path: str) -> Check:
+    """The warm daemon: never a failure (the plugin runs requests in-process without it)."""
+    from cni2cnm.daemon import status
+
+    if not socket_path:
+        return Check("daemon", WARN, "daemon disabled (CNI2CNM_DAEMON_SOCKET is empty): every "
+                     "request runs in-process", "unset CNI2CNM_DAEMON_SOCKET")
+    st = status.probe(socket_path)
+    if not st.running:
+        return Check("daemon", OK, f"no daemon on {socket_path} ({st.note}): the plugin starts "
+                     "one on the next request (config key daemon: auto), or systemd does "
+                     "(cni2cnm.socket)")
+    if not st.current:
+        fix = {"on-demand": "nothing: the next request replaces it",
+               "systemd": "systemctl restart cni2cnm.service"}.get(st.started,
+                                                                   "restart `cni2cnm serve`")
+        return Check("daemon", WARN, f"daemon {st.describe()}: requests run in-process", fix)
+    return Check("daemon", OK, f"daemon {st.describe()}") if not st.metrics else \
+        check_metrics(st)
+
+
+def check_metrics(st: Any) -> Check:
+    import urllib.request
+
+    url = f"http://{st.metrics}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            ok = r.status == 200
+    except OSError as e:
+        return Check("daemon", WARN, f"daemon {st.describe()}; {url} does not answer: {e}",
+                     "check --metrics-address and the firewall")
+    if not ok:
+        return Check("daemon", WARN, f"daemon {st.describe()}; {url} reports it unhealthy")
+    return Check("daemon", OK, f"daemon {st.describe()}; {url} answers ok")
 
 
 def check_root() -> Check:

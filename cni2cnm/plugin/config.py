@@ -37,6 +37,8 @@ class PluginConf(NetConf):
     mode: Literal["auto", "container", "proxy"] = "auto"
     sandboxImage: str = DEFAULT_SANDBOX_IMAGE
     daemonSocket: str | None = None  # read by the executable before this model (entry.py)
+    # auto: use the daemon, start one on demand; manual: use one, never start; off: never use
+    daemon: Literal["auto", "manual", "off"] = "auto"  # read by the executable too
     detachNone: StrictBool = True
     aliases: list[str] = Field(default_factory=list)
     driverOpts: dict[str, str] = Field(default_factory=dict)

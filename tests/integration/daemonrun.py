@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOCKET_ENV = "CNI2CNM_DAEMON_SOCKET"
+MODE_ENV = "CNI2CNM_DAEMON"
 
 
 @dataclass
@@ -27,7 +28,8 @@ class Daemon:
 
     @property
     def env(self) -> dict[str, str]:
-        return {SOCKET_ENV: str(self.path)}
+        """Use this daemon; never start another (a test may have killed this one)."""
+        return {SOCKET_ENV: str(self.path), MODE_ENV: "manual"}
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -38,13 +40,14 @@ class Daemon:
         return self.proc.wait(timeout)
 
 
-def start_daemon(directory: Path) -> Daemon:
+def start_daemon(directory: Path, *extra: str) -> Daemon:
     path, log = directory / "cni2cnm.sock", directory / "serve.log"
     env = {k: v for k, v in os.environ.items() if k != "CNI2CNM_LOG_LEVEL"}
     with open(log, "wb") as f:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cni2cnm.daemon", "--socket", str(path), "--log-level",
-             "debug"], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+             "debug", *extra], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env)
     daemon = Daemon(proc, path, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -60,14 +63,14 @@ def start_daemon(directory: Path) -> Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon() -> Iterator[Daemon]:
+def running_daemon(*extra: str) -> Iterator[Daemon]:
     """`cni2cnm serve` on a socket in a fresh directory. At the end, if it still runs (a test
     may have killed it), it must exit 0 on SIGTERM; after a failure it is killed. The
     directory is always removed."""
     directory = Path(tempfile.mkdtemp(prefix="c2cd-"))  # short: socket paths are limited
     daemon = None
     try:
-        daemon = start_daemon(directory)
+        daemon = start_daemon(directory, *extra)
         yield daemon
         if daemon.proc.poll() is None:
             rc = daemon.stop()
@@ -77,3 +80,39 @@ def running_daemon() -> Iterator[Daemon]:
             daemon.proc.kill()
             daemon.proc.wait(30)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of the processes whose command line contains `text` (a test's own directory:
+    how the tests find the daemons the plugin started on demand, and only those)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+            if text in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_all_mentioning(text: str, timeout: float = 10) -> list[int]:
+    """SIGKILL the processes processes_mentioning(text) finds; wait until they are gone."""
+    pids = processes_mentioning(text)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.05)
+    return pids
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for its parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

@@ -16,6 +16,14 @@ from cni2cnm.store import Store
 
 CRI_DOCKERD_CNI_PATH = "/opt/cni/bin"
 
+# The plugin starts a daemon on demand by default (config key `daemon`, CNI2CNM_DAEMON). Every
+# process the tests start (podman and the plugin it runs, fault tests, the CLI) inherits these
+# unless it chooses otherwise, so that no test starts a daemon on the machine's default socket
+# by accident; Plugin.run below chooses the mode of each run explicitly, and the tests of the
+# on-demand start (test_ondemand.py) set their own socket and mode.
+os.environ.setdefault("CNI2CNM_DAEMON", "off")
+os.environ.setdefault("CNI2CNM_DAEMON_SOCKET", "")
+
 
 _PLUGIN_DIR: str | None = None
 
@@ -117,10 +125,13 @@ class Plugin:
         }
         if "CNI2CNM_LOG_LEVEL" in os.environ:
             environ["CNI2CNM_LOG_LEVEL"] = os.environ["CNI2CNM_LOG_LEVEL"]
-        # Through a `cni2cnm serve` daemon when CNI2CNM_TEST_DAEMON_SOCKET names its socket;
-        # else in-process, even if a daemon serves the default socket on this machine.
+        # Through a `cni2cnm serve` daemon when CNI2CNM_TEST_DAEMON_SOCKET names its socket
+        # (mode manual: a test daemon that died is never replaced by one started on demand);
+        # else in-process (mode off, no socket), even if a daemon serves the default socket
+        # on this machine: neither pass ever starts a daemon.
         daemon = os.environ.get("CNI2CNM_TEST_DAEMON_SOCKET", "")
         environ["CNI2CNM_DAEMON_SOCKET"] = daemon
+        environ["CNI2CNM_DAEMON"] = "manual" if daemon else "off"
         environ.update(env or {})
         # In the daemon-mode pass every request must reach the daemon: a silent fallback to
         # in-process would make that pass test nothing. (A test stop point runs in-process

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cni2cnm.engine import client as eng
+from cni2cnm import engine as eng
 
 
 class FakeClient:
@@ -19,29 +19,23 @@ class FakeClient:
 
 @pytest.fixture
 def pool() -> Iterator[eng.ClientPool]:
-    saved = eng._POOL
-    eng.keep_clients(max_idle=2)
-    assert eng._POOL is not None
-    try:
-        yield eng._POOL
-    finally:
-        eng._POOL = saved
+    yield eng.ClientPool(max_idle=2)
 
 
 def test_a_closed_engine_hands_its_client_to_the_next(pool: eng.ClientPool) -> None:
-    first = eng.Engine("unix:///x.sock", timeout=5)
+    first = eng.Engine("unix:///x.sock", timeout=5, pool=pool)
     client = FakeClient()
     first._client = client
     first.close()
     assert not client.closed
-    second = eng.Engine("unix:///x.sock", timeout=5)
+    second = eng.Engine("unix:///x.sock", timeout=5, pool=pool)
     assert second.client is client
-    other = eng.Engine("unix:///y.sock", timeout=5)
+    other = eng.Engine("unix:///y.sock", timeout=5, pool=pool)
     assert pool.take(other._pool_key) is None  # another engine URL never gets it
 
 
 def test_a_client_that_met_a_connection_error_is_closed(pool: eng.ClientPool) -> None:
-    e = eng.Engine("unix:///x.sock", timeout=5)
+    e = eng.Engine("unix:///x.sock", timeout=5, pool=pool)
     client = FakeClient()
     e._client = client
     with pytest.raises(eng.EngineUnavailable), e._translate("inspect"):
@@ -72,13 +66,14 @@ def test_clients_of_engines_not_used_lately_are_closed() -> None:
 
 
 def test_without_a_pool_close_closes() -> None:
-    saved = eng._POOL
-    eng._POOL = None
-    try:
-        e = eng.Engine("unix:///x.sock")
-        client = FakeClient()
-        e._client = client
-        e.close()
-        assert client.closed
-    finally:
-        eng._POOL = saved
+    e = eng.Engine("unix:///x.sock")
+    client = FakeClient()
+    e._client = client
+    e.close()
+    assert client.closed
+
+
+def test_the_pool_remembers_the_negotiated_version(pool: eng.ClientPool) -> None:
+    pool.negotiated["unix:///x.sock"] = "1.41"
+    e = eng.Engine("unix:///x.sock", timeout=5, pool=pool)
+    assert e.pool is pool and pool.negotiated == {"unix:///x.sock": "1.41"}

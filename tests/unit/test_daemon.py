@@ -26,9 +26,11 @@ import pytest
 
 from cni2cnm import __version__
 from cni2cnm.cni import skel
-from cni2cnm.daemon import client, wire
-from cni2cnm.daemon.server import DaemonError, Server, request_logging, run_request
+from cni2cnm.daemon import client, logroute, starter, wire
+from cni2cnm.daemon.runner import Runner
+from cni2cnm.daemon.server import DaemonError, Server
 from cni2cnm.entry import load_plugin
+from cni2cnm.plugin.config import PluginConf
 
 from .fakes import env_for, netconf, stdin_of
 
@@ -37,6 +39,7 @@ HEAVY = ("docker", "pydantic", "pydantic_core", "click", "requests", "urllib3")
 # socket and json with re and enum: ~12 ms).
 LEAN = ("site", "socket", "json", "re", "enum", "typing", "selectors")
 UNREACHABLE = "unix:///nonexistent/c2c/docker.sock"
+REAL_START = starter.start  # before the no_starting fixture replaces it
 
 
 # ==== helpers ===================================================================================
@@ -52,6 +55,37 @@ def sockdir() -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def no_starting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """forward() in this process never starts a daemon: it records the paths it would start
+    one on (REAL_START and the integration tests start real ones)."""
+    started: list[str] = []
+
+    def fake_start(path: str, replacing: bool = False) -> str:
+        started.append(path)
+        return "(a test: no daemon started)"
+
+    monkeypatch.setattr(starter, "start", fake_start)
+    return started
+
+
+@contextlib.contextmanager
+def request_logging() -> Iterator[None]:
+    """The daemon's per-request log routing, undone at the end (it owns the "cni2cnm"
+    logger while it lasts)."""
+    import logging
+
+    logger = logging.getLogger("cni2cnm")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    logroute.install()
+    try:
+        yield
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+
+
 def me() -> frozenset[int]:
     """The uids a test server accepts: root's, or this user's when tests run unprivileged."""
     return frozenset({0, os.geteuid()})
@@ -61,7 +95,7 @@ def me() -> frozenset[int]:
 def serving(path: Path, handler: Callable[..., Any] | None = None, **kw: Any) -> Iterator[Server]:
     """A Server on `path`, accepting in a thread until the block ends."""
     kw.setdefault("allowed_uids", me())
-    server = Server(str(path), handler or run_request, **kw)
+    server = Server(str(path), handler or Runner(), **kw)
     server.bind()
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
@@ -93,7 +127,7 @@ class Recorder:
 
 def executable_env(command: str = "ADD", sock: Path | str = "", **extra: str) -> dict[str, str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DOCKER_HOST": UNREACHABLE,
-           wire.SOCKET_ENV: str(sock), **env_for(command)}
+           wire.SOCKET_ENV: str(sock), wire.MODE_ENV: "manual", **env_for(command)}
     env.update(extra)
     return env
 
@@ -145,9 +179,14 @@ def test_reply_and_hello_round_trip() -> None:
     assert wire.parse_reply(wire.reply(7, '{"code": 7}\n', "log é\n")) == (
         7, '{"code": 7}\n', "log é\n")
     assert wire.parse_reply(wire.reply(0, "", "")) == (0, "", "")
-    assert wire.parse_hello(wire.hello("1.2.3", 42)) == (wire.PROTOCOL, "1.2.3", "42")
-    # protocol 1 greeted with JSON: recognised as "another protocol", not misread
-    assert wire.parse_hello(b'{"protocol": 1, "version": "0.1.0", "pid": 1}')[0] == 0
+    h = wire.parse_hello(wire.hello("1.2.3", 42, "/opt/x", wire.ON_DEMAND, "127.0.0.1:9"))
+    assert (h.protocol, h.version, h.pid, h.build, h.started, h.metrics) == (
+        wire.PROTOCOL, "1.2.3", "42", "/opt/x", wire.ON_DEMAND, "127.0.0.1:9")
+    # protocol 2 said less; protocol 1 greeted with JSON: "another protocol", not misread
+    old = wire.parse_hello(b"cni2cnm\x002\x000.1.0\x007")
+    assert (old.protocol, old.version, old.pid, old.build, old.started) == (2, "0.1.0", "7",
+                                                                             "", "")
+    assert wire.parse_hello(b'{"protocol": 1, "version": "0.1.0", "pid": 1}').protocol == 0
 
 
 @pytest.mark.parametrize("raw, why", [
@@ -203,7 +242,7 @@ def test_config_value_reads_json_only_when_the_key_can_be_there(data: bytes, key
 def test_forwarded_environment() -> None:
     environ = {"CNI_COMMAND": "ADD", "CNI_ARGS": "A=1", "DOCKER_HOST": "tcp://h:2375",
                "CNI2CNM_LOG_LEVEL": "debug", "CNI2CNM_TEST_STOP_AT": "after-connect",
-               wire.SOCKET_ENV: "/x.sock", "PATH": "/bin", "HOME": "/root",
+               wire.SOCKET_ENV: "/x.sock", wire.MODE_ENV: "off", "PATH": "/bin", "HOME": "/root",
                "DOCKER_CONFIG": "/etc"}
     assert wire.forwarded_env(environ) == {
         "CNI_COMMAND": "ADD", "CNI_ARGS": "A=1", "DOCKER_HOST": "tcp://h:2375",
@@ -242,10 +281,37 @@ def test_which_commands_are_forwarded(command: str, forwarded: bool) -> None:
     assert client.forwarded({"CNI_COMMAND": command}) is forwarded
 
 
-def test_no_socket_is_an_info_fallback(sockdir: Path) -> None:
-    out = client.forward(env_for("ADD", **{wire.SOCKET_ENV: str(sockdir / "none.sock")}), b"{}")
+def test_no_socket_is_an_info_fallback_that_starts_a_daemon(sockdir: Path,
+                                                              no_starting: list[str]) -> None:
+    path = str(sockdir / "none.sock")
+    out = client.forward(env_for("ADD", **{wire.SOCKET_ENV: path}), b"{}")
     assert isinstance(out, client.Fallback) and not out.warn
-    assert "no daemon socket" in out.reason
+    assert "no daemon socket" in out.reason and "(a test: no daemon started)" in out.reason
+    assert no_starting == [path]
+    assert (sockdir / client.FALLBACKS).read_text() == "absent\n"
+
+
+@pytest.mark.parametrize("environ, conf, mode", [
+    ({}, {}, "auto"),
+    ({}, {"daemon": "off"}, "off"),
+    ({}, {"daemon": "manual"}, "manual"),
+    ({wire.MODE_ENV: "off"}, {"daemon": "auto"}, "off"),
+    ({}, {"daemon": "sometimes"}, "manual"),  # the config model rejects it: never start
+    ({}, {"daemon": 1}, "manual"),
+])
+def test_daemon_mode(environ: dict[str, str], conf: dict[str, Any], mode: str) -> None:
+    assert client.daemon_mode(environ, json.dumps(conf).encode()) == mode
+
+
+@pytest.mark.parametrize("mode", ["manual", "off"])
+def test_only_auto_starts_a_daemon(sockdir: Path, no_starting: list[str], mode: str) -> None:
+    path = str(sockdir / "none.sock")
+    out = client.forward(env_for("DEL", **{wire.SOCKET_ENV: path, wire.MODE_ENV: mode}), b"{}")
+    assert isinstance(out, client.Fallback) and no_starting == []
+    assert ("daemon off" in out.reason) is (mode == "off")
+    conf = stdin_of(netconf(daemon=mode))
+    out = client.forward(env_for("DEL", **{wire.SOCKET_ENV: path}), conf)
+    assert isinstance(out, client.Fallback) and no_starting == []
 
 
 def test_empty_socket_path_disables_the_daemon() -> None:
@@ -273,6 +339,7 @@ def test_stale_socket_is_a_warning_fallback(sockdir: Path) -> None:
     out = client.forward(env_for("ADD", **{wire.SOCKET_ENV: str(path)}), b"{}")
     assert isinstance(out, client.Fallback) and out.warn
     assert "does not accept connections (connection refused)" in out.reason
+    assert "(a test: no daemon started)" in out.reason  # a killed daemon is replaced
     assert time.monotonic() - t0 < 1
 
 
@@ -291,7 +358,11 @@ def test_daemon_that_never_greets(sockdir: Path) -> None:
 
 
 @pytest.mark.parametrize("greeting, why", [
-    (wire.hello("0.0.1", 1), "runs cni2cnm 0.0.1 (protocol 2)"),
+    (wire.hello("0.0.1", 1, wire.build_id()), "runs cni2cnm 0.0.1 (protocol 3)"),
+    (wire.hello(__version__, 1, "/elsewhere"), "runs another installation of cni2cnm"),
+    # on demand, but the pid it gives is not the socket's: not stopped, only bypassed
+    (wire.hello("0.0.1", 1, "/x", wire.ON_DEMAND), "runs cni2cnm 0.0.1 (protocol 3)"),
+    (b"cni2cnm\x002\x000.1.0\x007", "runs cni2cnm 0.1.0 (protocol 2)"),
     (b'{"protocol": 1, "version": "0.1.0", "pid": 1}', "speaks another protocol"),  # 1: JSON
 ])
 def test_daemon_of_another_version_or_protocol(sockdir: Path, greeting: bytes, why: str) -> None:
@@ -314,7 +385,7 @@ def test_daemon_of_another_version_or_protocol(sockdir: Path, greeting: bytes, w
 
 def test_daemon_that_dies_after_taking_the_request(sockdir: Path) -> None:
     def dying(conn: socket.socket) -> None:
-        wire.send(conn, wire.hello(__version__, 4242))
+        wire.send(conn, wire.hello(__version__, 4242, wire.build_id()))
         wire.recv(conn)  # takes the request, then goes away
 
     path = sockdir / "dies.sock"
@@ -329,7 +400,7 @@ def test_daemon_that_does_not_reply_in_time(sockdir: Path) -> None:
     release = threading.Event()
 
     def slow(conn: socket.socket) -> None:
-        wire.send(conn, wire.hello(__version__, 4242))
+        wire.send(conn, wire.hello(__version__, 4242, wire.build_id()))
         wire.recv(conn)
         release.wait(10)
 
@@ -344,7 +415,7 @@ def test_daemon_that_does_not_reply_in_time(sockdir: Path) -> None:
 def test_socket_of_another_user_is_not_used(sockdir: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = Recorder()
-    monkeypatch.setattr(client, "_peer_uid", lambda sock: 4321)
+    monkeypatch.setattr(client, "_peer_credentials", lambda sock: (1, 4321))
     with serving(sockdir / "d.sock", recorder):
         out = client.forward(env_for("ADD", **{wire.SOCKET_ENV: str(sockdir / "d.sock")}),
                              b"{}")
@@ -474,8 +545,8 @@ def test_too_many_requests_in_flight_run_in_process(sockdir: Path) -> None:
     assert len(recorder.requests) == 1
 
 
-@pytest.mark.parametrize("version, shown", [("0.3.1", "0.3.1"), ("9.9.9", "1.1.0")])
-def test_other_users_get_a_cni_error(sockdir: Path, version: str, shown: str) -> None:
+@pytest.mark.parametrize("version", ["0.3.1", "9.9.9"])
+def test_other_users_get_a_cni_error(sockdir: Path, version: str) -> None:
     recorder = Recorder()
     path = sockdir / "d.sock"
     with serving(path, recorder, allowed_uids=frozenset({4321})):
@@ -483,7 +554,8 @@ def test_other_users_get_a_cni_error(sockdir: Path, version: str, shown: str) ->
                              stdin_of(netconf(version)))
     assert isinstance(out, client.Reply) and out.exit == 1
     doc = json.loads(out.stdout)
-    assert doc["cniVersion"] == shown and doc["code"] == 5 and doc["msg"] == "permission denied"
+    # the request is never read, so the error is in the newest version
+    assert doc["cniVersion"] == "1.1.0" and doc["code"] == 5 and doc["msg"] == "permission denied"
     assert f"runs as uid {os.geteuid()}" in doc["details"]
     assert recorder.requests == []
 
@@ -664,3 +736,238 @@ def test_unreadable_stdin_is_reported_as_in_process(monkeypatch: pytest.MonkeyPa
     rc = entry.run_plugin()
     doc = json.loads(capsys.readouterr().out)
     assert rc == 1 and doc["code"] == 5 and "Input/output error" in doc["details"]
+
+
+# ==== issue 12: the server's limits ===========================================================
+
+
+def test_the_peer_is_refused_before_anything_is_read(sockdir: Path) -> None:
+    """Another user gets the error right after the hello, without sending a request."""
+    recorder = Recorder()
+    path = sockdir / "d.sock"
+    with serving(path, recorder, allowed_uids=frozenset({4321})), \
+            socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        assert wire.parse_hello(wire.recv(s)).protocol == wire.PROTOCOL
+        status, out, _ = wire.parse_reply(wire.recv(s))  # nothing sent: still answered
+    assert status == 1 and json.loads(out)["msg"] == "permission denied"
+    assert recorder.requests == []
+
+
+def test_one_deadline_for_the_whole_request(sockdir: Path) -> None:
+    """A byte every 0.1 s does not keep the connection beyond the request deadline."""
+    path = sockdir / "d.sock"
+    with serving(path, Recorder(), request_deadline=0.5), socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(path))
+        wire.recv(s)
+        t0 = time.monotonic()
+        dropped = False
+        for _ in range(50):  # up to 5 s of trickling
+            try:
+                s.sendall(b"\x00")
+            except OSError:
+                dropped = True
+                break
+            time.sleep(0.1)
+        took = time.monotonic() - t0
+    assert dropped and took < 3, f"connection kept {took:.1f} s"
+
+
+@pytest.mark.parametrize("env_size, stdin_size", [(wire.MAX_ENV + 1, 10),
+                                                  (10, wire.MAX_STDIN + 1)])
+def test_requests_over_the_limits_are_not_sent(env_size: int, stdin_size: int) -> None:
+    with pytest.raises(wire.WireError, match="exceeds the limits"):
+        wire.request({"X": "x" * env_size}, b"x" * stdin_size)
+    body = struct_request(env_size, stdin_size)
+    with pytest.raises(wire.WireError, match="exceed the limits"):
+        wire.parse_request(body)
+
+
+def struct_request(env_size: int, stdin_size: int) -> bytes:
+    blob = b"X=" + b"x" * (env_size - 2)
+    return len(blob).to_bytes(4, "big") + blob + b"x" * stdin_size
+
+
+def test_a_frame_over_the_limit_is_refused_before_its_body(sockdir: Path) -> None:
+    assert wire.MAX_FRAME <= 2 << 20
+    path = sockdir / "d.sock"
+    recorder = Recorder()
+    with serving(path, recorder), socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        wire.recv(s)
+        s.sendall((8 << 20).to_bytes(4, "big"))  # announces 8 MiB, sends none of it
+        assert s.recv(1) == b""  # closed at once
+    assert recorder.requests == []
+
+
+def test_stop_closes_connections_that_sent_no_request(sockdir: Path) -> None:
+    path = sockdir / "d.sock"
+    server = Server(str(path), Recorder(), allowed_uids=me(), request_deadline=60)
+    server.bind()
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(path))
+        wire.recv(s)  # connected and greeted; never sends a request
+        server.stop("SIGTERM")
+        loop.join(5)
+        assert not loop.is_alive(), "an idle connection held the daemon"
+        s.settimeout(5)
+        assert s.recv(1) == b""
+
+
+def test_idle_timeout_stops_the_server(sockdir: Path) -> None:
+    path = sockdir / "d.sock"
+    server = Server(str(path), Recorder(reply=(0, "ok\n", "")), allowed_uids=me(),
+                    idle_timeout=0.5)
+    server.bind()
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    out = client.forward(env_for("DEL", **{wire.SOCKET_ENV: str(path)}), b"{}")
+    assert isinstance(out, client.Reply)
+    loop.join(10)
+    assert not loop.is_alive() and server.stop_reason == "idle" and not path.exists()
+
+
+class TwoStepPlugin:
+    """Logs, waits for the other request to have logged too, logs again."""
+
+    config_model = PluginConf  # its config has the plugin's keys (logFile)
+
+    def __init__(self, barrier: threading.Barrier, name: str) -> None:
+        self.barrier, self.name = barrier, name
+
+    def delete(self, env: Any, conf: Any) -> None:
+        import logging
+
+        log = logging.getLogger("cni2cnm.plugin")
+        log.warning("%s before", self.name)
+        self.barrier.wait()
+        log.warning("%s after", self.name)
+        self.barrier.wait()
+
+
+def test_concurrent_requests_log_to_their_own_log_files(tmp_path: Path) -> None:
+    barrier = threading.Barrier(2, timeout=20)
+
+    class Two(Runner):
+        def plugin(self, env: Any) -> Any:
+            return TwoStepPlugin(barrier, env["CNI_CONTAINERID"])
+
+    runner = Two()
+    files = {name: tmp_path / f"{name}.log" for name in ("a", "b")}
+
+    def run(name: str) -> None:
+        conf = stdin_of(netconf("1.0.0", logFile=str(files[name]), stateDir=str(tmp_path)))
+        assert runner(env_for("DEL", CNI_CONTAINERID=name), conf)[0] == 0
+
+    with request_logging():
+        threads = [threading.Thread(target=run, args=(n,)) for n in files]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    for name, path in files.items():
+        lines = [ln.split(": ", 1)[1] for ln in path.read_text().splitlines()]
+        assert lines == [f"{name} before", f"{name} after"], (name, lines)
+
+
+# ==== metrics, engine counting, the starter, fallbacks =========================================
+
+
+def test_metrics_count_requests_fallbacks_and_engine_calls(sockdir: Path) -> None:
+    import urllib.request
+
+    from cni2cnm.daemon.metrics import Metrics, MetricsServer
+
+    metrics = Metrics(str(sockdir / client.FALLBACKS))
+    client.count_fallback(str(sockdir / "d.sock"), "absent")
+    client.count_fallback(str(sockdir / "d.sock"), "no_reply")
+    path = sockdir / "d.sock"
+    err = '{"cniVersion": "1.0.0", "code": 7, "msg": "m"}\n'
+    with serving(path, Recorder(reply=(1, err, "")), observer=metrics):
+        client.forward(env_for("ADD", **{wire.SOCKET_ENV: str(path)}), b"{}")
+    metrics.engine_call("connect", None)
+    metrics.engine_call("connect", "Conflict")
+    exporter = MetricsServer("127.0.0.1:0", metrics, lambda: True)
+    exporter.start()
+    try:
+        text = urllib.request.urlopen(f"http://{exporter.address}/metrics", timeout=10).read()
+        health = urllib.request.urlopen(f"http://{exporter.address}/healthz", timeout=10)
+    finally:
+        exporter.stop()
+    body = text.decode()
+    assert 'cni2cnm_requests_total{code="7",command="ADD"} 1.0' in body
+    assert 'cni2cnm_request_duration_seconds_count{command="ADD"} 1.0' in body
+    assert "cni2cnm_requests_in_flight 0.0" in body
+    assert 'cni2cnm_in_process_fallbacks_total{kind="absent"} 1.0' in body
+    assert 'cni2cnm_in_process_fallbacks_total{kind="no_reply"} 1.0' in body
+    assert 'cni2cnm_engine_calls_total{method="connect"} 2.0' in body
+    assert 'cni2cnm_engine_errors_total{kind="Conflict",method="connect"} 1.0' in body
+    assert health.status == 200
+
+
+def test_the_engine_factory_passes_the_pool_and_counts_calls() -> None:
+    from cni2cnm import engine as eng
+    from cni2cnm.daemon import engines
+    from cni2cnm.plugin.config import PluginConf
+
+    calls: list[tuple[str, str | None]] = []
+
+    class Counter:
+        def engine_call(self, method: str, error: str | None) -> None:
+            calls.append((method, error))
+
+    pool = eng.ClientPool()
+    conf = PluginConf.model_validate({"cniVersion": "1.0.0", "name": "n", "type": "cni2cnm",
+                                   "dockerTimeout": 7})
+    made = engines.pooled(pool, Counter())(conf, {"DOCKER_HOST": UNREACHABLE})
+    assert made.pool is pool and made.base_url == UNREACHABLE and made.timeout == 7
+    with pytest.raises(eng.EngineUnavailable):
+        made.container("x")
+    assert calls == [("container", "EngineUnavailable")]
+    plain = engines.pooled(pool)(conf, {})
+    assert isinstance(plain, eng.Engine) and plain.pool is pool
+
+
+def test_starter_takes_turns_and_refuses_unsafe_directories(sockdir: Path) -> None:
+    import fcntl
+
+    run = sockdir / "run"
+    run.mkdir(mode=0o700)
+    with open(run / starter.LOCK_FILE, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert REAL_START(str(run / "d.sock")) == "another process is starting the daemon"
+    os.chmod(run, 0o777)
+    assert "is not this user's alone" in REAL_START(str(run / "d.sock"))
+    assert not (run / "d.sock").exists()
+
+
+def test_daemon_argv_runs_this_installation_isolated() -> None:
+    argv = starter.daemon_argv("/run/x/d.sock", 3, "/run/x")
+    assert argv[:3] == [sys.executable, "-I", "-c"]
+    assert repr(os.path.dirname(wire.build_id())) in argv[3]
+    assert argv[4:] == ["--socket", "/run/x/d.sock", "--started", "on-demand",
+                        "--idle-timeout", "600", "--lock-fd", "3",
+                        "--log-file", "/run/x/serve.log", "--priority", "0"]
+
+
+def test_status_reports_the_daemon_for_version_and_doctor(sockdir: Path) -> None:
+    from cni2cnm.daemon import status
+    from cni2cnm.ops.doctor import check_daemon
+
+    path = sockdir / "d.sock"
+    absent = status.probe(str(path))
+    assert not absent.running and absent.note == "no socket"
+    assert check_daemon(str(path)).status == "OK"  # the plugin starts one when needed
+    with serving(path, Recorder(), started=wire.ON_DEMAND, metrics_address="127.0.0.1:1"):
+        st = status.probe(str(path))
+        check = check_daemon(str(path))
+    assert st.running and st.current and st.pid == os.getpid()
+    assert (st.started, st.metrics, st.version) == (wire.ON_DEMAND, "127.0.0.1:1", __version__)
+    assert "started on-demand" in st.describe()
+    # the metrics address it names does not answer: a warning, never a failure
+    assert check.status == "WARN" and "/healthz does not answer" in check.message
+    assert status.stop_on_demand(str(path), stale_only=True) is None  # current: kept

@@ -62,8 +62,6 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         return resp
 
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
-    monkeypatch.setattr(eng, "_POOL", None)
-    monkeypatch.delitem(eng._NEGOTIATED, URL, raising=False)
     return calls
 
 

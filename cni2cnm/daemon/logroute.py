@@ -1,0 +1,100 @@
+"""Each request's log, in a daemon that runs several requests at once.
+
+In-process, cni.logs.setup() points the "cni2cnm" logger at stderr or the config's logFile,
+at the request's level. In the daemon, one handler stays on that logger for the daemon's life
+(`install`) and sends each record to the log of the request whose thread logged it, found in a
+context variable: its own buffer (returned to the executable as its stderr) or its own
+logFile, at its own level. logs.setup() only sets the current request's file and level there
+(through logs.route), so no request touches a handler another request uses.
+
+The level: the request's CNI2CNM_LOG_LEVEL, else the daemon's, else the config's logLevel,
+else warning, as in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+
+from cni2cnm.cni import logs
+
+_LEVELS = logs.LEVELS
+_FORMAT = logging.Formatter(logs._FORMAT)
+
+
+class RequestLog:
+    """One request's log: a buffer for its stderr, or its logFile; and its level."""
+
+    def __init__(self, forced_level: str | None) -> None:
+        self.forced = _LEVELS.get((forced_level or "").lower())
+        self.level = self.forced if self.forced is not None else logging.WARNING
+        self.stream = io.StringIO()
+        self.file: logging.Handler | None = None
+
+    def configure(self, log_file: str | None, log_level: str | None) -> None:
+        """logs.setup() for this request."""
+        if self.forced is None:
+            self.level = _LEVELS.get((log_level or "").lower(), logging.WARNING)
+        self.close_file()
+        if log_file:
+            try:
+                self.file = logs.file_handler(log_file)  # private, never through a link
+            except (OSError, ValueError) as e:
+                self.write(logging.makeLogRecord({
+                    "name": logs.LOGGER_NAME, "levelno": logging.WARNING,
+                    "levelname": "WARNING",
+                    "msg": f"cannot open logFile {log_file} ({e}); logging to stderr"}))
+                return
+
+    def write(self, record: logging.LogRecord) -> None:
+        if record.levelno < self.level:
+            return
+        if self.file is not None:
+            self.file.handle(record)
+        else:
+            self.stream.write(_FORMAT.format(record) + "\n")
+
+    def close_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+_current: ContextVar[RequestLog | None] = ContextVar("cni2cnm_request_log", default=None)
+
+
+class _Router(logging.Handler):
+    """The "cni2cnm" logger's one handler in the daemon: the current request's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        current = _current.get()
+        if current is not None:
+            current.write(record)
+
+
+def install() -> None:
+    """Route the "cni2cnm" logger per request from now on (the daemon, at start)."""
+    logger = logging.getLogger(logs.LOGGER_NAME)
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    logger.addHandler(_Router())
+    logger.setLevel(logging.DEBUG)  # each request's log applies its own level
+    logger.propagate = False
+
+
+@contextlib.contextmanager
+def request(env: Mapping[str, str], daemon_level: str | None) -> Iterator[RequestLog]:
+    """The current context's request log, for the request with environment `env`."""
+    rlog = RequestLog(env.get("CNI2CNM_LOG_LEVEL") or daemon_level)
+    token = _current.set(rlog)
+    route_token = logs.route.set(rlog.configure)
+    try:
+        yield rlog
+    finally:
+        logs.route.reset(route_token)
+        _current.reset(token)
+        rlog.close_file()

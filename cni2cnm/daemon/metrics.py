@@ -1,0 +1,173 @@
+"""`cni2cnm serve --metrics-address HOST:PORT`: Prometheus text on /metrics, and /healthz.
+
+Only the daemon imports this module (and prometheus_client), and only with the option: the
+plugin's forwarding path never does. The metrics:
+
+    cni2cnm_requests_total{command,code}         requests answered (code: 0, or the CNI code)
+    cni2cnm_request_duration_seconds{command}     histogram of the time to answer them
+    cni2cnm_requests_in_flight                   requests running now
+    cni2cnm_in_process_fallbacks_total{kind}     requests an executable ran in-process
+                                                 although a daemon should have answered
+    cni2cnm_engine_calls_total{method}           Docker engine calls by requests
+    cni2cnm_engine_errors_total{method,kind}     those that failed, by kind of error
+
+Fallbacks are counted by the executables: each appends one line (its kind: absent, refused,
+no_hello, version, replace, send, no_reply...) to the `fallbacks` file in the socket's
+directory (client.count_fallback); the daemon reads the new lines at every scrape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger("cni2cnm-serve")
+
+BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+ROTATE_AT = 1 << 20  # the fallbacks file is read from the start again after this size
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """HOST:PORT ([v6]:PORT too)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Metrics:
+    """The daemon's metrics (server.Observer and engines.EngineCounter)."""
+
+    def __init__(self, fallbacks_file: str) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("cni2cnm_requests", "Requests answered, by CNI command and "
+                                "result code (0: success)", ["command", "code"], registry=r)
+        self.duration = Histogram("cni2cnm_request_duration_seconds", "Time to answer a "
+                                  "request", ["command"], buckets=BUCKETS, registry=r)
+        self.inflight = Gauge("cni2cnm_requests_in_flight", "Requests running now",
+                              registry=r)
+        self.fallbacks = Counter("cni2cnm_in_process_fallbacks", "Requests the executable ran "
+                                 "in-process although a daemon should have answered",
+                                 ["kind"], registry=r)
+        self.engine_calls = Counter("cni2cnm_engine_calls", "Docker engine calls", ["method"],
+                                    registry=r)
+        self.engine_errors = Counter("cni2cnm_engine_errors", "Docker engine calls that "
+                                     "failed, by kind", ["method", "kind"], registry=r)
+        self.fallbacks_file = fallbacks_file
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    # ---- server.Observer ----------------------------------------------------------------
+
+    def started(self) -> None:
+        self.inflight.inc()
+
+    def finished(self, command: str, status: int, stdout: str, seconds: float) -> None:
+        self.inflight.dec()
+        self.requests.labels(command, str(_code(status, stdout))).inc()
+        self.duration.labels(command).observe(seconds)
+
+    # ---- engines.EngineCounter ----------------------------------------------------------
+
+    def engine_call(self, method: str, error: str | None) -> None:
+        self.engine_calls.labels(method).inc()
+        if error is not None:
+            self.engine_errors.labels(method, error).inc()
+
+    # ---- the executables' fallbacks ------------------------------------------------------
+
+    def read_fallbacks(self) -> None:
+        """Count the lines added to the fallbacks file since the last read."""
+        with self._lock:
+            try:
+                with open(self.fallbacks_file, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size < self._offset:
+                        self._offset = 0  # replaced by hand
+                    f.seek(self._offset)
+                    chunk = f.read()
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                log.warning("cannot read %s: %s", self.fallbacks_file, e)
+                return
+            complete = chunk[:chunk.rfind(b"\n") + 1]
+            self._offset += len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                self.fallbacks.labels(line.strip()[:32] or "unknown").inc()
+            if self._offset >= ROTATE_AT and len(complete) == len(chunk):
+                with contextlib.suppress(OSError):
+                    os.truncate(self.fallbacks_file, 0)  # lines appended meanwhile may be lost
+                    self._offset = 0
+
+    def render(self) -> bytes:
+        self.read_fallbacks()
+        return generate_latest(self.registry)
+
+
+def _code(status: int, stdout: str) -> int:
+    if status == 0:
+        return 0
+    try:
+        code = json.loads(stdout).get("code")
+    except (ValueError, AttributeError):
+        return 999
+    return code if isinstance(code, int) else 999
+
+
+class MetricsServer:
+    """/metrics and /healthz over HTTP, in a thread."""
+
+    def __init__(self, address: str, metrics: Metrics, healthy: Any) -> None:
+        host, port = parse_address(address)
+        handler = _handler(metrics, healthy)
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        host, port = self.httpd.server_address[:2]
+        self.address = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(10)
+
+
+def _handler(metrics: Metrics, healthy: Any) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok = bool(healthy())
+                self._send(200 if ok else 503, b"ok\n" if ok else b"stopping\n",
+                           "text/plain; charset=utf-8")
+            else:
+                self._send(404, b"not found: try /metrics or /healthz\n",
+                           "text/plain; charset=utf-8")
+
+        def _send(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("metrics: " + format, *args)
+
+    return Handler

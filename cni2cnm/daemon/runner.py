@@ -1,0 +1,46 @@
+"""One request in the daemon: what the executable does in-process, with an injected engine.
+
+`Runner(engine_factory)(env, data)` runs ``skel.dispatch`` with the request's environment and
+stdin, a DockerPlugin that gets its engines from `engine_factory` (engines.pooled: warm
+clients shared between requests), and the request's own log (logroute). It returns (exit
+status, stdout, stderr) for the reply. Nothing process-wide is changed per request.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from cni2cnm.daemon import logroute
+
+if TYPE_CHECKING:
+    from cni2cnm.cni.skel import Plugin
+    from cni2cnm.engine import Engine
+    from cni2cnm.plugin.config import PluginConf
+
+EngineFactory = Callable[["PluginConf", Mapping[str, str]], "Engine"]
+
+
+class Runner:
+    def __init__(self, engine_factory: EngineFactory | None = None,
+                 daemon_level: str | None = None) -> None:
+        self.engine_factory = engine_factory
+        self.daemon_level = daemon_level  # CNI2CNM_LOG_LEVEL as the daemon was started
+
+    def __call__(self, env: dict[str, str], data: bytes) -> tuple[int, str, str]:
+        from cni2cnm.cni import skel
+
+        out = io.StringIO()
+        with logroute.request(env, self.daemon_level) as rlog:
+            status = skel.dispatch(
+                lambda: self.plugin(env), env, io.BytesIO(data), out,
+                on_config=lambda conf: rlog.configure(conf.logFile, conf.logLevel))
+        return status, out.getvalue(), rlog.stream.getvalue()
+
+    def plugin(self, env: Mapping[str, str]) -> Plugin:
+        from cni2cnm.plugin import DockerPlugin
+
+        if self.engine_factory is None:
+            return DockerPlugin(environ=env)
+        return DockerPlugin(environ=env, engine_factory=self.engine_factory)
