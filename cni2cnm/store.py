@@ -21,9 +21,6 @@ or others; the files in it are opened without following symbolic links.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -33,8 +30,21 @@ import stat
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
+from cni2cnm.records import ADDING as ADDING
+from cni2cnm.records import ATTACHED as ATTACHED
+from cni2cnm.records import COLUMNS, SCHEMA, attachment_of
+from cni2cnm.records import Attachment as Attachment
+from cni2cnm.statefiles import StoreBusy as StoreBusy
+from cni2cnm.statefiles import StoreError as StoreError
+from cni2cnm.statefiles import (
+    flock_within,
+    fsync_dir,
+    open_lock,
+    remove_if_free,
+    require_private_dir,
+    still_named,
+)
 from cni2cnm.testhook import stop_point
 
 log = logging.getLogger("cni2cnm.store")
@@ -48,91 +58,6 @@ SWEPT = ".swept"  # in locks/: the lock files older versions left (one per conta
 LOCK_TIMEOUT = 60.0  # seconds a per-container lock is waited for before "busy" (code 11)
 KEEP_CORRUPT = 3  # attachments.db.corrupt-* copies kept; older ones are deleted
 CORRUPT_INFIX = ".corrupt-"
-ADDING = "adding"
-ATTACHED = "attached"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS attachments (
-    network        TEXT NOT NULL,
-    container_id   TEXT NOT NULL,
-    ifname         TEXT NOT NULL,
-    state          TEXT NOT NULL,
-    mode           TEXT NOT NULL DEFAULT 'container',
-    docker_network TEXT NOT NULL DEFAULT '',
-    network_id     TEXT NOT NULL DEFAULT '',
-    network_name   TEXT NOT NULL DEFAULT '',
-    docker_id      TEXT NOT NULL DEFAULT '',
-    docker_name    TEXT NOT NULL DEFAULT '',
-    endpoint_id    TEXT NOT NULL DEFAULT '',
-    netns          TEXT NOT NULL DEFAULT '',
-    netns_dev      INTEGER NOT NULL DEFAULT 0,
-    netns_ino      INTEGER NOT NULL DEFAULT 0,
-    interface      TEXT NOT NULL DEFAULT '',
-    mac            TEXT NOT NULL DEFAULT '',
-    ips            TEXT NOT NULL DEFAULT '[]',
-    none_detached  INTEGER NOT NULL DEFAULT 0,
-    sandbox_id     TEXT NOT NULL DEFAULT '',
-    sandbox_name   TEXT NOT NULL DEFAULT '',
-    sandbox_ifname TEXT NOT NULL DEFAULT '',
-    docker_host    TEXT NOT NULL DEFAULT '',
-    created        REAL NOT NULL,
-    updated        REAL NOT NULL,
-    PRIMARY KEY (network, container_id, ifname)
-);
-CREATE INDEX IF NOT EXISTS attachments_docker_id ON attachments (docker_id);
-"""
-
-
-class StoreError(Exception):
-    """The store cannot be opened, read or written (CNI code 5)."""
-
-    busy = False  # True: a lock wait timed out, "try again later" (CNI code 11)
-
-    def __init__(self, message: str, path: str) -> None:
-        super().__init__(message)
-        self.path = path
-
-
-class StoreBusy(StoreError):
-    """Another operation held a lock for longer than LOCK_TIMEOUT (CNI code 11: retry)."""
-
-    busy = True
-
-
-@dataclass
-class Attachment:
-    network: str
-    container_id: str
-    ifname: str
-    state: str = ADDING
-    mode: str = "container"
-    docker_network: str = ""
-    network_id: str = ""
-    network_name: str = ""
-    docker_id: str = ""
-    docker_name: str = ""
-    endpoint_id: str = ""
-    netns: str = ""
-    netns_dev: int = 0
-    netns_ino: int = 0
-    interface: str = ""
-    mac: str = ""
-    ips: list[str] = field(default_factory=list)
-    none_detached: bool = False
-    sandbox_id: str = ""
-    sandbox_name: str = ""
-    sandbox_ifname: str = ""
-    docker_host: str = ""  # the engine the attachment was made on
-    created: float = 0.0
-    updated: float = 0.0
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.network, self.container_id, self.ifname)
-
-
-_COLUMNS = [f.name for f in dataclasses.fields(Attachment)]
-
 
 class Store:
     def __init__(self, state_dir: str, lock_timeout: float | None = None) -> None:
@@ -198,7 +123,7 @@ class Store:
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 db.execute("PRAGMA journal_mode = WAL")
             if version < SCHEMA_VERSION:
-                db.executescript(_SCHEMA)
+                db.executescript(SCHEMA)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             stop_point(os.environ, "after-schema")  # test point: schema, no marker yet
             if not self._lexists(self.marker):
@@ -214,7 +139,7 @@ class Store:
         with contextlib.suppress(OSError):
             for name in os.listdir(self.locks_dir):
                 if len(name) == 32 and all(c in "0123456789abcdef" for c in name):
-                    _remove_if_free(os.path.join(self.locks_dir, name))
+                    remove_if_free(os.path.join(self.locks_dir, name))
         try:
             os.close(os.open(sentinel, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                              0o600))
@@ -239,7 +164,7 @@ class Store:
         except (ValueError, UnicodeError) as e:
             raise StoreError(f"invalid state directory {self.state_dir!r}: {e}",
                              self.state_dir) from None
-        _require_private_dir(self.state_dir, st)
+        require_private_dir(self.state_dir, st)
         try:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.locks_dir, 0o700)
@@ -247,7 +172,7 @@ class Store:
         except OSError as e:
             raise StoreError(f"cannot create lock directory {self.locks_dir}: {e.strerror}",
                              self.locks_dir) from None
-        _require_private_dir(self.locks_dir, st)
+        require_private_dir(self.locks_dir, st)
 
     def _lexists(self, path: str) -> bool:
         """Whether `path` exists; a symbolic link there is refused, never followed."""
@@ -289,7 +214,7 @@ class Store:
                 os.close(fd)
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, self.marker)
-            _fsync_dir(self.state_dir)
+            fsync_dir(self.state_dir)
         except OSError as e:
             raise StoreError(f"cannot write {self.marker}: {e.strerror}", self.marker) from None
         finally:
@@ -384,10 +309,10 @@ class Store:
         what = f"container {container_id}"
         deadline = time.monotonic() + self._timeout()
         while True:
-            fd = _open_lock(path)
+            fd = open_lock(path)
             try:
-                _flock(fd, path, deadline - time.monotonic(), self._timeout(), what)
-                if _still_named(fd, path):
+                flock_within(fd, path, deadline - time.monotonic(), self._timeout(), what)
+                if still_named(fd, path):
                     break
             except BaseException:
                 os.close(fd)
@@ -404,9 +329,9 @@ class Store:
     def _exclusive(self, name: str) -> Iterator[None]:
         """A lock file that stays (the initialisation's)."""
         path = os.path.join(self.locks_dir, name)
-        fd = _open_lock(path)
+        fd = open_lock(path)
         try:
-            _flock(fd, path, self._timeout(), self._timeout(), "the store's initialisation")
+            flock_within(fd, path, self._timeout(), self._timeout(), "the store's initialisation")
             yield
         finally:
             os.close(fd)  # closing releases the lock
@@ -418,31 +343,31 @@ class Store:
 
     def get(self, network: str, container_id: str, ifname: str) -> Attachment | None:
         row = self._query(
-            f"SELECT {', '.join(_COLUMNS)} FROM attachments "
+            f"SELECT {', '.join(COLUMNS)} FROM attachments "
             "WHERE network = ? AND container_id = ? AND ifname = ?",
             (network, container_id, ifname),
         )
-        return _row(row[0]) if row else None
+        return attachment_of(row[0]) if row else None
 
     def list(self, network: str | None = None) -> list[Attachment]:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM attachments"
+        sql = f"SELECT {', '.join(COLUMNS)} FROM attachments"
         params: tuple[str, ...] = ()
         if network is not None:
             sql += " WHERE network = ?"
             params = (network,)
         sql += " ORDER BY created"
-        return [_row(r) for r in self._query(sql, params)]
+        return [attachment_of(r) for r in self._query(sql, params)]
 
     def put(self, att: Attachment) -> Attachment:
         now = time.time()
         att.created = att.created or now
         att.updated = now
-        values = [getattr(att, c) for c in _COLUMNS]
-        values[_COLUMNS.index("ips")] = json.dumps(att.ips)
-        values[_COLUMNS.index("none_detached")] = int(att.none_detached)
+        values = [getattr(att, c) for c in COLUMNS]
+        values[COLUMNS.index("ips")] = json.dumps(att.ips)
+        values[COLUMNS.index("none_detached")] = int(att.none_detached)
         self._execute(
-            f"INSERT OR REPLACE INTO attachments ({', '.join(_COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in _COLUMNS)})",
+            f"INSERT OR REPLACE INTO attachments ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in COLUMNS)})",
             values,
         )
         return att
@@ -466,95 +391,3 @@ class Store:
                 self.db.execute(sql, params)
         except sqlite3.Error as e:
             raise StoreError(f"cannot write state database {self.path}: {e}", self.path) from None
-
-
-def _require_private_dir(path: str, st: os.stat_result) -> None:
-    if not stat.S_ISDIR(st.st_mode):
-        raise StoreError(f"{path} is not a directory", path)
-    if st.st_uid != 0:
-        raise StoreError(f"{path} is owned by uid {st.st_uid}, not root: whoever owns it could "
-                         "change what the plugin records and does as root. Fix: chown root:root "
-                         f"{path} && chmod 700 {path} (or point stateDir at a root-owned "
-                         "directory)", path)
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise StoreError(f"{path} is writable by group or others (mode "
-                         f"{stat.S_IMODE(st.st_mode):04o}): others could replace the store or "
-                         f"its lock files. Fix: chmod 700 {path}", path)
-
-
-def _open_lock(path: str) -> int:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     0o600)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise StoreError(f"lock file {path} is a symbolic link: cni2cnm never follows "
-                             "links in its state directory; remove it", path) from None
-        raise StoreError(f"cannot create lock file {path}: {e.strerror}", path) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise StoreError(f"lock file {path} is not a regular file; remove it", path)
-    return fd
-
-
-def _still_named(fd: int, path: str) -> bool:
-    """Whether `path` is still the file `fd` has open (not removed or replaced since)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    except OSError as e:
-        raise StoreError(f"cannot read {path}: {e.strerror}", path) from None
-    mine = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
-
-
-def _remove_if_free(path: str) -> None:
-    """Remove a lock file nobody holds, by the same protocol as Store.lock."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if _still_named(fd, path):
-            os.unlink(path)
-    except (OSError, StoreError):
-        pass
-    finally:
-        os.close(fd)
-
-
-def _flock(fd: int, path: str, left: float, timeout: float, what: str) -> None:
-    """An exclusive flock, waited for at most `left` seconds (StoreBusy after)."""
-    deadline = time.monotonic() + left
-    delay = 0.002
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            raise StoreError(f"cannot lock {path}: {e.strerror}", path) from None
-        now = time.monotonic()
-        if now >= deadline:
-            raise StoreBusy(f"busy: another operation on {what} has held its lock {path} for "
-                            f"{timeout:g} s; retry", path)
-        time.sleep(min(delay, deadline - now))
-        delay = min(delay * 2, 0.05)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _row(row: tuple) -> Attachment:
-    data = dict(zip(_COLUMNS, row, strict=True))
-    data["ips"] = json.loads(data["ips"] or "[]")
-    data["none_detached"] = bool(data["none_detached"])
-    return Attachment(**data)
