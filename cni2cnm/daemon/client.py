@@ -112,6 +112,9 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
     path = socket_path(environ, data)
     if path is None:
         return Fallback("daemon disabled (empty socket path): running in-process", warn=False)
+    if not _usable_path(path):
+        return Fallback(f"daemon socket path {path!r} is unusable (NUL or undecodable "
+                        "characters): running in-process", warn=True)
     mode = daemon_mode(environ, data)
     if mode == "off":
         return Fallback("daemon off (daemon: \"off\"): running in-process", warn=False)
@@ -124,6 +127,16 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
             outcome.reason += f"; {start(path, outcome.kind == 'replace')}"
         count_fallback(path, outcome.kind)
     return outcome
+
+
+def _usable_path(path: str) -> bool:
+    if "\0" in path:
+        return False
+    try:
+        path.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _converse(path: str, environ: Mapping[str, str], data: bytes, connect_timeout: float,

@@ -239,3 +239,11 @@ def test_no_attachment_key_is_none_and_empty_list_is_empty_set() -> None:
 def test_malformed_attachments_are_code_7(key: str, value: Any) -> None:
     err = rejected(**{key: value})
     assert key in err.details
+
+
+def test_one_table_of_log_levels() -> None:
+    """The config's logLevel values are exactly the levels the loggers know."""
+    from cni2cnm.cni.logs import LEVELS
+    from cni2cnm.plugin.config import LOG_LEVELS
+
+    assert set(LOG_LEVELS) == set(LEVELS)

@@ -971,3 +971,13 @@ def test_status_reports_the_daemon_for_version_and_doctor(sockdir: Path) -> None
     # the metrics address it names does not answer: a warning, never a failure
     assert check.status == "WARN" and "/healthz does not answer" in check.message
     assert status.stop_on_demand(str(path), stale_only=True) is None  # current: kept
+
+
+@pytest.mark.parametrize("path", ["\ud800", "/run/c2c\0x"])
+def test_an_unusable_socket_path_runs_in_process_without_a_traceback(path: str) -> None:
+    data = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "cni2cnm",
+                       "daemonSocket": path}).encode()
+    started: list[str] = []
+    outcome = client.forward(env_for("ADD"), data, start=lambda p, r: started.append(p) or "")
+    assert isinstance(outcome, client.Fallback) and "unusable" in outcome.reason
+    assert started == []
