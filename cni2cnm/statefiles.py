@@ -55,14 +55,21 @@ def open_lock(path: str) -> int:
     return fd
 
 
-def still_named(fd: int, path: str) -> bool:
-    """Whether `path` is still the file `fd` has open (not removed or replaced since)."""
+def lstat_or_none(path: str) -> os.stat_result | None:
+    """lstat (never following a link); None when nothing is there."""
     try:
-        st = os.lstat(path)
+        return os.lstat(path)
     except FileNotFoundError:
-        return False
+        return None
     except OSError as e:
         raise StoreError(f"cannot read {path}: {e.strerror}", path) from None
+
+
+def still_named(fd: int, path: str) -> bool:
+    """Whether `path` is still the file `fd` has open (not removed or replaced since)."""
+    st = lstat_or_none(path)
+    if st is None:
+        return False
     mine = os.fstat(fd)
     return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 

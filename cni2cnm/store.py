@@ -40,6 +40,7 @@ from cni2cnm.statefiles import StoreError as StoreError
 from cni2cnm.statefiles import (
     flock_within,
     fsync_dir,
+    lstat_or_none,
     open_lock,
     remove_if_free,
     require_private_dir,
@@ -176,12 +177,9 @@ class Store:
 
     def _lexists(self, path: str) -> bool:
         """Whether `path` exists; a symbolic link there is refused, never followed."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
+        st = lstat_or_none(path)
+        if st is None:
             return False
-        except OSError as e:
-            raise StoreError(f"cannot read {path}: {e.strerror}", path) from None
         if stat.S_ISLNK(st.st_mode):
             raise StoreError(f"{path} is a symbolic link: cni2cnm never follows links in its "
                              f"state directory; remove it (and restore the file it pointed "

@@ -10,17 +10,8 @@ from typing import Any
 import click
 
 from cni2cnm import __version__
-from cni2cnm.cli.base import (
-    EXIT_FOUND,
-    STATUS_COLORS,
-    cli,
-    common_options,
-    echo,
-    finish,
-    make_engine,
-    print_json,
-    settings,
-)
+from cni2cnm.cli import base
+from cni2cnm.cli.base import cli
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
 from cni2cnm.daemon.wire import DEFAULT_SOCKET
 from cni2cnm.ops.install import DEFAULT_BIN_DIR, DEFAULT_CONF_DIR
@@ -46,12 +37,12 @@ def version(output: str, daemon_socket: str | None) -> None:
     daemon_socket = _daemon_socket(daemon_socket)
     daemon = status.probe(daemon_socket) if daemon_socket else None
     if output == "json":
-        echo(json.dumps({"version": __version__, "cniVersions": list(SUPPORTED_VERSIONS),
+        base.echo(json.dumps({"version": __version__, "cniVersions": list(SUPPORTED_VERSIONS),
                          "daemon": daemon.to_json() if daemon else None}))
     else:
-        echo(f"cni2cnm {__version__}")
-        echo(f"CNI spec versions: {', '.join(SUPPORTED_VERSIONS)}")
-        echo(f"daemon: {daemon.describe() if daemon else 'disabled (empty socket path)'}")
+        base.echo(f"cni2cnm {__version__}")
+        base.echo(f"CNI spec versions: {', '.join(SUPPORTED_VERSIONS)}")
+        base.echo(f"daemon: {daemon.describe() if daemon else 'disabled (empty socket path)'}")
 
 
 
@@ -67,7 +58,7 @@ def version(output: str, daemon_socket: str | None) -> None:
               help="plugins to chain after cni2cnm, in order (e.g. tuning,portmap,bandwidth)")
 @click.option("-o", "--output", "out_file", default="-", metavar="FILE",
               help="write to FILE instead of stdout")
-@common_options
+@base.common_options
 @click.pass_context
 def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_version: str,
              chain: tuple[str, ...], out_file: str, docker_host: str, state_dir: str) -> None:
@@ -88,8 +79,8 @@ def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_vers
     from cni2cnm.ops import conflist as ops
     from cni2cnm.ops.files import atomic_write
 
-    s = settings(ctx, docker_host, state_dir)
-    engine = make_engine(s.docker_host)
+    s = base.settings(ctx, docker_host, state_dir)
+    engine = base.make_engine(s.docker_host)
     try:
         doc = ops.for_network(engine, docker_network, name=name, cni_version=cni_version,
                               chain=ops.parse_chain(chain), docker_host=s.docker_host,
@@ -98,10 +89,10 @@ def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_vers
         engine.close()
     text = ops.render(doc)
     if out_file == "-":
-        echo(text, nl=False)
+        base.echo(text, nl=False)
     else:
         atomic_write(out_file, text, 0o644)
-        echo(f"cni2cnm: wrote {out_file}", err=True)
+        base.echo(f"cni2cnm: wrote {out_file}", err=True)
 
 
 # ==== install ===============================================================================
@@ -128,7 +119,7 @@ def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_vers
                    f"[default: $CNI2CNM_DAEMON_SOCKET, else {DEFAULT_SOCKET}]")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-@common_options
+@base.common_options
 @click.pass_context
 def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None, force: bool,
             uninstall: bool, systemd: str, daemon_socket: str | None, output: str,
@@ -155,7 +146,7 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
     """
     from cni2cnm.ops import install as ops
 
-    s = settings(ctx, docker_host, state_dir)
+    s = base.settings(ctx, docker_host, state_dir)
     daemon_socket = _daemon_socket(daemon_socket)
     if uninstall:
         actions = _stop_daemon(daemon_socket, stale_only=False)
@@ -166,7 +157,7 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
         if network:
             from cni2cnm.ops import conflist as cl
 
-            engine = make_engine(s.docker_host)
+            engine = base.make_engine(s.docker_host)
             try:
                 doc = cl.for_network(engine, network, docker_host=s.docker_host,
                                      state_dir=s.state_dir)
@@ -186,16 +177,16 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
         else:
             actions += _stop_daemon(daemon_socket, stale_only=True)
     if output == "json":
-        print_json([a.to_json() for a in actions])
+        base.print_json([a.to_json() for a in actions])
     else:
         colors = {ops.KEPT: "yellow", ops.REMOVED: "green", ops.INSTALLED: "green",
                   ops.REPLACED: "yellow"}
         for a in actions:
             note = f" ({a.note})" if a.note else ""
-            echo(f"{click.style(a.action, fg=colors.get(a.action))} {a.path}{note}")
+            base.echo(f"{click.style(a.action, fg=colors.get(a.action))} {a.path}{note}")
         if not actions:
-            echo("nothing to uninstall", err=True)
-    finish(EXIT_FOUND if any(a.action == ops.KEPT for a in actions) else 0)
+            base.echo("nothing to uninstall", err=True)
+    base.finish(base.EXIT_FOUND if any(a.action == ops.KEPT for a in actions) else 0)
 
 
 def _daemon_socket(given: str | None) -> str:
@@ -263,7 +254,7 @@ def _stop_daemon(socket_path: str, *, stale_only: bool) -> list[Any]:
 @click.option("--conf-dir", default=DEFAULT_CONF_DIR, show_default=True, metavar="DIR")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-@common_options
+@base.common_options
 @click.pass_context
 def doctor(ctx: click.Context, network: str | None, bin_dir: str, conf_dir: str, output: str,
            docker_host: str, state_dir: str) -> None:
@@ -283,18 +274,18 @@ def doctor(ctx: click.Context, network: str | None, bin_dir: str, conf_dir: str,
     """
     from cni2cnm.ops import doctor as ops
 
-    s = settings(ctx, docker_host, state_dir)
-    engine = make_engine(s.docker_host, timeout=10.0)
+    s = base.settings(ctx, docker_host, state_dir)
+    engine = base.make_engine(s.docker_host, timeout=10.0)
     try:
         checks = ops.run_checks(engine, s.state_dir, bin_dir, conf_dir, network)
     finally:
         engine.close()
     failed = any(c.status == ops.FAIL for c in checks)
     if output == "json":
-        print_json({"ok": not failed, "checks": [c.to_json() for c in checks]})
+        base.print_json({"ok": not failed, "checks": [c.to_json() for c in checks]})
     else:
         for c in checks:
             fix = f"  -> {c.fix}" if c.fix and c.status != ops.OK else ""
-            label = click.style(f"{c.status:<4}", fg=STATUS_COLORS[c.status], bold=True)
-            echo(f"{label}  {c.name:<9}  {c.message}{fix}")
-    finish(EXIT_FOUND if failed else 0)
+            label = click.style(f"{c.status:<4}", fg=base.STATUS_COLORS[c.status], bold=True)
+            base.echo(f"{label}  {c.name:<9}  {c.message}{fix}")
+    base.finish(base.EXIT_FOUND if failed else 0)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cni2cnm.cni.errors import CNIError, Code
-from cni2cnm.cni.names import name_problem
+from cni2cnm.cni.names import encodable, name_problem
 
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 
@@ -118,7 +118,7 @@ def parse_env(environ: Mapping[str, str]) -> CNIEnv:
     if ifname and (why := validate_ifname(ifname)):
         problems.append(f"CNI_IFNAME={ifname!r} {why}")
     netns = environ.get("CNI_NETNS", "")
-    if "\0" in netns or _undecodable(netns):
+    if "\0" in netns or not encodable(netns):
         problems.append(f"CNI_NETNS={netns!r} is not a usable path")
     if problems:
         raise CNIError(
@@ -138,11 +138,3 @@ def parse_env(environ: Mapping[str, str]) -> CNIEnv:
         args=args,
         path=path,
     )
-
-
-def _undecodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False

@@ -12,3 +12,13 @@ NAME_RULE = "must start with a letter or digit and contain only letters, digits,
 def name_problem(value: str) -> str | None:
     """Why the value breaks the rule, or None."""
     return None if NAME_RE.fullmatch(value) else NAME_RULE
+
+
+def encodable(value: str) -> bool:
+    """False for text with lone surrogates (how os.environ and json keep undecodable bytes):
+    no system call can take it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

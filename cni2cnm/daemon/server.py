@@ -80,11 +80,9 @@ class Server:
             handler = Runner()
         self.path = os.path.abspath(path)
         self.handler = handler
-        self.allowed_uids = allowed_uids
+        self.allowed_uids, self.observer = allowed_uids, observer
         self.max_inflight = max_inflight
-        self.request_deadline = request_deadline
-        self.idle_timeout = idle_timeout
-        self.observer = observer
+        self.request_deadline, self.idle_timeout = request_deadline, idle_timeout  # seconds
         self.pid = os.getpid()
         self._hello = wire.hello(__version__, self.pid, wire.build_id(), started,
                                  metrics_address)

@@ -29,18 +29,21 @@ class _Row(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DockerNetworkView(_Row):
+class _DockerObject(_Row):
+    """A Docker object as ADD recorded it; `exists`: whether the engine still has it (null:
+    not asked)."""
+
     name: str
     id: str
     exists: bool | None = None
+
+
+class DockerNetworkView(_DockerObject):
     driver: str | None = None
     scope: str | None = None
 
 
-class DockerContainerView(_Row):
-    name: str
-    id: str
-    exists: bool | None = None
+class DockerContainerView(_DockerObject):
     status: str | None = Field(default=None, description="Docker's, e.g. \"running\"")
 
 

@@ -104,6 +104,15 @@ def entry_problem(path: str, st: os.stat_result) -> Problem | None:
     return None
 
 
+def _lstat(path: str, problems: list[Problem]) -> os.stat_result | None:
+    """lstat, or None with the reason added to `problems`."""
+    try:
+        return os.lstat(path)
+    except OSError as e:
+        problems.append(Problem(path, f"cannot be checked ({e.strerror})"))
+        return None
+
+
 def path_problems(path: str) -> list[Problem]:
     """`path` and every directory above it; symbolic links (of the path or of a directory
     on the way) are followed hop by hop, and their targets checked the same way."""
@@ -121,10 +130,8 @@ def _check_path(path: str, problems: list[Problem], seen: set[str], hops: int) -
     for i in range(len(parts) + 1):
         if i:
             prefix = os.path.join(prefix, parts[i - 1])
-        try:
-            st = os.lstat(prefix)
-        except OSError as e:
-            problems.append(Problem(prefix, f"cannot be checked ({e.strerror})"))
+        st = _lstat(prefix, problems)
+        if st is None:
             return
         if stat.S_ISLNK(st.st_mode):
             # The link's own directory is checked (it is above); the link itself cannot be
@@ -152,16 +159,10 @@ def tree_problems(top: str) -> list[Problem]:
     for root, dirs, files in os.walk(top, onerror=unreadable):
         for name in dirs + files:
             path = os.path.join(root, name)
-            try:
-                st = os.lstat(path)
-            except OSError as e:
-                problems.append(Problem(path, f"cannot be checked ({e.strerror})"))
-                continue
-            if stat.S_ISLNK(st.st_mode):
+            st = _lstat(path, problems)
+            if st is not None and stat.S_ISLNK(st.st_mode):
                 problems.extend(path_problems(path))
-                continue
-            p = entry_problem(path, st)
-            if p is not None:
+            elif st is not None and (p := entry_problem(path, st)) is not None:
                 problems.append(p)
     return _unique(problems)
 

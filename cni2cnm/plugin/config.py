@@ -7,6 +7,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from cni2cnm.cni.config import NetConf
+from cni2cnm.cni.names import encodable
 
 DEFAULT_STATE_DIR = "/var/lib/cni/cni2cnm"
 DEFAULT_DOCKER_TIMEOUT = 45.0
@@ -55,7 +56,7 @@ class PluginConf(NetConf):
     def _usable_text(cls, v: str | None) -> str | None:
         # A NUL cannot be in a path or a URL; a lone surrogate (undecodable bytes) cannot be
         # encoded for the system calls these values reach.
-        if v is not None and ("\0" in v or not _encodable(v)):
+        if v is not None and ("\0" in v or not encodable(v)):
             raise ValueError("must not contain NUL or undecodable characters")
         return v
 
@@ -63,11 +64,3 @@ class PluginConf(NetConf):
     def docker_network(self) -> str:
         """The Docker network to attach to: `network`, else the CNI network name."""
         return self.network or self.name
-
-
-def _encodable(v: str) -> bool:
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
