@@ -32,6 +32,7 @@ from c2ctest import (  # noqa: E402
     sweep_session,
     unavailable,
 )
+from pluginrun import Plugin  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -137,3 +138,10 @@ def resources(docker_client: Any) -> Iterator[Resources]:
 def net(resources: Resources) -> Any:
     """A bridge network with its own private subnet, removed at teardown."""
     return resources.network()
+
+
+@pytest.fixture
+def plugin(docker_host: str, resources: Resources, net: Any) -> Plugin:
+    """A runtime's view of a cni2cnm config for `net`, with a state dir of the test's own
+    (modules that need another config define their own `plugin`)."""
+    return Plugin(docker_host, str(resources.tmpdir() / "state"), net.name)

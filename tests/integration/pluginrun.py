@@ -199,3 +199,9 @@ def ip_addrs(netns: str) -> dict[str, dict[str, Any]]:
 def endpoint(container: Any, network_name: str) -> dict[str, Any] | None:
     container.reload()
     return (container.attrs["NetworkSettings"]["Networks"] or {}).get(network_name)
+
+
+def served(out: Outcome) -> Outcome:
+    """The daemon answered (the executable did not fall back to running in-process)."""
+    assert "in-process" not in out.stderr, out.stderr
+    return out

@@ -13,11 +13,6 @@ ALL_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 
 
 @pytest.fixture
-def plugin(docker_host: str, resources: Any, net: Any) -> Plugin:
-    return Plugin(docker_host, str(resources.tmpdir() / "state"), net.name)
-
-
-@pytest.fixture
 def pod(resources: Any, images: Any) -> Any:
     return pause_container(resources, images)
 

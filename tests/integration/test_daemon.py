@@ -23,7 +23,7 @@ import pytest
 from c2ctest import network_subnets, pause_container, unique_name
 from daemonrun import SOCKET_ENV, Daemon, running_daemon, start_daemon
 from engines import API_RANDOM_MAC, derived_mac, engine_api
-from pluginrun import Outcome, Plugin, cri_args, endpoint, plugin_executable, proc_netns
+from pluginrun import Outcome, Plugin, cri_args, endpoint, plugin_executable, proc_netns, served
 
 from cni2cnm.store import Store
 
@@ -35,17 +35,6 @@ pytestmark = pytest.mark.own_modes
 def daemon() -> Iterator[Daemon]:
     with running_daemon() as d:
         yield d
-
-
-@pytest.fixture
-def plugin(docker_host: str, resources: Any, net: Any) -> Plugin:
-    return Plugin(docker_host, str(resources.tmpdir() / "state"), net.name)
-
-
-def served(out: Outcome) -> Outcome:
-    """The daemon answered (the executable did not fall back to running in-process)."""
-    assert "in-process" not in out.stderr, out.stderr
-    return out
 
 
 def via(d: Daemon | None) -> dict[str, str]:

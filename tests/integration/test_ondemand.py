@@ -33,7 +33,7 @@ from daemonrun import (
     processes_mentioning,
     running_daemon,
 )
-from pluginrun import Outcome, Plugin, cri_args, plugin_executable, proc_netns
+from pluginrun import Outcome, Plugin, cri_args, plugin_executable, proc_netns, served
 
 from cni2cnm import __version__
 from cni2cnm.daemon import status, wire
@@ -77,16 +77,6 @@ def ondemand() -> Iterator[OnDemand]:
         kill_all_mentioning(str(d))
         assert not processes_mentioning(str(d)), "a daemon outlived its test"
         shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def plugin(docker_host: str, resources: Any, net: Any) -> Plugin:
-    return Plugin(docker_host, str(resources.tmpdir() / "state"), net.name)
-
-
-def served(out: Outcome) -> Outcome:
-    assert "in-process" not in out.stderr, out.stderr
-    return out
 
 
 def status_request(plugin: Plugin, env: dict[str, str]) -> Outcome:

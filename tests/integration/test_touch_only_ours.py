@@ -13,11 +13,6 @@ from c2ctest import pause_container, unique_name
 from pluginrun import Plugin, cri_args, endpoint, proc_netns
 
 
-@pytest.fixture
-def plugin(docker_host: str, resources: Any, net: Any) -> Plugin:
-    return Plugin(docker_host, str(resources.tmpdir() / "state"), net.name)
-
-
 def on_network(c: Any, net: Any) -> bool:
     ep = endpoint(c, net.name)
     return bool(ep and ep.get("EndpointID"))
