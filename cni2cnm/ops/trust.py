@@ -12,8 +12,11 @@ refuses, and `cni2cnm doctor` FAILs, unless each of these
   directories site-packages' .pth files add to sys.path,
 
 and every directory above them up to `/` is owned by root and not writable by group or
-others. A world-writable sticky directory such as /tmp is refused too: anyone can create
-entries there. Symbolic links are followed hop by hop: the directories holding the link and
+others. A world-writable sticky directory is refused too (anyone can create entries there),
+with one exception: the system's temporary directories (/tmp, /var/tmp, /dev/shm) owned by
+root, as directories ABOVE what is checked. Their sticky bit lets no one but root rename or
+remove root's entries in them, and what lies below (a checkout or a venv made by root) must
+pass the rule itself. Symbolic links are followed hop by hop: the directories holding the link and
 those of its target must both pass.
 """
 
@@ -28,6 +31,8 @@ from dataclasses import dataclass, field
 from cni2cnm.ops import OpError
 
 MAX_LINK_HOPS = 40
+# Sticky, world-writable, root-owned: accepted as directories above the checked path only.
+SYSTEM_TMP_DIRS = frozenset({"/tmp", "/var/tmp", "/dev/shm"})
 MAX_REPORTED = 5
 
 
@@ -144,9 +149,16 @@ def _check_path(path: str, problems: list[Problem], seen: set[str], hops: int) -
             rest = os.path.join(os.path.normpath(target), *parts[i:])
             _check_path(os.path.normpath(rest), problems, seen, hops + 1)
             return
+        if i < len(parts) and _sticky_system_tmp(prefix, st):
+            continue  # root's entries below it cannot be replaced by anyone else
         p = entry_problem(prefix, st)
         if p is not None:
             problems.append(p)
+
+
+def _sticky_system_tmp(path: str, st: os.stat_result) -> bool:
+    return (path in SYSTEM_TMP_DIRS and stat.S_ISDIR(st.st_mode) and st.st_uid == 0
+            and bool(st.st_mode & stat.S_ISVTX))
 
 
 def tree_problems(top: str) -> list[Problem]:

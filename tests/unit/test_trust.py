@@ -101,7 +101,19 @@ def test_a_sticky_directory_like_tmp_is_refused(base: Path) -> None:
     (base / "venv").chmod(0o1777)
     [problem] = trust.problems_of(installation)
     assert problem.path == str(base / "venv") and "sticky" in problem.why
-    assert any(p.path == "/tmp" for p in trust.path_problems(tempfile.mkdtemp()))
+
+
+def test_the_system_tmp_is_accepted_above_a_root_owned_directory_only() -> None:
+    """/tmp's sticky bit: nobody but root can replace root's entries there, so a checkout or
+    venv root made under /tmp passes on its own merits; /tmp itself never does."""
+    mine = tempfile.mkdtemp()  # root's, 0700
+    try:
+        assert trust.path_problems(mine) == []
+        assert any(p.path == "/tmp" for p in trust.path_problems("/tmp"))
+        os.chown(mine, 65534, 65534)
+        assert paths(trust.path_problems(mine)) == [mine]
+    finally:
+        os.rmdir(mine)
 
 
 def test_a_link_is_followed_hop_by_hop(base: Path) -> None:
