@@ -3,6 +3,8 @@ CNI_NETNS (see proxy.py for the sandbox and the move)."""
 
 from __future__ import annotations
 
+import time
+
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.plugin import proxy
 from cni2cnm.plugin.attach import check_requested, record_attached, undone_on_failure
@@ -32,13 +34,26 @@ def add_proxy(ctx: AddContext) -> Attached:
         try:
             attached = _move_endpoint_in(ctx, att)
         except Exception:
-            # A sandbox whose command exits can die at any step: say that, not the symptom.
-            sandbox = engine.container(att.sandbox_id)
-            if sandbox is not None:
-                proxy.refuse_exited(sandbox, conf.sandboxImage)
+            name_an_exited_sandbox(ctx, att)
             raise
         record_attached(ctx, att, attached)
     return attached
+
+
+def name_an_exited_sandbox(ctx: AddContext, att: Attachment, settle: float = 3.0) -> None:
+    """A sandbox whose command exits can die at any step: say that (ProxyError), not the
+    symptom. dockerd reports the exit a moment after the process is gone, so while the
+    sandbox still shows as running without its process, ask again for a few seconds."""
+    deadline = time.monotonic() + settle
+    while True:
+        sandbox = ctx.engine.container(att.sandbox_id)
+        if sandbox is None:
+            return
+        proxy.refuse_exited(sandbox, ctx.conf.sandboxImage)
+        alive = sandbox.pid and ctx.namespaces.is_namespace(f"/proc/{sandbox.pid}/ns/net")
+        if alive or time.monotonic() >= deadline:
+            return
+        time.sleep(0.1)
 
 
 def _move_endpoint_in(ctx: AddContext, att: Attachment) -> Attached:

@@ -205,3 +205,23 @@ def served(out: Outcome) -> Outcome:
     """The daemon answered (the executable did not fall back to running in-process)."""
     assert "in-process" not in out.stderr, out.stderr
     return out
+
+
+_ARMED: str | None = None
+
+
+def armed_hooks() -> dict[str, str]:
+    """The environment that arms the plugin's test hook (cni2cnm/testhook.py): a root-owned
+    0600 file with the magic content, made once per test process in a private directory
+    removed at exit."""
+    global _ARMED
+    if _ARMED is None:
+        from cni2cnm import testhook
+
+        d = tempfile.mkdtemp(prefix="c2ct-hooks-")
+        atexit.register(shutil.rmtree, d, True)
+        f = Path(d, "armed")
+        f.write_bytes(testhook.ARMED)
+        f.chmod(0o600)
+        _ARMED = str(f)
+    return {"CNI2CNM_TEST_HOOKS": _ARMED}

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +14,7 @@ from typing import Any
 import pytest
 from c2ctest import Resources, pause_container, unique_name
 from engines import API_IFNAME, API_RANDOM_MAC, derived_mac, engine_api
-from pluginrun import Plugin, cri_args, endpoint, plugin_executable, proc_netns
+from pluginrun import Plugin, armed_hooks, cri_args, endpoint, plugin_executable, proc_netns
 from privateengine import PrivateEngine, private_engine
 
 from cni2cnm.store import Store
@@ -74,24 +71,6 @@ def wait_stopped(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     raise TimeoutError("plugin did not reach its test point")
 
 
-_ARMED: str | None = None
-
-
-def armed_hooks() -> dict[str, str]:
-    """The environment that arms the plugin's test hook (cni2cnm/testhook.py): a root-owned
-    0600 file with the magic content, made once per test process in a private directory
-    removed at exit."""
-    global _ARMED
-    if _ARMED is None:
-        from cni2cnm import testhook
-
-        d = tempfile.mkdtemp(prefix="c2ct-hooks-")
-        atexit.register(shutil.rmtree, d, True)
-        f = Path(d, "armed")
-        f.write_bytes(testhook.ARMED)
-        f.chmod(0o600)
-        _ARMED = str(f)
-    return {"CNI2CNM_TEST_HOOKS": _ARMED}
 
 
 def start_add_until(plugin: Plugin, pod: Any, point: str) -> subprocess.Popen[bytes]:

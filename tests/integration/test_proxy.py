@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from c2ctest import busybox_container
-from pluginrun import Plugin, endpoint, ip_addrs, plugin_executable
+from pluginrun import Plugin, armed_hooks, endpoint, ip_addrs, plugin_executable
 
 from cni2cnm.store import Store
 
@@ -231,7 +231,8 @@ def test_add_failure_removes_the_sandbox(plugin: Plugin, ns: str, net: Any,
 def start_until(plugin: Plugin, netns: str, point: str) -> subprocess.Popen[bytes]:
     """An ADD (CID into `netns`) that stops itself (SIGSTOP) at a test point of the plugin,
     in-process (a test point never goes through a daemon)."""
-    env = {"PATH": os.environ.get("PATH", ""), "DOCKER_HOST": plugin.docker_host,
+    env = {**armed_hooks(), "PATH": os.environ.get("PATH", ""),
+           "DOCKER_HOST": plugin.docker_host,
            "CNI_COMMAND": "ADD", "CNI_CONTAINERID": CID, "CNI_NETNS": netns,
            "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin", "CNI2CNM_DAEMON_SOCKET": "",
            "CNI2CNM_TEST_STOP_AT": point}
