@@ -30,9 +30,14 @@ DOCKER=docker
 
 engine_dir="" state_dir=$(mktemp -d /tmp/c2c-demo-state.XXXX)
 NET=c2c-demo-net POD=c2c-demo-pod APP=c2c-demo-app CLIENT=c2c-demo-client NS=c2c-demo-ns
+PROG=demo.sh
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 cleanup() {
     local rc=$?
     trap - EXIT
+    # The warm daemon the plugin started on demand (its socket is under the state dir).
+    for p in $(pids_mentioning "python*" "$state_dir"); do kill -TERM "$p" 2>/dev/null || true; done
     ip netns delete $NS 2>/dev/null || true
     $DOCKER ps -aq --filter label=io.cni2cnm.network=$NET | xargs -r $DOCKER rm -f >/dev/null 2>&1 || true
     $DOCKER rm -f $CLIENT $APP $POD >/dev/null 2>&1 || true
@@ -60,6 +65,10 @@ note "local images: local/pause:3.10 (a static pause binary), local/busybox"
     --state-dir "$state_dir" >/dev/null
 PLUGIN="$state_dir/bin/cni2cnm"
 note "cni2cnm install --bin-dir $state_dir/bin: the plugin file a runtime executes"
+# The plugin's warm daemon, started on demand by the first request, lives beside the demo's
+# state (instead of /run/cni2cnm) so that the demo removes it with everything else.
+mkdir -m 700 "$state_dir/run"
+export CNI2CNM_DAEMON_SOCKET="$state_dir/run/cni2cnm.sock"
 
 bold "1. A Docker network for the pod"
 $DOCKER network create --subnet 10.233.7.0/24 $NET >/dev/null
@@ -88,6 +97,11 @@ note "stdin: $CONF"
 RESULT=$(cni ADD)
 echo "$RESULT" | python3 -m json.tool
 POD_IP=$(printf '%s' "$RESULT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])')
+
+for _ in $(seq 50); do [ -S "$CNI2CNM_DAEMON_SOCKET" ] && break; sleep 0.1; done
+note "the first request ran in-process and started a warm daemon on demand:"
+"$ROOT/.venv/bin/cni2cnm" version --daemon-socket "$CNI2CNM_DAEMON_SOCKET" 2>/dev/null \
+    | sed -n 's/^/   /p' | grep -i daemon || true
 
 bold "4. What Docker and the pod's namespace now say"
 note "docker inspect: $($DOCKER inspect -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}} endpoint {{printf \"%.12s\" (index .NetworkSettings.Networks \"$NET\").EndpointID}}" "$CID")"
