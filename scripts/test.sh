@@ -92,6 +92,11 @@ if [ "$cov_rc" != 0 ]; then
     log "unit coverage of cni2cnm/plugin below 85% or unit tests failed (exit $cov_rc)"
 fi
 
+# No test may leave (or start) the warm daemon on the node's default socket: a plugin process
+# a test starts runs with CNI2CNM_DAEMON=off unless the test chooses otherwise.
+DEFAULT_DAEMON_DIR=/run/cni2cnm
+default_daemon_before=$([ -S "$DEFAULT_DAEMON_DIR/cni2cnm.sock" ] && echo yes || echo no)
+
 pytest_rc=0
 .venv/bin/python -m pytest -ra --durations=15 "$@" || pytest_rc=$?
 if [ "$pytest_rc" = 5 ]; then
@@ -121,6 +126,18 @@ if [ "$pytest_rc" = 0 ] && [ $# = 0 ]; then
         [ "$pytest_rc" != 0 ] || pytest_rc=1
     fi
     rm -rf "$daemon_dir"
+fi
+
+if [ "$default_daemon_before" = no ]; then
+    PROG=test.sh
+    # shellcheck source=scripts/lib.sh
+    . "$ROOT/scripts/lib.sh"
+    leaked=$(pids_mentioning "python*" "$DEFAULT_DAEMON_DIR" | tr '\n' ' ')
+    if [ -n "$leaked" ] || [ -S "$DEFAULT_DAEMON_DIR/cni2cnm.sock" ]; then
+        log "a test started the daemon on $DEFAULT_DAEMON_DIR (pids: ${leaked:-none left}); stopping it"
+        for p in $leaked; do kill -TERM "$p" 2>/dev/null || true; done
+        [ "$pytest_rc" != 0 ] || pytest_rc=1
+    fi
 fi
 
 if [ "$pytest_rc" != 0 ]; then

@@ -273,6 +273,8 @@ def run_plugin(netns: str, command: str, conf: dict[str, Any], *, container_id: 
         "CNI_IFNAME": ifname if command not in ("GC", "STATUS") else "",
         "CNI_ARGS": "",
         "CNI_PATH": CRI_DOCKERD_CNI_PATH,
+        # Use the daemon the config's daemonSocket names, never start one on demand.
+        "CNI2CNM_DAEMON": "manual",
         **HOSTILE_ENV,
         **(environ or {}),
     }

@@ -384,6 +384,7 @@ def test_real_executable(command: str, data: bytes, env: dict[str, str], good_en
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DOCKER_HOST": "unix:///nonexistent.sock",
         "CNI_PATH": "/nonexistent",
+        "CNI2CNM_DAEMON": "off",  # never start a daemon on the node's default socket
         "CNI_COMMAND": command,
         **env,
     }
