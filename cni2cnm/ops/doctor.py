@@ -143,9 +143,11 @@ def check_engine(engine: Engine, network: str | None) -> list[Check]:
                          f"{_v(API_MAC_ON_CONNECT)}, requested MACs are honoured"))
     else:
         out.append(Check("mac", WARN, f"MAC on connect: API {_v(api)} < "
-                         f"{_v(API_MAC_ON_CONNECT)} (Docker 29.3): the engine ignores requested "
-                         "MACs, so ADD with runtimeConfig.mac or MAC= fails (code 102)",
-                         "upgrade to Docker 29.3+, or do not request MAC addresses"))
+                         f"{_v(API_MAC_ON_CONNECT)} (Docker 29.3): the engine ignores MACs "
+                         "requested on connect, so a container-mode ADD with runtimeConfig.mac "
+                         "or MAC= fails (code 102); proxy mode sets the MAC at the sandbox's "
+                         "create, which Docker 28 honours and 20.10 does not",
+                         "upgrade to Docker 29.3+, or request MAC addresses in proxy mode only"))
     role = _swarm_role(engine)
     if role:
         out.append(Check("swarm", OK, f"this engine is a swarm {role}: attachable overlay "
