@@ -71,7 +71,7 @@ def start_add(plugin: Plugin, pod: Any, env: dict[str, str]) -> subprocess.Popen
     environ = {"PATH": os.environ.get("PATH", ""), "DOCKER_HOST": plugin.docker_host,
                "CNI_COMMAND": "ADD", "CNI_CONTAINERID": pod.id, "CNI_NETNS": proc_netns(pod),
                "CNI_IFNAME": "eth0", "CNI_ARGS": cri_args(pod.id), "CNI_PATH": "/opt/cni/bin",
-               **env}
+               "CNI2CNM_DAEMON": "off", **env}  # a test that wants a daemon says so in env
     proc = subprocess.Popen([plugin_executable()], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ,
                             text=True)

@@ -103,8 +103,10 @@ def write_conflist(pm: Podman, name: str, docker_net: str, state: str,
         "cniVersion": "1.0.0",  # podman 4.3's libcni takes results up to 1.0.0
         "name": name,
         "plugins": [
+            # "daemon": "off": podman does not hand the test's environment to its plugins,
+            # and a daemon started on demand would outlive the test on the node's socket.
             {"type": "cni2cnm", "network": docker_net, "stateDir": state,
-             "sandboxImage": "local/pause:3.10"},
+             "sandboxImage": "local/pause:3.10", "daemon": "off"},
             *chained,
         ],
     }
