@@ -7,21 +7,12 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import Callable
-from contextvars import ContextVar
 from typing import TextIO
 
 LOGGER_NAME = "cni2cnm"
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 _FORMAT = "%(asctime)s cni2cnm[%(process)d] %(levelname)s %(name)s: %(message)s"
-
-# A process that runs several requests at once (`cni2cnm serve`) routes each request's log
-# itself: while this holds a function in the current context (the request's thread), setup()
-# calls it with the request's logFile and logLevel instead of reconfiguring the logger.
-route: ContextVar[Callable[[str | None, str | None], None] | None] = ContextVar(
-    "cni2cnm_log_route", default=None)
-
 
 def _level(name: str | None, default: int) -> int:
     return LEVELS.get((name or "").lower(), default)
@@ -30,10 +21,6 @@ def _level(name: str | None, default: int) -> int:
 def setup(log_file: str | None = None, log_level: str | None = None) -> logging.Logger:
     """Configure the package logger. CNI2CNM_LOG_LEVEL overrides the config's level."""
     logger = logging.getLogger(LOGGER_NAME)
-    routed = route.get()
-    if routed is not None:
-        routed(log_file, log_level)
-        return logger
     level = _level(os.environ.get("CNI2CNM_LOG_LEVEL") or log_level, logging.WARNING)
     logger.setLevel(level)
     logger.propagate = False

@@ -4,8 +4,8 @@ In-process, cni.logs.setup() points the "cni2cnm" logger at stderr or the config
 at the request's level. In the daemon, one handler stays on that logger for the daemon's life
 (`install`) and sends each record to the log of the request whose thread logged it, found in a
 context variable: its own buffer (returned to the executable as its stderr) or its own
-logFile, at its own level. logs.setup() only sets the current request's file and level there
-(through logs.route), so no request touches a handler another request uses.
+logFile, at its own level. The dispatcher hands each request's config to RequestLog.configure
+(runner.py passes it as `on_config`), so no request touches a handler another request uses.
 
 The level: the request's CNI2CNM_LOG_LEVEL, else the daemon's, else the config's logLevel,
 else warning, as in-process.
@@ -91,10 +91,8 @@ def request(env: Mapping[str, str], daemon_level: str | None) -> Iterator[Reques
     """The current context's request log, for the request with environment `env`."""
     rlog = RequestLog(env.get("CNI2CNM_LOG_LEVEL") or daemon_level)
     token = _current.set(rlog)
-    route_token = logs.route.set(rlog.configure)
     try:
         yield rlog
     finally:
-        logs.route.reset(route_token)
         _current.reset(token)
         rlog.close_file()
