@@ -52,7 +52,7 @@ def engine_error(e: EngineError, op: str) -> CNIError:
 
 
 def store_error(e: StoreError) -> CNIError:
-    if getattr(e, "busy", False):
+    if e.busy:
         return CNIError(Code.TRY_AGAIN_LATER,
                         "busy: another operation on this container holds its lock; retry",
                         str(e))

@@ -41,7 +41,7 @@ def collect(engine_of: Callable[[str], EngineAPI], namespaces: netns.Namespaces,
             errors.append(f"{att.container_id}/{att.ifname}: {e.explanation}")
         except (CNIError, StoreError, netns.NetnsError) as e:
             # A container busy with another operation: the runtime should retry GC (11).
-            unavailable = unavailable or getattr(e, "busy", False) or (
+            unavailable = unavailable or (isinstance(e, StoreError) and e.busy) or (
                 isinstance(e, CNIError) and e.code == Code.TRY_AGAIN_LATER)
             errors.append(f"{att.container_id}/{att.ifname}: {e}")
     engine = engine_of("")
