@@ -44,7 +44,7 @@ OWN_MODES=(
 # The last release of each pydantic minor between the floor and the newest.
 PYDANTIC_BETWEEN=(2.6.4 2.7.4 2.8.2 2.9.2 2.10.6 2.11.10 2.12.5 2.13.5)
 CONFIG_TESTS=(tests/unit/test_config.py tests/unit/test_docs.py tests/unit/test_prevresult.py
-              tests/unit/test_result_golden.py)
+              tests/unit/test_result_golden.py tests/unit/plugin/test_gc_status.py)
 
 rc=0
 C2C_DAEMON_TESTS="${BOTH_MODES[*]}" bash scripts/test.sh tests/unit "${BOTH_MODES[@]}" \
