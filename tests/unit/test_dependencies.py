@@ -14,14 +14,19 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-RUNTIME = {canonicalize_name(r.name): r for r in map(Requirement, PROJECT["dependencies"])}
-TEST = {canonicalize_name(r.name): r
-        for r in map(Requirement, PROJECT["optional-dependencies"]["test"])}
+
+
+def by_name(requirements: list[str]) -> dict[str, Requirement]:
+    return {canonicalize_name(r.name): r for r in map(Requirement, requirements)}
+
+
+RUNTIME = by_name(PROJECT["dependencies"])
+TEST = by_name(PROJECT["optional-dependencies"]["test"])
 
 
 def pins(name: str) -> dict[str, Version]:
     """name -> version of every `name==version` line of constraints/<name>."""
-    found = {}
+    found: dict[str, Version] = {}
     for line in (ROOT / "constraints" / name).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
