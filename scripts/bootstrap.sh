@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Install what cni2cnm's tests need on a Debian 12 machine (run as root), idempotently:
 #   - Debian packages (apt-get only when one is missing),
-#   - a virtualenv at .venv with the project installed editable with its [test] extras
-#     (pip only re-runs when pyproject.toml is newer than .venv/.c2c-installed).
+#   - a virtualenv at .venv with the project installed editable with its [test] extras, the test
+#     and lint tools pinned by constraints/tools.txt (pip only re-runs when pyproject.toml or a
+#     constraints file is newer than .venv/.c2c-installed, or the constraints files changed).
+# C2C_VENV names another virtualenv, C2C_CONSTRAINTS more constraints files (space-separated):
+# scripts/floors.sh uses C2C_VENV=.venv-floors C2C_CONSTRAINTS=constraints/floors.txt.
 # Progress goes to stderr.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV="$ROOT/.venv"
+VENV=${C2C_VENV:-$ROOT/.venv}
 STAMP="$VENV/.c2c-installed"
+read -ra CONSTRAINTS <<<"$ROOT/constraints/tools.txt ${C2C_CONSTRAINTS:-}"
 
 PACKAGES=(
     docker.io busybox-static iproute2 gcc libc6-dev
@@ -64,11 +68,21 @@ if [ ! -x "$VENV/bin/python" ]; then
     rm -f "$STAMP"
 fi
 
-if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
-    log "installing the project into $VENV (pip install -e '.[test]')"
+stale() {  # the installation in $VENV is not the one pyproject.toml and the constraints ask for
+    [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "${CONSTRAINTS[*]}" ] || return 0
+    local f
+    for f in "$ROOT/pyproject.toml" "${CONSTRAINTS[@]}"; do
+        [ "$f" -nt "$STAMP" ] && return 0
+    done
+    return 1
+}
+
+if stale; then
+    log "installing the project into $VENV (pip install -e '.[test]'" \
+        "with constraints ${CONSTRAINTS[*]#"$ROOT/"})"
     (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-        -e '.[test]') >&2
-    touch "$STAMP"
+        -e '.[test]' "${CONSTRAINTS[@]/#/--constraint=}") >&2
+    echo "${CONSTRAINTS[*]}" >"$STAMP"
 else
     log "$VENV up to date"
 fi

@@ -10,12 +10,17 @@
 # C2C_ENGINE (20.10, the default, or 28; see scripts/engine.sh) picks the engine it starts, and
 # the engines the tests start themselves (fault tests, the swarm); C2C_DOCKERD_ARGS are extra
 # arguments for every one of them.  The engine's version and API are printed first.
+# C2C_VENV (default .venv) and C2C_CONSTRAINTS pick the virtualenv and its constraints files
+# (see scripts/bootstrap.sh); C2C_DAEMON_TESTS (pytest arguments) runs the daemon-mode pass on
+# those tests, also when pytest arguments are given (scripts/floors.sh does both).
 # Exit status: pytest's; a ruff failure, a run with no tests (pytest exit 5) or unit coverage of
 # cni2cnm/plugin below 85% also fails.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+export C2C_VENV=${C2C_VENV:-$ROOT/.venv}
+PY="$C2C_VENV/bin/python"
 
 log() { echo "test.sh: $*" >&2; }
 
@@ -74,7 +79,7 @@ log "engine: $(timeout 20 docker -H "$DOCKER_HOST" version --format \
 bash scripts/images.sh "$DOCKER_HOST"
 
 ruff_rc=0
-.venv/bin/python -m ruff check cni2cnm tests benchmarks || ruff_rc=$?
+"$PY" -m ruff check cni2cnm tests benchmarks || ruff_rc=$?
 if [ "$ruff_rc" != 0 ]; then
     log "ruff check failed (exit $ruff_rc)"
 fi
@@ -85,7 +90,7 @@ fi
 cov_rc=0
 cov_file=$(mktemp -u /tmp/c2c-cov.XXXX)
 env -u DOCKER_HOST -u CNI2CNM_TEST_DAEMON_SOCKET COVERAGE_FILE="$cov_file" \
-    .venv/bin/python -m pytest -q -p no:cacheprovider tests/unit/plugin --cov=cni2cnm.plugin \
+    "$PY" -m pytest -q -p no:cacheprovider tests/unit/plugin --cov=cni2cnm.plugin \
     --cov-report=term --cov-fail-under=85 || cov_rc=$?
 rm -f "$cov_file"*
 if [ "$cov_rc" != 0 ]; then
@@ -98,24 +103,31 @@ DEFAULT_DAEMON_DIR=/run/cni2cnm
 default_daemon_before=$([ -S "$DEFAULT_DAEMON_DIR/cni2cnm.sock" ] && echo yes || echo no)
 
 pytest_rc=0
-.venv/bin/python -m pytest -ra --durations=15 "$@" || pytest_rc=$?
+"$PY" -m pytest -ra --durations=15 "$@" || pytest_rc=$?
 if [ "$pytest_rc" = 5 ]; then
     log "pytest collected no tests: failing"
 fi
 
 # The same plugin operations again, through a `cni2cnm serve` daemon: results and errors
-# must be identical to in-process mode (full runs only, i.e. without pytest arguments).
-if [ "$pytest_rc" = 0 ] && [ $# = 0 ]; then
+# must be identical to in-process mode (full runs, i.e. without pytest arguments: every
+# integration test; or the tests C2C_DAEMON_TESTS names).
+daemon_tests=()
+if [ -n "${C2C_DAEMON_TESTS:-}" ]; then
+    read -ra daemon_tests <<<"$C2C_DAEMON_TESTS"
+elif [ $# = 0 ]; then
+    daemon_tests=(tests/integration)
+fi
+if [ "$pytest_rc" = 0 ] && [ ${#daemon_tests[@]} -gt 0 ]; then
     daemon_dir=$(mktemp -d /tmp/c2c-daemon.XXXX)
     chmod 700 "$daemon_dir"
-    .venv/bin/cni2cnm serve --socket "$daemon_dir/d.sock" 2>"$daemon_dir/serve.log" &
+    "$C2C_VENV/bin/cni2cnm" serve --socket "$daemon_dir/d.sock" 2>"$daemon_dir/serve.log" &
     daemon_pid=$!
     for _ in $(seq 100); do [ -S "$daemon_dir/d.sock" ] && break; sleep 0.1; done
     log "daemon-mode pass through cni2cnm serve (pid $daemon_pid)"
     # Every integration test that runs the plugin, except those marked own_modes: they run
     # both ways by themselves (test_daemon, the soak) or do not run the plugin at all.
-    CNI2CNM_TEST_DAEMON_SOCKET="$daemon_dir/d.sock" .venv/bin/python -m pytest -ra \
-        --durations=15 -m "not own_modes" tests/integration || pytest_rc=$?
+    CNI2CNM_TEST_DAEMON_SOCKET="$daemon_dir/d.sock" "$PY" -m pytest -ra \
+        --durations=15 -m "not own_modes" "${daemon_tests[@]}" || pytest_rc=$?
     kill -TERM "$daemon_pid"
     daemon_rc=0
     wait "$daemon_pid" || daemon_rc=$?

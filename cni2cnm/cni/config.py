@@ -25,9 +25,17 @@ from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.cni.jsondoc import decode_json_object as decode_json_object
 from cni2cnm.cni.names import name_problem
 
+# A config key is read by its JSON name only: a field's alias when it has one (NetConf's
+# "cni.dev/..." keys), else its Python name, which is then the same text. Never by the Python
+# name of an aliased field: "attachments" is an unknown key, kept and ignored, not
+# "cni.dev/attachments". pydantic's defaults for this moved (2.11 added validate_by_alias and
+# validate_by_name; populate_by_name=True on a base class leaks validate_by_name=True into its
+# subclasses on 2.11-2.13), so every model states all three, the same on every pydantic 2.x.
+BY_KEY_ONLY = ConfigDict(validate_by_alias=True, validate_by_name=False, populate_by_name=False)
+
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", **BY_KEY_ONLY)
 
 
 class DNS(_Model):
@@ -70,9 +78,6 @@ class Attachment(_Model):
 
 class NetConf(_Model):
     """One plugin's configuration, as the runtime sends it on stdin."""
-
-    # Only the JSON keys are config keys (not the Python names of aliased fields).
-    model_config = ConfigDict(extra="allow", populate_by_name=False)
 
     cniVersion: str
     name: str

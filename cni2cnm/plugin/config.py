@@ -6,7 +6,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from cni2cnm.cni.config import NetConf
+from cni2cnm.cni.config import BY_KEY_ONLY, NetConf
 from cni2cnm.cni.names import encodable
 
 DEFAULT_STATE_DIR = "/var/lib/cni/cni2cnm"
@@ -17,7 +17,7 @@ LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 
 class TLS(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", **BY_KEY_ONLY)
 
     ca: str | None = None
     cert: str | None = None

@@ -5,6 +5,7 @@ backend/testing/fake_store.go is the model):
     fake_state.py   its networks (with IPAM), containers and endpoints
     fake_views.py   its state as the typed models, and the interfaces a connect makes
     fake_netns.py   FakeNamespaces: netns.Namespaces in memory (links, addresses, routes)
+    cli_runner.py   click's CliRunner with stderr apart from stdout, on click 8.1 and later
 """
 
 from cni2cnm.testing.fake_engine import FakeEngine

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from c2ctest import pause_container, unique_name
-from click.testing import CliRunner
 from pluginrun import Plugin, cri_args, endpoint, plugin_executable, proc_netns
 
 from cni2cnm.cli import cli as click_cli
+from cni2cnm.testing.cli_runner import cli_runner
 
 # The CLI runs operations in its own process by design: the daemon-mode pass skips it.
 pytestmark = pytest.mark.own_modes
@@ -68,7 +68,7 @@ class CLI:
 
     def inline(self, *args: str) -> Run:
         """In-process, through click's CliRunner."""
-        res = CliRunner().invoke(click_cli, [*args, "--docker-host", self.docker_host,
+        res = cli_runner().invoke(click_cli, [*args, "--docker-host", self.docker_host,
                                              "--state-dir", self.state_dir])
         assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
         return Run(res.exit_code, res.stdout, res.stderr)

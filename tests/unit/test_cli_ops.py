@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from cni2cnm.cli import cli
 from cni2cnm.engine import Network, Subnet
 from cni2cnm.ops import OpError, invoke
 from cni2cnm.ops import conflist as cl
 from cni2cnm.ops import install as inst
+from cni2cnm.testing.cli_runner import cli_runner
 
 NETWORK = Network(id="n" * 64, name="pods", driver="bridge", scope="local", internal=False,
                   attachable=False, ipv6=True,
@@ -221,7 +221,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_has_an_example(command: str) -> None:
-    res = CliRunner().invoke(cli, [command, "--help"])
+    res = cli_runner().invoke(cli, [command, "--help"])
     assert res.exit_code == 0
     assert "Example" in res.output and f"cni2cnm {command}" in res.output
     if command not in WITHOUT_ENGINE_OPTIONS:
@@ -251,26 +251,26 @@ def one_line_error(res: Any, code: int = 2) -> str:
     ],
 )
 def test_unreachable_engine_is_one_line(tmp_path: Path, args: list[str]) -> None:
-    res = CliRunner().invoke(cli, [*args, "--docker-host", "unix:///nonexistent.sock",
+    res = cli_runner().invoke(cli, [*args, "--docker-host", "unix:///nonexistent.sock",
                                    "--state-dir", str(tmp_path / "s")])
     assert "nonexistent.sock" in one_line_error(res)
 
 
 def test_inspect_unreachable_prints_the_store(tmp_path: Path) -> None:
-    res = CliRunner().invoke(cli, ["inspect", "-o", "json", "--docker-host",
+    res = cli_runner().invoke(cli, ["inspect", "-o", "json", "--docker-host",
                                    "unix:///nonexistent.sock", "--state-dir", str(tmp_path)])
     assert res.exit_code == 2 and json.loads(res.stdout) == []
 
 
 def test_gc_without_keep_needs_all(tmp_path: Path) -> None:
-    res = CliRunner().invoke(cli, ["gc", "--network", "pods", "--state-dir", str(tmp_path)])
+    res = cli_runner().invoke(cli, ["gc", "--network", "pods", "--state-dir", str(tmp_path)])
     assert "--all" in one_line_error(res)
 
 
 def test_bad_conf_file(tmp_path: Path) -> None:
     bad = tmp_path / "x.conflist"
     bad.write_text("{")
-    res = CliRunner().invoke(cli, ["add", "pod1", "--conf", str(bad)])
+    res = cli_runner().invoke(cli, ["add", "pod1", "--conf", str(bad)])
     assert "not valid JSON" in one_line_error(res)
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+from pydantic import BaseModel
 
-from cni2cnm.cni.config import NetConf, decode_json_object, parse_netconf
+from cni2cnm.cni.config import (
+    Attachment,
+    NetConf,
+    RuntimeConfig,
+    decode_json_object,
+    parse_netconf,
+)
 from cni2cnm.cni.errors import CNIError
-from cni2cnm.plugin.config import DEFAULT_DOCKER_TIMEOUT, DEFAULT_STATE_DIR, PluginConf
+from cni2cnm.plugin.config import DEFAULT_DOCKER_TIMEOUT, DEFAULT_STATE_DIR, TLS, PluginConf
 
 from .fakes import netconf
 
@@ -111,12 +118,67 @@ def test_unknown_keys_are_kept_and_ignored() -> None:
     assert conf.model_extra["someVendor"] == {"x": [1, 2]}
 
 
-@pytest.mark.parametrize("key", ["attachments", "valid_attachments"])
-def test_field_names_that_are_not_config_keys_are_ignored(key: str) -> None:
-    # Only "cni.dev/attachments" and "cni.dev/valid-attachments" are keys; a user key that
-    # happens to equal the Python attribute name must be an ignored unknown key, not parsed.
-    conf = parse(**{key: "anything"})
+# ---- keys are JSON names, never the Python names of aliased fields --------------------------
+# pydantic's by-name/by-alias defaults changed across 2.x; these run under the floors
+# (scripts/floors.sh) and the newest pydantic, and floors.sh runs this file on each minor between.
+
+def config_models(model: type[BaseModel] = PluginConf) -> set[type[BaseModel]]:
+    """The model, its bases and every model its fields hold, however deeply nested."""
+    found = {c for c in model.__mro__ if issubclass(c, BaseModel) and c is not BaseModel}
+    todo = [f.annotation for f in model.model_fields.values()]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            if t not in found:
+                found |= config_models(t)
+        else:
+            todo.extend(get_args(t))
+    return found
+
+
+def aliased_fields(model: type[BaseModel] = PluginConf) -> dict[str, str]:
+    """Python name -> JSON key of every field whose key is not its Python name."""
+    return {n: f.alias for n, f in model.model_fields.items() if f.alias and f.alias != n}
+
+
+def test_every_config_model_reads_keys_by_their_json_name_only() -> None:
+    models = config_models()
+    assert {NetConf, PluginConf, TLS, Attachment, RuntimeConfig} <= models
+    for m in models:
+        modes = {k: m.model_config.get(k)
+                 for k in ("validate_by_alias", "validate_by_name", "populate_by_name")}
+        assert modes == {"validate_by_alias": True, "validate_by_name": False,
+                         "populate_by_name": False}, m.__name__
+        # An aliased field of a nested model needs its own case below.
+        assert m in (NetConf, PluginConf) or not aliased_fields(m), m.__name__
+
+
+def test_the_aliased_fields() -> None:
+    assert aliased_fields() == {"valid_attachments": "cni.dev/valid-attachments",
+                                "attachments": "cni.dev/attachments"}
+
+
+ONE_ATTACHMENT = [{"containerID": "c1", "ifname": "eth0"}]
+
+
+@pytest.mark.parametrize("name", sorted(aliased_fields()))
+@pytest.mark.parametrize("value", ["anything", ONE_ATTACHMENT])
+def test_field_names_that_are_not_config_keys_are_ignored(name: str, value: Any) -> None:
+    # A user key that happens to equal the Python attribute name of an aliased field is an
+    # unknown key, kept and ignored: never parsed (a valid value) nor refused (an invalid one).
+    conf = parse(**{name: value})
+    assert getattr(conf, name) is None
+    assert conf.model_extra == {name: value}
     assert conf.valid_attachment_keys() is None
+
+
+@pytest.mark.parametrize("name", sorted(aliased_fields()))
+def test_aliased_fields_are_read_by_their_key(name: str) -> None:
+    key = aliased_fields()[name]
+    conf = parse(**{key: ONE_ATTACHMENT, name: [{"containerID": "c2", "ifname": "eth1"}]})
+    assert conf.valid_attachment_keys() == {("c1", "eth0")}
+    assert conf.model_extra == {name: [{"containerID": "c2", "ifname": "eth1"}]}
+    assert rejected(**{key: "anything"}).details.startswith(f"{key}: ")
 
 
 # ---- this plugin's keys -------------------------------------------------------------------

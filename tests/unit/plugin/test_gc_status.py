@@ -56,6 +56,16 @@ def test_gc_reads_the_older_attachments_key(world: World) -> None:
     assert not attached(world, c)
 
 
+@pytest.mark.parametrize("name", ["attachments", "valid_attachments"])
+def test_gc_ignores_the_python_names_of_the_attachment_keys(world: World, name: str) -> None:
+    # Not a key of the spec (pydantic 2.11-2.13 read it as one): an unknown key, kept and
+    # ignored; with neither cni.dev/ key nothing is valid, so GC sweeps the listed pod too.
+    listed, other = attach(world, "listed", "other")
+    gc(world, **{name: valid(listed)}).silent()
+    assert world.records() == []
+    assert not attached(world, listed) and not attached(world, other)
+
+
 def test_gc_without_a_list_sweeps_only_this_network(world: World) -> None:
     world.engine.add_network("other", subnet="10.241.0.0/24")
     [theirs] = attach(world, "theirs")
