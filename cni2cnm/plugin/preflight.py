@@ -94,7 +94,7 @@ def find_network(engine: EngineAPI, ref: str) -> Network:
         log.info("network %s not visible on this swarm worker: connecting by name", ref)
         return Network.not_yet_visible(ref)
     raise CNIError(Code.INVALID_CONFIG, "Docker network not found",
-                   f"network {ref!r} does not exist on {engine.base_url}; create it with "
+                   f"network {ref!r} does not exist on {engine.shown}; create it with "
                    "`docker network create` or set \"network\" in the config")
 
 
@@ -105,7 +105,7 @@ def visible(engine: EngineAPI, network: Network) -> Network:
     found = engine.network(network.name)
     if found is None:
         raise CNIError(Code.ENGINE_REFUSED, "network not visible after connect",
-                       f"network {network.name} is still unknown to {engine.base_url} after "
+                       f"network {network.name} is still unknown to {engine.shown} after "
                        "connecting to it")
     return found
 

@@ -36,6 +36,7 @@ from cni2cnm.engine import (
     NotFound,
     Rejected,
     SandboxSpec,
+    redact,
 )
 from cni2cnm.testing.fake_faults import Faults, api
 from cni2cnm.testing.fake_netns import FakeNamespaces
@@ -71,6 +72,7 @@ class FakeEngine(Faults):
         self.namespaces = namespaces if namespaces is not None else FakeNamespaces()
         self.api = api
         self.base_url = base_url
+        self.shown = redact(base_url)
         self.down = down
         self.role: str | None = None  # "manager" / "worker" on a swarm node
         self.daemon_netns = "/proc/1/ns/net"  # dockerd's own namespace: host-mode containers'
