@@ -188,11 +188,11 @@ def _setup_daemon_log(level: str, log_file: str | None) -> None:
     log.propagate = False
     if not log.handlers:
         handler: logging.Handler
-        try:
-            handler = (logging.FileHandler(log_file) if log_file
-                       else logging.StreamHandler(sys.stderr))
-        except OSError:
-            handler = logging.StreamHandler(sys.stderr)
+        try:  # created 0600, root's alone, whatever the umask: as the plugin's logFile
+            handler = logs.file_handler(log_file) if log_file else \
+                logging.StreamHandler(sys.stderr)
+        except OSError as e:
+            raise DaemonError(f"cannot log to {log_file}: {e.strerror or e}") from None
         handler.setFormatter(logging.Formatter(
             "%(asctime)s cni2cnm-serve[%(process)d] %(levelname)s %(message)s"))
         log.addHandler(handler)

@@ -44,10 +44,10 @@ class PluginConf(NetConf):
     aliases: list[str] = Field(default_factory=list)
     driverOpts: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("stateDir")
+    @field_validator("stateDir", "logFile")
     @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/"):
+    def _absolute(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
             raise ValueError("must be an absolute path")
         return v
 
