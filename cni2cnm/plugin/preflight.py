@@ -40,14 +40,19 @@ def sandbox_for(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv,
     return container
 
 
+def container_refs(env: CNIEnv) -> list[str]:
+    """The Docker container references the request names: CNI_CONTAINERID, then the pod's
+    infra container ID (cri-dockerd)."""
+    refs = [env.container_id, env.args.get("K8S_POD_INFRA_CONTAINER_ID", "")]
+    return [ref for ref in dict.fromkeys(refs) if ref]
+
+
 def find_container(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv
                    ) -> tuple[Container | None, list[str]]:
     """The Docker container that is the CNI container's CNM sandbox, and what was tried."""
     wanted = namespaces.identity(env.netns) if env.netns else None
     looked: list[str] = []
-    for ref in dict.fromkeys([env.container_id, env.args.get("K8S_POD_INFRA_CONTAINER_ID", "")]):
-        if not ref:
-            continue
+    for ref in container_refs(env):
         looked.append(f"container {ref!r}")
         c = engine.container(ref)
         if c is None:
