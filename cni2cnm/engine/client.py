@@ -215,7 +215,7 @@ class Engine:
         """Create and start a container whose only network is `spec.network`; its ID.
 
         The sandbox only holds a network namespace: it runs with no capabilities, a
-        read-only root filesystem and no-new-privileges.
+        read-only root filesystem, no-new-privileges, and the spec's pids and memory limits.
         """
         self.ensure_image(spec.image)
         with self._translate(f"create sandbox container {spec.name}"):
@@ -229,6 +229,7 @@ class Engine:
                 host_config=self.client.create_host_config(
                     network_mode=spec.network, restart_policy={"Name": "no"}, init=False,
                     cap_drop=["ALL"], read_only=True, security_opt=["no-new-privileges"],
+                    pids_limit=spec.pids_limit or None, mem_limit=spec.memory or None,
                 ),
                 networking_config=self.client.create_networking_config(
                     {spec.network: endpoint}),

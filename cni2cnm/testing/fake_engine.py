@@ -260,6 +260,7 @@ class FakeEngine(Faults):
         mac = spec.mac if self.api >= (1, 44) else None
         cid = self.create_container(spec.name, spec.image, net.name, spec.labels, start=False)
         c = self.containers[cid]
+        c.limits = {"pids": spec.pids_limit, "memory": spec.memory}
         c.endpoints[net.name].config = {"ipv4": spec.ipv4, "ipv6": spec.ipv6,
                                         "aliases": list(spec.aliases), "mac": mac,
                                         "driver_opts": dict(spec.driver_opts)}
