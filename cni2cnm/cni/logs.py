@@ -30,16 +30,17 @@ def setup(log_file: str | None = None, log_level: str | None = None) -> logging.
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
-    handler: logging.Handler
-    try:
-        handler = _LogFileHandler(open_log(log_file)) if log_file else \
-            logging.StreamHandler(sys.stderr)
-    except (OSError, ValueError) as e:
-        handler = logging.StreamHandler(sys.stderr)
-        raise log_file_error(log_file or "", e) from None
-    finally:
-        handler.setFormatter(logging.Formatter(_FORMAT))
-        logger.addHandler(handler)
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    refused: CNIError | None = None
+    if log_file:
+        try:
+            handler = _LogFileHandler(open_log(log_file))
+        except (OSError, ValueError) as e:
+            refused = log_file_error(log_file, e)
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    logger.addHandler(handler)
+    if refused is not None:
+        raise refused
     return logger
 
 

@@ -38,6 +38,7 @@ log = logging.getLogger("cni2cnm-serve")
 
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ROTATE_AT = 1 << 20  # the fallbacks file is read from the start again after this size
+WARN_EVERY = 60.0  # seconds: connections closed above the cap are logged at most this often
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -168,13 +169,19 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self._slots = threading.BoundedSemaphore(max_connections)
         self.max_connections = max_connections
+        self.refused = 0
+        self._warned = -WARN_EVERY
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            log.warning("metrics: %d connections open: closing one from %s",
-                        self.max_connections, client_address[0])
             self.shutdown_request(request)
+            self.refused += 1
+            if time.monotonic() - self._warned >= WARN_EVERY:  # a flood writes one line
+                self._warned = time.monotonic()
+                log.warning("metrics: %d connections open: closing new ones (%d so far, the "
+                            "last from %s)", self.max_connections, self.refused,
+                            client_address[0])
             return
         try:
             super().process_request(request, client_address)  # starts its thread
