@@ -68,3 +68,15 @@ def test_a_small_request_is_answered(exporter: MetricsServer) -> None:
         s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
         s.settimeout(5)
         assert s.recv(100).startswith(b"HTTP/1.0 200")
+
+
+def test_an_ipv6_loopback_address_is_served(tmp_path: Path) -> None:
+    import urllib.request
+
+    server = MetricsServer("[::1]:0", Metrics(str(tmp_path / "fallbacks")), lambda: True)
+    server.start()
+    try:
+        assert server.address.startswith("[::1]:")
+        assert urllib.request.urlopen(f"http://{server.address}/healthz", timeout=5).status == 200
+    finally:
+        server.stop()
