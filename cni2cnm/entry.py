@@ -22,8 +22,16 @@ if TYPE_CHECKING:
     from cni2cnm.plugin.config import PluginConf
 
 
+# The environment variables through which OpenSSL loads code (a config that names engines or
+# providers, and where it finds them, their files). `-I` does not cover them, and `ssl` is
+# imported by the engine client (requests): a plugin drops them before anything imports it.
+OPENSSL_CODE_ENV = ("OPENSSL_CONF", "OPENSSL_CONF_INCLUDE", "OPENSSL_ENGINES",
+                    "OPENSSL_MODULES")
+
+
 def main() -> None:
     if "CNI_COMMAND" in os.environ:
+        drop_code_loading_env()
         # A plugin process lives for one request: the cyclic garbage collector would only
         # slow the imports of docker and pydantic down (~10 ms).
         import gc
@@ -34,6 +42,14 @@ def main() -> None:
     from cni2cnm.cli import cli
 
     cli()
+
+
+def drop_code_loading_env() -> None:
+    """The runtime's environment does not choose the code a plugin runs as root: forget the
+    variables OpenSSL would load code through (os.environ.pop unsets them for the C library
+    too), before `ssl` is imported, in-process or in a fallback after forwarding."""
+    for name in OPENSSL_CODE_ENV:
+        os.environ.pop(name, None)
 
 
 def enable_site() -> None:

@@ -9,6 +9,8 @@ import stat
 import sys
 from typing import TextIO
 
+from cni2cnm.cni.errors import CNIError, Code
+
 LOGGER_NAME = "cni2cnm"
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -19,7 +21,8 @@ def _level(name: str | None, default: int) -> int:
 
 
 def setup(log_file: str | None = None, log_level: str | None = None) -> logging.Logger:
-    """Configure the package logger. CNI2CNM_LOG_LEVEL overrides the config's level."""
+    """Configure the package logger. CNI2CNM_LOG_LEVEL overrides the config's level. A
+    logFile that cannot be used safely is a CNIError (code 7), logged to stderr."""
     logger = logging.getLogger(LOGGER_NAME)
     level = _level(os.environ.get("CNI2CNM_LOG_LEVEL") or log_level, logging.WARNING)
     logger.setLevel(level)
@@ -27,21 +30,28 @@ def setup(log_file: str | None = None, log_level: str | None = None) -> logging.
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
-    handler: logging.Handler
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    refused: CNIError | None = None
     if log_file:
         try:
             handler = _LogFileHandler(open_log(log_file))
         except (OSError, ValueError) as e:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter(_FORMAT))
-            logger.addHandler(handler)
-            logger.warning("cannot open logFile %s (%s); logging to stderr", log_file, e)
-            return logger
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+            refused = log_file_error(log_file, e)
     handler.setFormatter(logging.Formatter(_FORMAT))
     logger.addHandler(handler)
+    if refused is not None:
+        raise refused
     return logger
+
+
+def log_file_error(path: str, e: BaseException) -> CNIError:
+    """The CNI error for a logFile open_log refused or could not open."""
+    reason = "a symbolic link" if getattr(e, "errno", None) == errno.ELOOP else (
+        getattr(e, "strerror", None) or str(e))
+    return CNIError(Code.INVALID_CONFIG, "unusable logFile",
+                    f"logFile {path}: {reason}; the plugin appends only to a regular file of "
+                    "its own user (root), with one link, not writable by group or others "
+                    "(it is created 0600 when missing)")
 
 
 class _LogFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -68,19 +78,41 @@ def file_handler(path: str) -> logging.Handler:
 
 
 def open_log(path: str) -> TextIO:
-    """Open the log file for appending, private: created 0600, never through a symbolic link
-    (O_NOFOLLOW), only a regular file (a FIFO or device is refused, without blocking), and
-    made 0600 when an existing file we own is readable by others (it holds container IDs,
-    namespaces and addresses)."""
+    """The log file `path`, open for appending as open_append opens it."""
+    return os.fdopen(open_append(path), "a", encoding="utf-8", errors="backslashreplace")
+
+
+def open_append(path: str) -> int:
+    """A descriptor appending to `path`, a file root writes by path (log files, the daemon's
+    fallbacks file). Never through a symbolic link (O_NOFOLLOW); created 0600 when missing;
+    an existing one must be a regular file (a FIFO or device is refused, without blocking)
+    owned by this user (root), with one link (not a hard link to a file someone else can
+    read), not writable by group or others: otherwise its owner could read what root logs
+    (container IDs, namespaces, addresses) or inject lines. One readable by others is made
+    0600. Raises OSError saying why."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
                  | os.O_CLOEXEC, 0o600)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+        refusal = _untrusted(st)
+        if refusal:
+            raise OSError(errno.EPERM, refusal)
+        if stat.S_IMODE(st.st_mode) & 0o077:
             os.fchmod(fd, 0o600)
-        return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
+        return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def _untrusted(st: os.stat_result) -> str:
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not by uid {os.geteuid()}"
+    if st.st_nlink != 1:
+        return f"{st.st_nlink} hard links to it"
+    if mode & 0o022:
+        return f"writable by group or others (mode {mode:04o})"
+    return ""

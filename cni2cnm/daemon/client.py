@@ -225,9 +225,9 @@ def count_fallback(path: str, kind: str) -> None:
         st = os.stat(directory)
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
             return
-        fd = os.open(os.path.join(directory, FALLBACKS),
-                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     0o600)
+        from cni2cnm.cni.logs import open_append  # a fallback imports it anyway
+
+        fd = open_append(os.path.join(directory, FALLBACKS))
     except OSError:
         return
     try:

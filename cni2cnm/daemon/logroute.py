@@ -41,13 +41,9 @@ class RequestLog:
         self.close_file()
         if log_file:
             try:
-                self.file = logs.file_handler(log_file)  # private, never through a link
+                self.file = logs.file_handler(log_file)  # root's alone, never through a link
             except (OSError, ValueError) as e:
-                self.write(logging.makeLogRecord({
-                    "name": logs.LOGGER_NAME, "levelno": logging.WARNING,
-                    "levelname": "WARNING",
-                    "msg": f"cannot open logFile {log_file} ({e}); logging to stderr"}))
-                return
+                raise logs.log_file_error(log_file, e) from None
 
     def write(self, record: logging.LogRecord) -> None:
         if record.levelno < self.level:

@@ -19,20 +19,26 @@ directory (client.count_fallback); the daemon reads the new lines at every scrap
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from cni2cnm.daemon.server import METRICS_CONNECTIONS, METRICS_REQUEST_MAX, REQUEST_DEADLINE
+
 log = logging.getLogger("cni2cnm-serve")
 
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ROTATE_AT = 1 << 20  # the fallbacks file is read from the start again after this size
+WARN_EVERY = 60.0  # seconds: connections closed above the cap are logged at most this often
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -125,13 +131,19 @@ def _code(status: int, stdout: str) -> int:
 
 
 class MetricsServer:
-    """/metrics and /healthz over HTTP, in a thread."""
+    """/metrics and /healthz over HTTP, in a thread; bounded as the unix socket is (server.py):
+    at most `max_connections` served at once (more are closed at accept), each within one
+    deadline for the whole request and reply (a client that stalls is dropped), a request of at
+    most `request_max` bytes (line and headers; more is answered 431 and closed). One request
+    per connection (HTTP/1.0)."""
 
-    def __init__(self, address: str, metrics: Metrics, healthy: Any) -> None:
+    def __init__(self, address: str, metrics: Metrics, healthy: Any, *,
+                 max_connections: int = METRICS_CONNECTIONS,
+                 deadline: float = REQUEST_DEADLINE,
+                 request_max: int = METRICS_REQUEST_MAX) -> None:
         host, port = parse_address(address)
-        handler = _handler(metrics, healthy)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        handler = _handler(metrics, healthy, deadline, request_max)
+        self.httpd = _BoundedHTTPServer((host, port), handler, max_connections)
         host, port = self.httpd.server_address[:2]
         self.address = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics",
@@ -146,8 +158,88 @@ class MetricsServer:
         self._thread.join(10)
 
 
-def _handler(metrics: Metrics, healthy: Any) -> type[BaseHTTPRequestHandler]:
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` of them."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 max_connections: int) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        self.refused = 0
+        self._warned = -WARN_EVERY
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            self.refused += 1
+            if time.monotonic() - self._warned >= WARN_EVERY:  # a flood writes one line
+                self._warned = time.monotonic()
+                log.warning("metrics: %d connections open: closing new ones (%d so far, the "
+                            "last from %s)", self.max_connections, self.refused,
+                            client_address[0])
+            return
+        try:
+            super().process_request(request, client_address)  # starts its thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("metrics: error serving %s", client_address[0], exc_info=True)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's bytes, all of them within one deadline and at most `limit` of them
+    (then end of file, and `exhausted` says why)."""
+
+    def __init__(self, conn: socket.socket, deadline: float, limit: int) -> None:
+        super().__init__()
+        self.conn, self.deadline, self.left = conn, deadline, limit
+        self.exhausted = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request did not arrive within the deadline")
+        if self.left <= 0:
+            self.exhausted = True
+            return 0
+        self.conn.settimeout(remaining)
+        n = self.conn.recv_into(memoryview(buffer)[:self.left])
+        self.left -= n
+        return n
+
+
+def _handler(metrics: Metrics, healthy: Any, deadline: float,
+             request_max: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def setup(self) -> None:
+            super().setup()
+            self.until = time.monotonic() + deadline
+            self.reader = _DeadlineReader(self.connection, self.until, request_max)
+            self.rfile = io.BufferedReader(self.reader)
+
+        def parse_request(self) -> bool:
+            ok = super().parse_request()
+            if ok and self.reader.exhausted:
+                self.send_error(431, f"request larger than {request_max} bytes")
+                return False
+            return ok
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
@@ -161,6 +253,8 @@ def _handler(metrics: Metrics, healthy: Any) -> type[BaseHTTPRequestHandler]:
                            "text/plain; charset=utf-8")
 
         def _send(self, status: int, body: bytes, ctype: str) -> None:
+            # the reply within what is left of the deadline (sendall: one timeout for all)
+            self.connection.settimeout(max(self.until - time.monotonic(), 0.001))
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))

@@ -139,6 +139,8 @@ def _serve(path: str, log_level: str, started: str, idle_timeout: float,
                  server.path, server.pid, started, (time.monotonic() - t0) * 1e3,
                  f", exits after {idle_timeout:g} s idle" if idle_timeout else "",
                  f", metrics on http://{exporter.address}/metrics" if exporter else "")
+        if started == wire.ON_DEMAND:  # the starter moved it out of its caller's cgroups
+            log.info("cgroups: %s", _own_cgroups())
         _notify("READY=1")
         server.serve_forever()
     finally:
@@ -188,14 +190,22 @@ def _setup_daemon_log(level: str, log_file: str | None) -> None:
     log.propagate = False
     if not log.handlers:
         handler: logging.Handler
-        try:
-            handler = (logging.FileHandler(log_file) if log_file
-                       else logging.StreamHandler(sys.stderr))
-        except OSError:
-            handler = logging.StreamHandler(sys.stderr)
+        try:  # created 0600, root's alone, whatever the umask: as the plugin's logFile
+            handler = logs.file_handler(log_file) if log_file else \
+                logging.StreamHandler(sys.stderr)
+        except OSError as e:
+            raise DaemonError(f"cannot log to {log_file}: {e.strerror or e}") from None
         handler.setFormatter(logging.Formatter(
             "%(asctime)s cni2cnm-serve[%(process)d] %(levelname)s %(message)s"))
         log.addHandler(handler)
+
+
+def _own_cgroups() -> str:
+    try:
+        with open("/proc/self/cgroup") as f:
+            return "; ".join(f.read().split())
+    except OSError as e:
+        return f"unknown ({e.strerror})"
 
 
 def _notify(state: str) -> None:

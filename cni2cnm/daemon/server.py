@@ -40,6 +40,10 @@ Handler = Callable[[dict[str, str], bytes], tuple[int, str, str]]
 
 MAX_INFLIGHT = 128  # more connections than this at once are closed: they run in-process
 REQUEST_DEADLINE = 10.0  # seconds to receive a whole request, and to send a whole reply
+# The metrics endpoint (metrics.py), open to whoever reaches its TCP port: the same deadline,
+# fewer connections at once (more are closed at accept), a small request (line and headers).
+METRICS_CONNECTIONS = 8
+METRICS_REQUEST_MAX = 8192  # bytes
 ALLOWED_UIDS = frozenset({0})
 
 

@@ -10,6 +10,13 @@ stopped). The request itself then runs in-process: nothing here waits for the da
 - Fully detached: fork, setsid, fork again; stdin, stdout and stderr on /dev/null and every
   other descriptor closed, so a runtime that waits for the plugin's stdout to close is never
   held by the daemon. The intermediate child exits at once and is reaped here.
+- Started as a service is, owning nothing of the request that started it: working directory
+  `/`, umask 022, and out of the caller's cgroups: into a cgroup CGROUP at the top of every
+  cgroup hierarchy mounted (v1: one per controller; v2: the unified one), so that stopping,
+  killing or limiting the runtime that happened to start it does not stop or throttle the
+  node's daemon. A hierarchy it cannot write (a container's read-only /sys/fs/cgroup) is left
+  as it is; the daemon logs where it ended up. It keeps the caller's namespaces, user (root)
+  and resource limits.
 - The daemon runs this interpreter and this installation (the package directory the plugin
   file put first on sys.path), `-I` (isolated from the runtime's environment), with a fixed
   PATH and nothing else of the runtime's environment. It checks peers, socket and directory
@@ -32,6 +39,8 @@ SERVE_LOG = "serve.log"
 IDLE_TIMEOUT = 600  # seconds: an on-demand daemon exits after 10 minutes without a request
 DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STARTING_NICE = 10
+DAEMON_UMASK = 0o022
+CGROUP = "cni2cnm"  # the daemon's cgroup, at the top of each hierarchy
 
 
 def start(path: str, replacing: bool = False) -> str:
@@ -102,10 +111,61 @@ def _exec_daemon(path: str, lock_fd: int, directory: str) -> None:  # pragma: no
     os.set_inheritable(3, True)
     import contextlib  # in the detached child: not on the plugin's path
 
+    os.chdir("/")
+    os.umask(DAEMON_UMASK)
+    leave_caller_cgroups(os.getpid())
     priority = os.getpriority(os.PRIO_PROCESS, 0)
     with contextlib.suppress(OSError):
         os.nice(STARTING_NICE)
     os.execve(sys.executable, daemon_argv(path, 3, directory, priority), {"PATH": DAEMON_PATH})
+
+
+def leave_caller_cgroups(pid: int, mounts: str = "/proc/self/mounts") -> list[str]:
+    """Move `pid` into CGROUP at the top of every cgroup hierarchy; the hierarchies where
+    that failed, with why."""
+    failed = []
+    for top, options in cgroup_hierarchies(mounts):
+        own = os.path.join(top, CGROUP)
+        try:
+            os.makedirs(own, 0o755, exist_ok=True)
+            if "cpuset" in options:  # v1: a new cpuset takes no task before it has cpus, mems
+                _inherit_cpuset(top, own)
+            with open(os.path.join(own, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        except OSError as e:
+            failed.append(f"{top} ({e.strerror})")
+    return failed
+
+
+def cgroup_hierarchies(mounts: str = "/proc/self/mounts") -> list[tuple[str, list[str]]]:
+    """(mount point, mount options) of each cgroup (v1) and cgroup2 mount, once per
+    hierarchy."""
+    found: dict[tuple[str, str], tuple[str, list[str]]] = {}
+    try:
+        with open(mounts) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] in ("cgroup", "cgroup2"):
+            options = fields[3].split(",")
+            kind = ",".join(sorted(o for o in options if o not in _MOUNT_FLAGS))
+            found.setdefault((fields[2], kind), (fields[1].replace("\\040", " "), options))
+    return list(found.values())
+
+
+_MOUNT_FLAGS = frozenset({"rw", "ro", "nosuid", "nodev", "noexec", "relatime", "noatime",
+                          "nsdelegate", "memory_recursiveprot", "clone_children"})
+
+
+def _inherit_cpuset(top: str, own: str) -> None:
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        with open(os.path.join(own, name)) as f:
+            if f.read().strip():
+                continue
+        with open(os.path.join(top, name)) as parent, open(os.path.join(own, name), "w") as f:
+            f.write(parent.read())
 
 
 def _max_fd() -> int:

@@ -4,6 +4,8 @@ SDK-backed Engine (client.py) and the protocol the plugin depends on (protocol.p
 Knows Docker, knows nothing of CNI. The only place Docker's errors are read.
 """
 
+from cni2cnm.engine.address import check_address as check_address
+from cni2cnm.engine.address import redact as redact
 from cni2cnm.engine.client import Engine as Engine
 from cni2cnm.engine.client import split_image_ref as split_image_ref
 from cni2cnm.engine.errors import *  # the facade: every error type

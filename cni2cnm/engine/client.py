@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from cni2cnm.engine.address import check_address, redact
 from cni2cnm.engine.errors import (
     EngineConfigError,
     EngineUnavailable,
@@ -46,7 +47,9 @@ class Engine:
 
     def __init__(self, base_url: str = DEFAULT_HOST, timeout: float = 45.0,
                  tls: TLSSettings | None = None, pool: ClientPool | None = None) -> None:
+        check_address(base_url)
         self.base_url = base_url
+        self.shown = redact(base_url)  # what messages print: never the userinfo
         self.timeout = timeout
         self.tls = tls
         self.pool = pool  # None: this Engine makes and closes its own client
@@ -87,7 +90,7 @@ class Engine:
                     with self._translate("read the engine's API version"):
                         api = client.version(api_version=False).get("ApiVersion")
                     if not api:
-                        raise EngineUnavailable(f"{self.base_url} did not say its API version")
+                        raise EngineUnavailable(f"{self.shown} did not say its API version")
                     client._version = str(api)
                 except BaseException:
                     client.close()
@@ -212,7 +215,7 @@ class Engine:
         """Create and start a container whose only network is `spec.network`; its ID.
 
         The sandbox only holds a network namespace: it runs with no capabilities, a
-        read-only root filesystem and no-new-privileges.
+        read-only root filesystem, no-new-privileges, and the spec's pids and memory limits.
         """
         self.ensure_image(spec.image)
         with self._translate(f"create sandbox container {spec.name}"):
@@ -226,6 +229,7 @@ class Engine:
                 host_config=self.client.create_host_config(
                     network_mode=spec.network, restart_policy={"Name": "no"}, init=False,
                     cap_drop=["ALL"], read_only=True, security_opt=["no-new-privileges"],
+                    pids_limit=spec.pids_limit or None, mem_limit=spec.memory or None,
                 ),
                 networking_config=self.client.create_networking_config(
                     {spec.network: endpoint}),
@@ -307,7 +311,7 @@ class Engine:
                 raise EngineUnavailable(_explain(e)) from None
             if e.status_code == 400 and "request to an https server" in _explain(e).lower():
                 raise EngineConfigError(
-                    f"cannot {what}: {self.base_url} speaks TLS only ({_explain(e)}); give "
+                    f"cannot {what}: {self.shown} speaks TLS only ({_explain(e)}); give "
                     "the config's tls {ca, cert, key} for it") from None
             raise classify(e.status_code, _explain(e)) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
@@ -316,17 +320,17 @@ class Engine:
             tls_error = _ssl_error(e) or (
                 e if isinstance(e, requests.exceptions.SSLError) else None)
             if tls_error is not None:
-                raise EngineConfigError(f"cannot {what}: TLS with {self.base_url} failed: "
+                raise EngineConfigError(f"cannot {what}: TLS with {self.shown} failed: "
                                         f"{self._tls_problem(tls_error)}") from None
             raise EngineUnavailable(
-                f"cannot {what}: {self.base_url} did not answer ({_reason(e)})"
+                f"cannot {what}: {self.shown} did not answer ({_reason(e)})"
             ) from None
         except docker.errors.DockerException as e:
             self._broken = True
-            raise EngineUnavailable(f"cannot {what} at {self.base_url}: {_reason(e)}") from None
+            raise EngineUnavailable(f"cannot {what} at {self.shown}: {_reason(e)}") from None
         except OSError as e:
             self._broken = True
-            raise EngineUnavailable(f"cannot {what} at {self.base_url}: {e}") from None
+            raise EngineUnavailable(f"cannot {what} at {self.shown}: {e}") from None
 
 
 def split_image_ref(image: str) -> tuple[str, str]:

@@ -175,3 +175,5 @@ class SandboxSpec:
     aliases: tuple[str, ...] = ()
     mac: str | None = None
     driver_opts: dict[str, str] = field(default_factory=dict)
+    pids_limit: int = 0  # processes in the container at most; 0: no limit
+    memory: int = 0  # bytes of memory at most; 0: no limit

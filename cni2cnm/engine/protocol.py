@@ -10,6 +10,7 @@ from cni2cnm.engine.models import Container, Labelled, Network, SandboxSpec
 
 class EngineAPI(Protocol):
     base_url: str
+    shown: str  # base_url as messages print it: without userinfo
 
     def close(self) -> None: ...
     def api_version(self) -> tuple[int, int]: ...

@@ -117,7 +117,7 @@ def validate(doc: dict[str, Any], source: str = "the conflist") -> list[Any]:
 def for_network(engine: Engine, ref: str, **kw: Any) -> dict[str, Any]:
     network = engine.network(ref)
     if network is None:
-        raise OpError(f"Docker network {ref!r} does not exist on {engine.base_url}; create it "
+        raise OpError(f"Docker network {ref!r} does not exist on {engine.shown}; create it "
                       "with `docker network create` first")
     return build(network, **kw)
 

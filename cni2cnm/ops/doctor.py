@@ -18,7 +18,7 @@ from typing import Any
 
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
 from cni2cnm.daemon.wire import DEFAULT_SOCKET
-from cni2cnm.engine import API_IFNAME, API_MAC_ON_CONNECT, Engine, EngineError
+from cni2cnm.engine import API_IFNAME, API_MAC_ON_CONNECT, Engine, EngineError, redact
 from cni2cnm.ops import OpError, trust
 from cni2cnm.ops.conflist import PLUGIN_TYPE, validate
 from cni2cnm.ops.files import read_json_object
@@ -112,7 +112,7 @@ def check_root() -> Check:
 
 
 def check_engine(engine: Engine, network: str | None) -> list[Check]:
-    host = engine.base_url
+    host = engine.shown
     try:
         info = engine.version()
         api = engine.api_version()
@@ -176,7 +176,7 @@ def check_network(engine: Engine, ref: str, role: str | None = None) -> Check:
                      "shows on a manager", f"on a manager: docker network inspect {ref}")
     if net is None:
         return Check("network", FAIL, f"Docker network {ref!r} does not exist on "
-                     f"{engine.base_url}", f"docker network create --subnet <CIDR> {ref}")
+                     f"{engine.shown}", f"docker network create --subnet <CIDR> {ref}")
     subnets = ", ".join(s.subnet for s in net.subnets if s.subnet) or "none configured"
     what = f"network {net.name}: driver {net.driver}, scope {net.scope}, subnets {subnets}"
     if net.scope == "swarm" and not net.attachable:
@@ -284,9 +284,10 @@ def check_conf_dir(conf_dir: str, network: str | None, docker_host: str = "") ->
                 what = (f"{path}: network {conf.name!r} -> Docker network "
                         f"{conf.docker_network!r} (cniVersion {conf.cniVersion})")
                 if docker_host and conf.dockerHost and conf.dockerHost != docker_host:
-                    out.append(Check("conf", WARN, f"{what}; its dockerHost is "
-                                     f"{conf.dockerHost}, these checks asked {docker_host}",
-                                     f"cni2cnm doctor --docker-host {conf.dockerHost}"))
+                    theirs = redact(conf.dockerHost)
+                    out.append(Check("conf", WARN, f"{what}; its dockerHost is {theirs}, "
+                                     f"these checks asked {redact(docker_host)}",
+                                     f"cni2cnm doctor --docker-host {theirs}"))
                 else:
                     out.append(Check("conf", OK, what))
     if not targets:
@@ -424,7 +425,7 @@ def check_sandbox_image(engine: Engine, conf_dir: str) -> list[Check]:
             out.append(Check("sandbox", OK, f"sandbox image {image} is on the engine"))
         else:
             out.append(Check("sandbox", WARN, f"sandbox image {image} is not on "
-                             f"{engine.base_url}: the first proxy-mode ADD pulls it, and that "
+                             f"{engine.shown}: the first proxy-mode ADD pulls it, and that "
                              "pull fails when the engine has no registry access",
                              f"docker pull {image} (or docker load it from a saved tarball), "
                              "or set sandboxImage to an image the engine has"))

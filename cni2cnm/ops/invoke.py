@@ -268,7 +268,7 @@ def resolve_for_add(engine: Engine, ref: str) -> Target:
         return Target(netns_container_id(path), path)
     c = engine.container(ref)
     if c is None:
-        raise OpError(f"no Docker container {ref!r} on {engine.base_url}; give a container "
+        raise OpError(f"no Docker container {ref!r} on {engine.shown}; give a container "
                       "name or ID, or a network namespace path (containing '/')")
     if not c.running or not c.pid:
         raise OpError(f"Docker container {c.name} ({c.short_id}) is "
@@ -304,7 +304,7 @@ def resolve_recorded(engine: Engine, ref: str, network: str, ifname: str,
         return Target(c.id, _live_netns(c))
     if down is not None:
         raise down
-    raise OpError(f"no Docker container {ref!r} on {engine.base_url} and no attachment of it "
+    raise OpError(f"no Docker container {ref!r} on {engine.shown} and no attachment of it "
                   f"to network {network} ({ifname}) recorded in {state_dir}")
 
 

@@ -28,7 +28,7 @@ def add_proxy(ctx: AddContext) -> Attached:
         labels = proxy.sandbox_labels(conf.name, env.container_id, env.ifname, env.netns,
                                       store.identity())
         att.docker_id = att.sandbox_id = proxy.start_sandbox(
-            engine, name, conf.sandboxImage, ctx.network.name, ctx.request, labels)
+            engine, name, conf, ctx.network.name, ctx.request, labels)
         store.put(att)
         stop_point(ctx.environ, "after-connect")
         try:

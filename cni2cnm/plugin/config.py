@@ -12,6 +12,9 @@ from cni2cnm.cni.names import encodable
 DEFAULT_STATE_DIR = "/var/lib/cni/cni2cnm"
 DEFAULT_DOCKER_TIMEOUT = 45.0
 DEFAULT_SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
+DEFAULT_SANDBOX_PIDS = 16
+DEFAULT_SANDBOX_MEMORY_MIB = 16
+MIN_SANDBOX_MEMORY_MIB = 6  # dockerd refuses less ("Minimum memory limit allowed is 6MB")
 LogLevel = Literal["debug", "info", "warning", "error"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
@@ -37,6 +40,9 @@ class PluginConf(NetConf):
     logLevel: LogLevel | None = None
     mode: Literal["auto", "container", "proxy"] = "auto"
     sandboxImage: str = DEFAULT_SANDBOX_IMAGE
+    # A sandbox only holds a namespace (pause: one process, well under 1 MiB); 0: no limit.
+    sandboxPidsLimit: int = Field(default=DEFAULT_SANDBOX_PIDS, ge=0, strict=True)
+    sandboxMemoryMiB: int = Field(default=DEFAULT_SANDBOX_MEMORY_MIB, ge=0, strict=True)
     daemonSocket: str | None = None  # read by the executable before this model (entry.py)
     # auto: use the daemon, start one on demand; manual: use one, never start; off: never use
     daemon: Literal["auto", "manual", "off"] = "auto"  # read by the executable too
@@ -44,10 +50,10 @@ class PluginConf(NetConf):
     aliases: list[str] = Field(default_factory=list)
     driverOpts: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("stateDir")
+    @field_validator("stateDir", "logFile")
     @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/"):
+    def _absolute(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
             raise ValueError("must be an absolute path")
         return v
 
@@ -58,6 +64,14 @@ class PluginConf(NetConf):
         # encoded for the system calls these values reach.
         if v is not None and ("\0" in v or not encodable(v)):
             raise ValueError("must not contain NUL or undecodable characters")
+        return v
+
+    @field_validator("sandboxMemoryMiB")
+    @classmethod
+    def _docker_minimum(cls, v: int) -> int:
+        if 0 < v < MIN_SANDBOX_MEMORY_MIB:
+            raise ValueError(f"must be 0 (no limit) or at least {MIN_SANDBOX_MEMORY_MIB}: "
+                             "dockerd refuses less")
         return v
 
     @property

@@ -171,12 +171,12 @@ class DockerPlugin:
         except StoreError as e:
             raise CNIError(Code.NOT_AVAILABLE, "state store unavailable",
                            f"{e}; fix stateDir so ADD can record attachments") from None
-        with store, self.engine(conf) as engine:
+        with store, boundary("STATUS"), self.engine(conf) as engine:  # an unusable address: 7
             try:
                 api = engine.api_version()
                 if api < MIN_API:
                     raise CNIError(Code.NOT_AVAILABLE, "Docker engine too old",
-                                   f"{engine.base_url} speaks API {api[0]}.{api[1]}; cni2cnm "
+                                   f"{engine.shown} speaks API {api[0]}.{api[1]}; cni2cnm "
                                    f"needs {MIN_API[0]}.{MIN_API[1]} or newer (Docker 19.03+)")
                 network = engine.network(conf.docker_network)
             except EngineError as e:
@@ -194,7 +194,7 @@ class DockerPlugin:
                 recorded = len(store.list(conf.name))
             except StoreError:
                 recorded = 0
-            base_url = engine.base_url
+            base_url = engine.shown
         code = Code.LIMITED_CONNECTIVITY if recorded else Code.NOT_AVAILABLE
         raise CNIError(code, "Docker network not found",
                        f"network {conf.docker_network!r} does not exist on {base_url}"

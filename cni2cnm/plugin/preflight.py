@@ -40,14 +40,19 @@ def sandbox_for(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv,
     return container
 
 
+def container_refs(env: CNIEnv) -> list[str]:
+    """The Docker container references the request names: CNI_CONTAINERID, then the pod's
+    infra container ID (cri-dockerd)."""
+    refs = [env.container_id, env.args.get("K8S_POD_INFRA_CONTAINER_ID", "")]
+    return [ref for ref in dict.fromkeys(refs) if ref]
+
+
 def find_container(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv
                    ) -> tuple[Container | None, list[str]]:
     """The Docker container that is the CNI container's CNM sandbox, and what was tried."""
     wanted = namespaces.identity(env.netns) if env.netns else None
     looked: list[str] = []
-    for ref in dict.fromkeys([env.container_id, env.args.get("K8S_POD_INFRA_CONTAINER_ID", "")]):
-        if not ref:
-            continue
+    for ref in container_refs(env):
         looked.append(f"container {ref!r}")
         c = engine.container(ref)
         if c is None:
@@ -94,7 +99,7 @@ def find_network(engine: EngineAPI, ref: str) -> Network:
         log.info("network %s not visible on this swarm worker: connecting by name", ref)
         return Network.not_yet_visible(ref)
     raise CNIError(Code.INVALID_CONFIG, "Docker network not found",
-                   f"network {ref!r} does not exist on {engine.base_url}; create it with "
+                   f"network {ref!r} does not exist on {engine.shown}; create it with "
                    "`docker network create` or set \"network\" in the config")
 
 
@@ -105,7 +110,7 @@ def visible(engine: EngineAPI, network: Network) -> Network:
     found = engine.network(network.name)
     if found is None:
         raise CNIError(Code.ENGINE_REFUSED, "network not visible after connect",
-                       f"network {network.name} is still unknown to {engine.base_url} after "
+                       f"network {network.name} is still unknown to {engine.shown} after "
                        "connecting to it")
     return found
 

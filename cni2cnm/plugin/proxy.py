@@ -18,8 +18,11 @@ from dataclasses import dataclass
 
 from cni2cnm import netns
 from cni2cnm.engine import Container, EngineAPI, SandboxSpec
+from cni2cnm.plugin.config import PluginConf
 from cni2cnm.plugin.request import EndpointRequest
 from cni2cnm.store import Attachment
+
+MIB = 1 << 20
 
 log = logging.getLogger("cni2cnm.proxy")
 
@@ -70,13 +73,15 @@ def sandbox_labels(network: str, container_id: str, ifname: str, netns_path: str
     }
 
 
-def start_sandbox(engine: EngineAPI, name: str, image: str, network: str,
+def start_sandbox(engine: EngineAPI, name: str, conf: PluginConf, network: str,
                   request: EndpointRequest, labels: dict[str, str]) -> str:
-    """A pause container whose only network is `network`, with the requested endpoint."""
+    """A container of the config's sandboxImage, within its limits, whose only network is
+    `network`, with the requested endpoint."""
     return engine.run_sandbox(SandboxSpec(
-        name=name, image=image, network=network, labels=labels, ipv4=request.ipv4,
+        name=name, image=conf.sandboxImage, network=network, labels=labels, ipv4=request.ipv4,
         ipv6=request.ipv6, aliases=tuple(request.aliases), mac=request.mac,
-        driver_opts=dict(request.driver_opts),
+        driver_opts=dict(request.driver_opts), pids_limit=conf.sandboxPidsLimit,
+        memory=conf.sandboxMemoryMiB * MIB,
     ))
 
 

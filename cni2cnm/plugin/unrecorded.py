@@ -6,7 +6,8 @@ else's container. Evidence accepted:
   container ID) runs in CNI_NETNS itself (same kernel namespace), so the runtime that
   created that namespace is the one asking; its endpoint on the configured network goes,
   unless the container was created on that network (`docker run --network`: that endpoint
-  is Docker's own, never cni2cnm's);
+  is Docker's own, never cni2cnm's). A container found only by its namespace (an ID no
+  Docker container has, as cnitool's) is never detached: nothing names it;
 - proxy mode: a sandbox container whose labels name this network, container ID and
   interface and this store's identity (`store-id`, which survives the database).
 Anything else is left alone and logged; DEL still exits 0, as the spec asks.
@@ -19,13 +20,21 @@ import logging
 
 from cni2cnm import netns
 from cni2cnm.cni.env import CNIEnv
-from cni2cnm.cni.errors import CNIError
-from cni2cnm.engine import EngineAPI, NotConnected, NotFound
+from cni2cnm.engine import Container, EngineAPI, NotConnected, NotFound
 from cni2cnm.plugin import proxy
 from cni2cnm.plugin.config import PluginConf
-from cni2cnm.plugin.preflight import find_container
+from cni2cnm.plugin.preflight import container_refs
 
 log = logging.getLogger("cni2cnm.plugin")
+
+
+def named_container(engine: EngineAPI, env: CNIEnv) -> Container | None:
+    """The Docker container the request names (never one found by its namespace alone)."""
+    for ref in container_refs(env):
+        container = engine.container(ref)
+        if container is not None:
+            return container
+    return None
 
 
 def delete_unrecorded(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv,
@@ -39,14 +48,11 @@ def delete_unrecorded(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIE
         log.warning("DEL without the store: CNI_NETNS %r cannot prove which container is "
                     "ours; nothing detached", env.netns)
         return
-    try:
-        container, _ = find_container(engine, namespaces, env)
-    except CNIError as e:
-        log.warning("DEL without the store: %s; nothing detached", e.details)
-        return
-    if container is None or namespaces.identity(f"/proc/{container.pid}/ns/net") != \
-            namespaces.identity(env.netns):
-        log.warning("DEL without the store: no Docker container runs in %s; nothing detached",
+    container = named_container(engine, env)
+    if container is None or not container.running or \
+            namespaces.identity(f"/proc/{container.pid}/ns/net") != namespaces.identity(env.netns):
+        log.warning("DEL without the store: no running Docker container named %s runs in %s; "
+                    "nothing detached", " or ".join(container_refs(env)) or "by the request",
                     env.netns)
         return
     if container.network_mode == conf.docker_network:

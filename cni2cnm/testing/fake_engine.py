@@ -37,6 +37,7 @@ from cni2cnm.engine import (
     NotFound,
     Rejected,
     SandboxSpec,
+    redact,
 )
 from cni2cnm.testing.fake_faults import Faults, api
 from cni2cnm.testing.fake_netns import FakeNamespaces
@@ -72,6 +73,7 @@ class FakeEngine(Faults):
         self.namespaces = namespaces if namespaces is not None else FakeNamespaces()
         self.api = api
         self.base_url = base_url
+        self.shown = redact(base_url)
         self.down = down
         self.role: str | None = None  # "manager" / "worker" on a swarm node
         self.daemon_netns = "/proc/1/ns/net"  # dockerd's own namespace: host-mode containers'
@@ -262,6 +264,7 @@ class FakeEngine(Faults):
         mac = spec.mac if self.api >= (1, 44) else None
         cid = self.create_container(spec.name, spec.image, net.name, spec.labels, start=False)
         c = self.containers[cid]
+        c.limits = {"pids": spec.pids_limit, "memory": spec.memory}
         c.endpoints[net.name].config = {"ipv4": spec.ipv4, "ipv6": spec.ipv6,
                                         "aliases": list(spec.aliases), "mac": mac,
                                         "driver_opts": dict(spec.driver_opts)}

@@ -38,6 +38,7 @@ def api(method: Callable[P, R]) -> Callable[P, R]:
 
 class Faults:
     base_url: str
+    shown: str
     down: bool
 
     def __init__(self) -> None:
@@ -67,7 +68,7 @@ class Faults:
             if f.after == method:
                 f.armed = True
         if self.down:
-            raise EngineUnavailable(f"cannot {method}: {self.base_url} did not answer "
+            raise EngineUnavailable(f"cannot {method}: {self.shown} did not answer "
                                     "(connection refused)")
         for f in self._faults:
             if f.method == method and f.times > 0 and (f.after is None or f.armed):

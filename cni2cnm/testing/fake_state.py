@@ -126,6 +126,7 @@ class FakeContainer:
     next_eth: int = 0
     ns: FakeNamespace | None = None
     gwbridge_mac: str = ""  # the docker_gwbridge interface overlay endpoints bring
+    limits: dict[str, int] = field(default_factory=dict)  # a sandbox's pids and memory
 
     @property
     def running(self) -> bool:

@@ -8,6 +8,7 @@ whose command line names that directory: no daemon outlives a test."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ from daemonrun import (
 from pluginrun import Outcome, Plugin, cri_args, plugin_executable, proc_netns, served
 
 from cni2cnm import __version__
-from cni2cnm.daemon import status, wire
+from cni2cnm.daemon import starter, status, wire
 from cni2cnm.store import Store
 
 pytestmark = pytest.mark.own_modes  # chooses its own modes: the daemon-mode pass skips it
@@ -77,6 +78,15 @@ def ondemand() -> Iterator[OnDemand]:
         kill_all_mentioning(str(d))
         assert not processes_mentioning(str(d)), "a daemon outlived its test"
         shutil.rmtree(d, ignore_errors=True)
+        remove_daemon_cgroups()
+
+
+def remove_daemon_cgroups() -> None:
+    """The cgroups the daemons the test started moved into, once empty (one in use by
+    another daemon stays)."""
+    for top, _ in starter.cgroup_hierarchies():
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(top, starter.CGROUP))
 
 
 def status_request(plugin: Plugin, env: dict[str, str]) -> Outcome:
@@ -353,3 +363,50 @@ def test_a_daemon_started_by_hand_takes_over_from_an_on_demand_one(ondemand: OnD
         if manual.poll() is None:
             manual.kill()
             manual.wait(10)
+
+
+def cgroup_of(pid: int, controller: str) -> str:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return path
+    raise AssertionError(f"pid {pid} has no {controller} cgroup")
+
+
+def test_the_daemon_owns_nothing_of_the_request_that_started_it(ondemand: OnDemand,
+                                                                plugin: Plugin) -> None:
+    """Issue 19, item 5: started by a plugin with umask 000, an odd working directory and a
+    cgroup of the test's own (pids: the one that kills or limits a runtime), the daemon runs
+    in /, with umask 022, 0600 files, and out of that cgroup (in its own, `cni2cnm`, at the
+    top of each hierarchy): the caller's cgroup can be removed while the daemon serves."""
+    pids_top = next((top for top, options in starter.cgroup_hierarchies()
+                     if "pids" in options), None)
+    assert pids_top is not None, "no pids cgroup hierarchy on this machine"
+    caller_cg = Path(pids_top, f"c2ct-{os.getpid()}-{time.monotonic_ns()}")
+    caller_cg.mkdir()
+    odd = ondemand.dir / "odd cwd"
+    odd.mkdir()
+    env = {"PATH": os.environ.get("PATH", ""), "DOCKER_HOST": plugin.docker_host,
+           "CNI_COMMAND": "STATUS", "CNI_PATH": "/opt/cni/bin", **ondemand.env}
+    script = 'echo $$ > "$1/cgroup.procs" && umask 000 && cd "$2" && exec "$3"'
+    try:
+        first = subprocess.run(["sh", "-c", script, "sh", str(caller_cg), str(odd),
+                                plugin_executable()],
+                               input=json.dumps(plugin.conf(cniVersion="1.1.0")).encode(),
+                               env=env, capture_output=True, timeout=120)
+        assert first.returncode == 0 and b"started a daemon" in first.stderr, first.stderr
+        st = ondemand.wait_serving()
+        assert os.readlink(f"/proc/{st.pid}/cwd") == "/"
+        status_lines = Path(f"/proc/{st.pid}/status").read_text().splitlines()
+        assert "Umask:\t0022" in status_lines
+        log = ondemand.sock.parent / "serve.log"
+        assert log.stat().st_mode & 0o777 == 0o600 and "cgroups: " in log.read_text()
+        assert cgroup_of(st.pid, "pids") == f"/{starter.CGROUP}"
+        assert (caller_cg / "cgroup.procs").read_text() == ""
+        caller_cg.rmdir()  # what a runtime's restart does to its cgroup: the daemon stays
+        served(status_request(plugin, ondemand.env)).silent()
+        assert alive(st.pid)
+    finally:
+        kill_all_mentioning(str(ondemand.dir))
+        with contextlib.suppress(OSError):
+            caller_cg.rmdir()

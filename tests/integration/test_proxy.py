@@ -266,3 +266,33 @@ def start_until(plugin: Plugin, netns: str, point: str) -> subprocess.Popen[byte
             raise AssertionError(f"the plugin did not reach {point}: {out!r} {err!r}")
         time.sleep(0.02)
     return proc
+
+
+def cgroup_value(pid: int, controller: str, name: str) -> str:
+    """A cgroup v1 controller's (or the v2 unified) file of the process `pid`."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return Path(f"/sys/fs/cgroup/{controller}{path}/{name}").read_text().strip()
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            v2 = {"pids.max": "pids.max", "memory.limit_in_bytes": "memory.max"}[name]
+            return Path(f"/sys/fs/cgroup{path}/{v2}").read_text().strip()
+    raise AssertionError(f"no {controller} cgroup for pid {pid}")
+
+
+@pytest.mark.parametrize(("keys", "pids", "memory"), [
+    ({}, 16, 16 << 20), ({"sandboxPidsLimit": 4, "sandboxMemoryMiB": 8}, 4, 8 << 20)])
+def test_sandboxes_are_limited(plugin: Plugin, ns: str, net: Any, docker_client: Any,
+                               keys: dict[str, int], pids: int, memory: int) -> None:
+    """Issue 19, item 10b: a sandbox only holds a namespace; small pids and memory limits,
+    enforced by the kernel (the sandbox's cgroup), and pause runs within them."""
+    res = plugin.run("ADD", CID, ns, conf=plugin.conf(**keys)).ok().doc
+    [sandbox] = sandboxes(docker_client, net)
+    host = sandbox.attrs["HostConfig"]
+    assert (host["PidsLimit"], host["Memory"]) == (pids, memory)
+    pid = sandbox.attrs["State"]["Pid"]
+    assert cgroup_value(pid, "pids", "pids.max") == str(pids)
+    assert cgroup_value(pid, "memory", "memory.limit_in_bytes") == str(memory)
+    plugin.run("CHECK", CID, ns, prev=res, conf=plugin.conf(**keys)).silent()
+    plugin.run("DEL", CID, ns, prev=res, conf=plugin.conf(**keys)).silent()
+    assert sandboxes(docker_client, net) == []

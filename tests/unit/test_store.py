@@ -541,9 +541,11 @@ def test_stop_point_fires_only_when_armed(tmp_path: Path) -> None:
 
 
 def test_log_file_is_0600_and_never_followed_through_a_link(tmp_path: Path) -> None:
+    import logging
     import sys
 
     from cni2cnm.cni import logs
+    from cni2cnm.cni.errors import CNIError
 
     try:
         f = tmp_path / "c.log"
@@ -555,13 +557,14 @@ def test_log_file_is_0600_and_never_followed_through_a_link(tmp_path: Path) -> N
         target = tmp_path / "target"
         target.write_text("")
         (tmp_path / "link.log").symlink_to(target)
-        logs.setup(str(tmp_path / "link.log"), "info").info("three")
-        assert target.read_text() == ""
         os.mkfifo(tmp_path / "fifo")  # no reader: refused at once, not a hang
-        logger = logs.setup(str(tmp_path / "fifo"), "info")
-        assert [getattr(h, "stream", None) for h in logger.handlers] == [sys.stderr]
-        logger = logs.setup(str(tmp_path / "link.log"), "info")
-        assert [getattr(h, "stream", None) for h in logger.handlers] == [sys.stderr]
+        for name, reason in (("link.log", "a symbolic link"), ("fifo", "No such device")):
+            with pytest.raises(CNIError) as e:  # code 7 naming the file; stderr meanwhile
+                logs.setup(str(tmp_path / name), "info")
+            assert e.value.code == 7 and f"{tmp_path / name}: {reason}" in e.value.details
+            logger = logging.getLogger(logs.LOGGER_NAME)
+            assert [getattr(h, "stream", None) for h in logger.handlers] == [sys.stderr]
+        assert target.read_text() == ""
     finally:
         logs.setup()
 

@@ -122,11 +122,22 @@ def test_unrecorded_del_detaches_the_container_that_runs_in_cni_netns(world: Wor
     assert world.inspect(bystander.id).endpoints["pods"].attached
 
 
-def test_unrecorded_del_with_a_runtime_id_and_the_namespace(world: World) -> None:
+def test_unrecorded_del_with_a_runtime_id_detaches_nothing(world: World) -> None:
+    """Only a container CNI_CONTAINERID names is detached without the store: one found by
+    scanning for CNI_NETNS is left alone (issue 19, item 10c)."""
     pod = world.pod()
     world.run("ADD", "cnitool-" + "ab" * 10, netns(pod)).ok()
     lose_database(world)
     world.run("DEL", "cnitool-" + "ab" * 10, netns(pod)).silent()
+    assert world.inspect(pod.id).endpoints["pods"].attached
+
+
+def test_unrecorded_del_detaches_the_pod_the_infra_id_names(world: World) -> None:
+    pod = world.pod()
+    args = f"IgnoreUnknown=1;K8S_POD_INFRA_CONTAINER_ID={pod.id}"
+    world.run("ADD", "sandbox-1", netns(pod), args=args).ok()
+    lose_database(world)
+    world.run("DEL", "sandbox-1", netns(pod), args=args).silent()
     assert "pods" not in world.inspect(pod.id).endpoints
 
 

@@ -269,3 +269,22 @@ def test_del_removes_the_sandbox_even_when_the_move_back_fails(pw: World) -> Non
     pw.ns.fail_moves = "Operation not permitted"
     pw.run("DEL", CID, NS, prev=res).silent()
     assert_clean(pw)  # removing the sandbox took the interface with it
+
+
+@pytest.mark.parametrize(("keys", "limits"), [
+    ({}, {"pids": 16, "memory": 16 << 20}),
+    ({"sandboxPidsLimit": 4, "sandboxMemoryMiB": 6}, {"pids": 4, "memory": 6 << 20}),
+    ({"sandboxPidsLimit": 0, "sandboxMemoryMiB": 0}, {"pids": 0, "memory": 0}),
+])
+def test_sandboxes_have_pids_and_memory_limits(pw: World, keys: dict[str, int],
+                                               limits: dict[str, int]) -> None:
+    pw.run("ADD", CID, NS, conf=pw.conf(**keys)).ok()
+    [sb] = sandboxes(pw)
+    assert pw.engine.containers[sb.id].limits == limits
+
+
+@pytest.mark.parametrize("keys", [{"sandboxMemoryMiB": 5}, {"sandboxPidsLimit": -1},
+                                  {"sandboxPidsLimit": "16"}, {"sandboxMemoryMiB": 1.5}])
+def test_unusable_sandbox_limits_are_code_7(pw: World, keys: dict[str, Any]) -> None:
+    pw.run("ADD", CID, NS, conf=pw.conf(**keys)).error(7)
+    assert_clean(pw)
