@@ -57,6 +57,15 @@ def test_conflist_chain_and_overrides() -> None:
                      {"type": "sbr"}]
 
 
+def test_conflist_daemon_socket_only_when_not_the_default() -> None:
+    from cni2cnm.daemon.wire import DEFAULT_SOCKET
+
+    assert "daemonSocket" not in cl.build(NETWORK, daemon_socket=DEFAULT_SOCKET)["plugins"][0]
+    assert cl.build(NETWORK, daemon_socket="/run/x/d.sock")["plugins"][0]["daemonSocket"] == \
+        "/run/x/d.sock"
+    assert cl.build(NETWORK, daemon_socket="")["plugins"][0]["daemonSocket"] == ""  # no daemon
+
+
 @pytest.mark.parametrize("chain", [["cni2cnm"], ["bad name"], ["../x"]])
 def test_conflist_bad_chain(chain: list[str]) -> None:
     with pytest.raises(OpError):
