@@ -175,27 +175,29 @@ class Netns:
     def link_named(self, name: str) -> Link | None:
         return next((lk for lk in self.links() if lk.name == name), None)
 
-    def routes(self, oif: int) -> list[RouteEntry]:
-        """Routes through the interface in the main table, without the kernel's own
-        connected-subnet and IPv6 link-local routes (those come with the address)."""
+    def routes(self, oif: int | None = None) -> list[RouteEntry]:
+        """Routes through the interface (None: through every interface) in the main table,
+        without the kernel's own connected-subnet and IPv6 link-local routes (those come
+        with the address). One dump of the namespace's routes, whatever it holds."""
+        try:
+            raw = self._nl.routes(socket.AF_UNSPEC)
+        except OSError as e:
+            raise NetnsError(f"cannot read routes in {self.path}: {e}") from None
         out: list[RouteEntry] = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                raw = self._nl.routes(family)
-            except OSError as e:
-                raise NetnsError(f"cannot read routes in {self.path}: {e}") from None
-            for r in raw:
-                if (r.oif != oif or r.type != rtnl.RTN_UNICAST or r.proto == RTPROT_KERNEL
-                        or r.table != rtnl.RT_TABLE_MAIN):
-                    continue
-                zero = "0.0.0.0" if family == socket.AF_INET else "::"
-                net = ipaddress.ip_network(f"{r.dst or zero}/{r.dst_len}", strict=False)
-                if net.version == 6 and (net.is_link_local or net.is_multicast):
-                    continue
-                out.append(RouteEntry(
-                    dst=str(net), gw=r.gateway, oif=oif, priority=r.priority,
-                    table=rtnl.RT_TABLE_MAIN, scope=r.scope,
-                    mtu=r.metrics.get(rtnl.RTAX_MTU), advmss=r.metrics.get(rtnl.RTAX_ADVMSS)))
+        for r in raw:
+            if ((oif is not None and r.oif != oif) or r.oif is None
+                    or r.family not in (socket.AF_INET, socket.AF_INET6)
+                    or r.type != rtnl.RTN_UNICAST or r.proto == RTPROT_KERNEL
+                    or r.table != rtnl.RT_TABLE_MAIN):
+                continue
+            zero = "0.0.0.0" if r.family == socket.AF_INET else "::"
+            net = ipaddress.ip_network(f"{r.dst or zero}/{r.dst_len}", strict=False)
+            if net.version == 6 and (net.is_link_local or net.is_multicast):
+                continue
+            out.append(RouteEntry(
+                dst=str(net), gw=r.gateway, oif=r.oif, priority=r.priority,
+                table=rtnl.RT_TABLE_MAIN, scope=r.scope,
+                mtu=r.metrics.get(rtnl.RTAX_MTU), advmss=r.metrics.get(rtnl.RTAX_ADVMSS)))
         return out
 
     # ---- moving a link between namespaces --------------------------------------

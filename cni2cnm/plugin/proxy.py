@@ -99,7 +99,8 @@ def move_in(namespaces: netns.Namespaces, sandbox: Container, mac: str, addresse
         # A destination the namespace routes already (its primary network's default route,
         # when this is a second network) stays as it is, as Docker does for its own
         # sandboxes; adding it again is refused by the kernel (EEXIST).
-        present = {r.dst for lk in dst.links() for r in dst.routes(lk.index)}
+        # One route dump, whatever the namespace holds (not one per interface).
+        present = {r.dst for r in dst.routes()}
         routes = [r for r in routes if r.dst not in present]
         moved = dst.configure_link(tmp, ifname, mtu=link.mtu, addresses=list(link.addresses),
                                    routes=routes)

@@ -163,8 +163,8 @@ class FakeNetns(netns.Netns):
     def link_named(self, name: str) -> Link | None:
         return self._ns.named(name)
 
-    def routes(self, oif: int) -> list[RouteEntry]:
-        return [r for r in self._ns.routes if r.oif == oif]
+    def routes(self, oif: int | None = None) -> list[RouteEntry]:
+        return [r for r in self._ns.routes if oif is None or r.oif == oif]
 
     def move_link(self, link: Link, target_path: str, tmp_name: str) -> None:
         if self.spaces.fail_moves:

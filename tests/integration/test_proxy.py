@@ -250,3 +250,32 @@ def start_until(plugin: Plugin, netns: str, point: str) -> subprocess.Popen[byte
             raise AssertionError(f"the plugin did not reach {point}: {out!r} {err!r}")
         time.sleep(0.02)
     return proc
+
+
+def crowd(netns: str, count: int) -> None:
+    """`count` veth pairs inside the namespace, one end of each up with a route of its own."""
+    lines = []
+    for i in range(count):
+        lines += [f"link add c2cb{i} type veth peer name c2cp{i}", f"link set c2cb{i} up",
+                  f"route add 10.99.{i // 250}.{i % 250 + 1}/32 dev c2cb{i}"]
+    subprocess.run(["ip", "-n", os.path.basename(netns), "-batch", "-"], input="\n".join(lines),
+                   text=True, check=True, timeout=120)
+
+
+def test_add_into_a_busy_namespace_costs_about_the_same(plugin: Plugin, ns: str,
+                                                        resources: Any) -> None:
+    """A proxy ADD reads the target's routes once, not once per interface it holds."""
+    quiet = resources.netns()
+    start = time.monotonic()
+    plugin.run("ADD", CID, quiet).ok()
+    empty = time.monotonic() - start
+    crowd(ns, 300)
+    start = time.monotonic()
+    res = plugin.run("ADD", "busy" + CID, ns).ok().doc
+    busy = time.monotonic() - start
+    print(f"proxy ADD: empty namespace {empty:.2f} s, 600 interfaces + 300 routes {busy:.2f} s")
+    assert busy < 2 * empty + 3, (empty, busy)
+    assert f"default via {res['ips'][0]['gateway']} dev eth0" in routes(ns)
+    assert routes(ns).count("dev c2cb") == 300
+    plugin.run("DEL", "busy" + CID, ns).silent()
+    plugin.run("DEL", CID, quiet).silent()

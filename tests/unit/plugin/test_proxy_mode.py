@@ -258,3 +258,32 @@ def test_del_removes_the_sandbox_even_when_the_move_back_fails(pw: World) -> Non
     pw.ns.fail_moves = "Operation not permitted"
     pw.run("DEL", CID, NS, prev=res).silent()
     assert_clean(pw)  # removing the sandbox took the interface with it
+
+
+def test_a_busy_namespace_costs_the_same_route_dumps(pw: World,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADD into a namespace holding many interfaces (a second network on a running pod) reads
+    its routes a fixed number of times, not once per interface."""
+    from cni2cnm.testing.fake_netns import FakeNetns
+
+    dumps: list[int | None] = []
+    real = FakeNetns.routes
+
+    def counted(self: FakeNetns, oif: int | None = None) -> list[RouteEntry]:
+        dumps.append(oif)
+        return real(self, oif)
+
+    monkeypatch.setattr(FakeNetns, "routes", counted)
+    quiet = "/run/netns/quiet"
+    pw.ns.create(quiet)
+    pw.run("ADD", CID, quiet).ok()
+    empty = len(dumps)
+    busy = pw.ns.get(NS)
+    for i in range(300):
+        link = busy.add_link(f"veth{i}", mac=f"02:00:00:00:{i // 256:02x}:{i % 256:02x}")
+        busy.routes.append(RouteEntry(dst=f"10.99.{i // 256}.{i % 256}/32", gw=None,
+                                      oif=link.index))
+    dumps.clear()
+    pw.run("ADD", "other" + CID, NS).ok()
+    assert len(dumps) == empty <= 4
+    assert len(busy.routes) == 301  # theirs kept, the default route added
