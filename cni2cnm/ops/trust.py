@@ -29,11 +29,13 @@ import sysconfig
 from dataclasses import dataclass, field
 
 from cni2cnm.ops import OpError
+from cni2cnm.safedirs import component_problem
 
 MAX_LINK_HOPS = 40
 # Sticky, world-writable, root-owned: accepted as directories above the checked path only.
 SYSTEM_TMP_DIRS = frozenset({"/tmp", "/var/tmp", "/dev/shm"})
 MAX_REPORTED = 5
+ROOT = frozenset({0})
 
 
 @dataclass(frozen=True)
@@ -98,15 +100,8 @@ def pth_dirs(site_dir: str) -> list[str]:
 
 def entry_problem(path: str, st: os.stat_result) -> Problem | None:
     """One file or directory (not a link): owned by root, not writable by group/others."""
-    if st.st_uid != 0:
-        return Problem(path, f"is owned by uid {st.st_uid}, not root")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        mode = stat.S_IMODE(st.st_mode)
-        if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
-            return Problem(path, f"is a sticky directory writable by others (mode {mode:04o}, "
-                           "like /tmp): anyone can create entries there")
-        return Problem(path, f"is writable by group or others (mode {mode:04o})")
-    return None
+    why = component_problem(st, ROOT, sticky_ok=False)
+    return Problem(path, why) if why is not None else None
 
 
 def _lstat(path: str, problems: list[Problem]) -> os.stat_result | None:

@@ -210,6 +210,16 @@ def test_install_uninstall(tmp_path: Path) -> None:
     assert not (conf_dir / "10-cni2cnm-pods.conflist").exists()
 
 
+def test_install_refuses_a_symlinked_state_dir(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "state").symlink_to(real)
+    planned = [inst.Planned(inst.plugin_path(str(tmp_path / "bin")), inst.wrapper_text(), 0o755)]
+    with pytest.raises(OpError, match="state directory: .*state is a symbolic link"):
+        inst.install(planned, str(tmp_path / "state"), False)
+    assert list(real.iterdir()) == [] and not (tmp_path / "bin").exists()
+
+
 def test_uninstall_without_manifest_recognises_the_wrapper(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
