@@ -279,3 +279,47 @@ def test_add_into_a_busy_namespace_costs_about_the_same(plugin: Plugin, ns: str,
     assert routes(ns).count("dev c2cb") == 300
     plugin.run("DEL", "busy" + CID, ns).silent()
     plugin.run("DEL", CID, quiet).silent()
+
+
+def bind_namespace(resources: Any, netns: str) -> Path:
+    """A path of the test's own naming `netns` (a bind mount, as `ip netns` makes), unmounted
+    at teardown however often it was re-bound."""
+    path = resources.tmpdir() / "pod-netns"
+    path.touch()
+    subprocess.run(["mount", "--bind", netns, str(path)], check=True)
+
+    def unmount() -> None:
+        while subprocess.run(["umount", "--lazy", str(path)],
+                             capture_output=True).returncode == 0:
+            pass
+
+    resources.add_cleanup(unmount)
+    return path
+
+
+def test_add_configures_only_the_namespace_it_checked(plugin: Plugin, resources: Any,
+                                                      docker_client: Any, net: Any) -> None:
+    """CNI_NETNS names namespace A when ADD checks it, namespace V once the sandbox exists:
+    the interface, its address and the default route go to A; V is never changed (nor is it
+    by CHECK or DEL, which see that the path no longer names what ADD attached)."""
+    first, victim = resources.netns(), resources.netns()
+    path = bind_namespace(resources, first)
+    proc = start_until(plugin, str(path), "after-connect")
+    try:
+        # lazily: the plugin holds the namespace open (it opened CNI_NETNS once)
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+        subprocess.run(["mount", "--bind", victim, str(path)], check=True)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (stdout, stderr)
+    res = json.loads(stdout)
+    addr = res["ips"][0]["address"]
+    assert ip_addrs(first)["eth0"]["addrs"] == [addr]
+    assert f"default via {res['ips'][0]['gateway']} dev eth0" in routes(first)
+    assert sorted(ip_addrs(victim)) == ["lo"] and routes(victim) == ""
+    details = plugin.run("CHECK", CID, str(path), prev=res).error(103)["details"]
+    assert "no longer the network namespace" in details
+    plugin.run("DEL", CID, str(path), prev=res).silent()
+    assert sorted(ip_addrs(victim)) == ["lo"]
+    assert sandboxes(docker_client, net) == [] and plugin.records() == []

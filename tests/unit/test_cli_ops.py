@@ -215,7 +215,7 @@ def test_install_refuses_a_symlinked_state_dir(tmp_path: Path) -> None:
     real.mkdir(mode=0o700)
     (tmp_path / "state").symlink_to(real)
     planned = [inst.Planned(inst.plugin_path(str(tmp_path / "bin")), inst.wrapper_text(), 0o755)]
-    with pytest.raises(OpError, match="state directory: .*state is a symbolic link"):
+    with pytest.raises(OpError, match=r"state directory: .*state is a symbolic link"):
         inst.install(planned, str(tmp_path / "state"), False)
     assert list(real.iterdir()) == [] and not (tmp_path / "bin").exists()
 
