@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -306,8 +307,7 @@ def check_conf_dir(conf_dir: str, network: str | None, docker_host: str = "") ->
 
 def plugin_installation(path: str) -> trust.Installation | None:
     """The interpreter and package directory a plugin file `cni2cnm install` wrote runs
-    (None when it is not such a file). Site-packages and the standard library are known
-    only for the interpreter running these checks."""
+    (None when it is not such a file), with the sys.path that interpreter gives it."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read(64 << 10)
@@ -329,11 +329,12 @@ def plugin_installation(path: str) -> trust.Installation | None:
                     package_dir = ast.literal_eval(m.group(1))
     if not python or not python.startswith("/"):
         return None
-    here = trust.this_installation()
-    if os.path.abspath(python) == here.python:
-        return trust.this_installation(python, package_dir if isinstance(package_dir, str)
-                                       else None)
-    return trust.Installation(python=python, package_dir=package_dir or "")
+    if isinstance(package_dir, str):
+        return trust.this_installation(python, package_dir)
+    # `python -I -m cni2cnm`: this package if it is this interpreter, else whichever its
+    # sys.path (checked in full) gives
+    same = os.path.abspath(python) == os.path.abspath(sys.executable)
+    return trust.this_installation(python, None if same else "")
 
 
 def check_trust(bin_dir: str) -> Check:
@@ -346,7 +347,7 @@ def check_trust(bin_dir: str) -> Check:
     if inst is None:
         return Check("trust", WARN, f"{path} was not written by `cni2cnm install`: cannot "
                      "tell which code it runs", f"cni2cnm install --bin-dir {bin_dir} --force")
-    problems = trust.problems_of(inst) if inst.package_dir else trust.path_problems(inst.python)
+    problems = trust.problems_of(inst)
     if problems:
         return Check("trust", FAIL, f"the plugin runs as root code that others than root can "
                      f"change: {trust.describe(problems)}", trust.fix(problems))
