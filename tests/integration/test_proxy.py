@@ -269,14 +269,14 @@ def test_add_into_a_busy_namespace_costs_about_the_same(plugin: Plugin, ns: str,
     start = time.monotonic()
     plugin.run("ADD", CID, quiet).ok()
     empty = time.monotonic() - start
-    crowd(ns, 300)
+    crowd(ns, 600)
     start = time.monotonic()
     res = plugin.run("ADD", "busy" + CID, ns).ok().doc
     busy = time.monotonic() - start
-    print(f"proxy ADD: empty namespace {empty:.2f} s, 600 interfaces + 300 routes {busy:.2f} s")
-    assert busy < 2 * empty + 3, (empty, busy)
+    print(f"proxy ADD: empty namespace {empty:.2f} s, 1200 interfaces + 600 routes {busy:.2f} s")
+    assert busy < 2 * empty + 2, (empty, busy)  # one route dump per interface: about +6 s
     assert f"default via {res['ips'][0]['gateway']} dev eth0" in routes(ns)
-    assert routes(ns).count("dev c2cb") == 300
+    assert routes(ns).count("dev c2cb") == 600
     plugin.run("DEL", "busy" + CID, ns).silent()
     plugin.run("DEL", CID, quiet).silent()
 
