@@ -56,11 +56,26 @@ def component_problem(st: os.stat_result, owners: frozenset[int], sticky_ok: boo
 def ensure_dir(path: str, mode: int = 0o700) -> None:
     """Make `path` (and its missing parents) and check every component, as described above.
     UnsafeDir names the component and the fix."""
-    os.close(open_dir(path, mode))
+    fd = open_dir(path, mode)
+    if fd is not None:
+        os.close(fd)
 
 
-def open_dir(path: str, mode: int = 0o700) -> int:
-    """ensure_dir, returning a descriptor (O_DIRECTORY) of the checked directory."""
+def problem_of(path: str) -> UnsafeDir | None:
+    """What ensure_dir would refuse in the components of `path` that exist (nothing is made):
+    for checks that must not change the node (`cni2cnm doctor`)."""
+    try:
+        fd = open_dir(path, create=False)
+    except UnsafeDir as e:
+        return e
+    if fd is not None:
+        os.close(fd)
+    return None
+
+
+def open_dir(path: str, mode: int = 0o700, create: bool = True) -> int | None:
+    """ensure_dir, returning a descriptor (O_DIRECTORY) of the checked directory; None when
+    not `create` and a component is missing (those above it were checked)."""
     if not path.startswith("/"):
         path = os.path.abspath(path)
     try:
@@ -75,8 +90,10 @@ def open_dir(path: str, mode: int = 0o700) -> int:
         for i, name in enumerate(parts):
             here = os.path.join(here, name)
             last = i == len(parts) - 1
-            child = _open_or_make(fd, name, here, mode if last else PARENT_MODE)
+            child = _open_or_make(fd, name, here, mode if last else PARENT_MODE, create)
             os.close(fd)
+            if child is None:
+                return None
             fd = child
             _check(fd, here, owners, last=last)
     except BaseException:
@@ -88,12 +105,13 @@ def open_dir(path: str, mode: int = 0o700) -> int:
 _OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _open_or_make(parent: int, name: str, path: str, mode: int) -> int:
+def _open_or_make(parent: int, name: str, path: str, mode: int, create: bool) -> int | None:
     for _ in range(3):  # made or removed by someone else in between: look again
         try:
             return os.open(name, _OPEN, dir_fd=parent)
         except FileNotFoundError:
-            pass
+            if not create:
+                return None
         except OSError as e:
             raise _open_error(parent, name, path, e) from None
         try:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from cni2cnm import safedirs
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
 from cni2cnm.daemon.wire import DEFAULT_SOCKET
 from cni2cnm.engine import API_IFNAME, API_MAC_ON_CONNECT, Engine, EngineError
@@ -189,9 +190,16 @@ def check_network(engine: Engine, ref: str, role: str | None = None) -> Check:
     return Check("network", OK, what)
 
 
+def unsafe_state_dir(unsafe: safedirs.UnsafeDir) -> Check:
+    what, _, fix = str(unsafe).partition(" Fix: ")
+    return Check("state-dir", FAIL, f"{what}; the plugin refuses it (code 5)",
+                 fix or "set stateDir / --state-dir to a root-owned directory")
+
+
 def check_state_dir(state_dir: str) -> Check:
     store = Store(state_dir)
     marker = getattr(store, "marker", "")
+    unsafe = safedirs.problem_of(state_dir)  # a link or a directory others can write on the way
     if os.path.isdir(state_dir):
         st = os.stat(state_dir)
         mode = st.st_mode & 0o777
@@ -201,6 +209,8 @@ def check_state_dir(state_dir: str) -> Check:
                          "change what the plugin records and does as root, so it refuses the "
                          "directory (code 5)", f"chown root:root {state_dir} && chmod 700 "
                          f"{state_dir}")
+        if unsafe is not None:
+            return unsafe_state_dir(unsafe)
         if not os.access(state_dir, os.W_OK | os.X_OK):
             return Check("state-dir", FAIL, f"{state_dir} is not writable",
                          f"run as root, or chown/chmod {state_dir}")
@@ -214,6 +224,8 @@ def check_state_dir(state_dir: str) -> Check:
                          "creates it 0700 (it holds container IDs and lock files)",
                          f"chmod 700 {state_dir}")
         return Check("state-dir", OK, f"{state_dir} exists, mode 0700, writable")
+    if unsafe is not None:
+        return unsafe_state_dir(unsafe)
     if os.path.exists(state_dir):
         return Check("state-dir", FAIL, f"{state_dir} exists and is not a directory",
                      "remove it or set stateDir / --state-dir elsewhere")

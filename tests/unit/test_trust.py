@@ -244,6 +244,20 @@ def test_doctor_fails_a_state_dir_the_plugin_refuses(base: Path, owner: int, mod
     assert check.fix == f"chown root:root {state} && chmod 700 {state}"
 
 
+def test_doctor_fails_a_state_dir_through_a_link_or_below_a_writable_directory(
+        base: Path) -> None:
+    (base / "real").mkdir(mode=0o700)
+    (base / "state").symlink_to(base / "real")
+    check = doc.check_state_dir(str(base / "state"))
+    assert check.status == doc.FAIL and "is a symbolic link" in check.message
+    assert "code 5" in check.message and check.fix.startswith("remove the link")
+    (base / "open").mkdir(mode=0o777)
+    (base / "open").chmod(0o777)
+    check = doc.check_state_dir(str(base / "open" / "state"))  # not made yet
+    assert check.status == doc.FAIL and f"{base / 'open'} is writable" in check.message
+    assert not (base / "open" / "state").exists()
+
+
 # ---- issue 19, item 6: exactly the sys.path the plugin will have -------------------------
 
 
