@@ -304,3 +304,17 @@ def test_the_executable_never_prints_a_traceback(tmp_path: Path) -> None:
                           env=env, timeout=60, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
     assert "FAIL  engine" in proc.stdout
+
+
+def test_install_makes_missing_directories_0755_whatever_the_umask(tmp_path: Path) -> None:
+    planned = [inst.Planned(inst.plugin_path(str(tmp_path / "opt" / "cni" / "bin")),
+                            inst.wrapper_text(), 0o755)]
+    old = os.umask(0)
+    try:
+        inst.install(planned, str(tmp_path / "var" / "lib" / "state"), False)
+    finally:
+        os.umask(old)
+    made = [tmp_path / "opt", tmp_path / "opt" / "cni", tmp_path / "opt" / "cni" / "bin",
+            tmp_path / "var", tmp_path / "var" / "lib"]
+    assert [stat.S_IMODE(p.stat().st_mode) for p in made] == [0o755] * 5
+    assert stat.S_IMODE((tmp_path / "var" / "lib" / "state").stat().st_mode) == 0o700
