@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -19,14 +21,60 @@ class NetnsError(Exception):
     """A namespace could not be opened or read."""
 
 
-def identity(path: str) -> tuple[int, int] | None:
-    """(st_dev, st_ino) of a namespace path; equal for the same kernel namespace.
+class Pinned:
+    """A namespace opened once (CNI_NETNS): its checks and every later step use this
+    descriptor (setns on it, IFLA_NET_NS_FD), never the path again, so whatever the path
+    names later (a bind mount replaced, a PID reused) is never changed. `str()` of it is
+    the path, for messages and records."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        st = os.fstat(fd)
+        self.identity: tuple[int, int] = (st.st_dev, st.st_ino)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Pinned:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __str__(self) -> str:
+        return self.path
+
+
+Target = str | Pinned  # a namespace by path (looked up now) or one opened once
+
+
+def pin(path: str) -> Pinned:
+    """Open the namespace file at `path` once; NetnsError when it cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except (OSError, ValueError) as e:
+        raise NetnsError(f"cannot open network namespace {path}: "
+                         f"{getattr(e, 'strerror', None) or e}") from None
+    try:
+        return Pinned(path, fd)
+    except OSError:
+        os.close(fd)
+        raise
+
+
+def identity(target: Target) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of a namespace; equal for the same kernel namespace.
 
     `/proc/<pid>/ns/net`, a container's SandboxKey and an `ip netns` bind mount of
     the same namespace all give the same pair. None when the path does not exist.
     """
+    if isinstance(target, Pinned):
+        return target.identity
     try:
-        st = os.stat(path)
+        st = os.stat(target)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return None
     return st.st_dev, st.st_ino
@@ -36,28 +84,35 @@ NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type (Linux 
 CLONE_NEWNET = 0x40000000
 
 
-def is_namespace(path: str) -> bool:
-    """True when the path is a live NETWORK namespace: not a leftover `ip netns` file
-    (an empty regular file once its bind mount is gone) and not a namespace of another
-    type (`/proc/self/ns/mnt` is on nsfs too)."""
+def is_namespace(target: Target) -> bool:
+    """True when it is a live NETWORK namespace: not a leftover `ip netns` file (an empty
+    regular file once its bind mount is gone) and not a namespace of another type
+    (`/proc/self/ns/mnt` is on nsfs too)."""
+    if isinstance(target, Pinned):
+        return _is_net(target.fd)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
+        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except (OSError, ValueError):
         return False
     try:
-        import fcntl
-
-        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
-    except OSError:
-        return False
+        return _is_net(fd)
     finally:
         os.close(fd)
 
 
-def is_host(path: str) -> bool:
-    """True when the path is the namespace this process runs in or PID 1's: the node's
-    own network, which the plugin must never change."""
-    ident = identity(path)
+def _is_net(fd: int) -> bool:
+    import fcntl
+
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
+
+
+def is_host(target: Target) -> bool:
+    """True when it is the namespace this process runs in or PID 1's: the node's own
+    network, which the plugin must never change."""
+    ident = identity(target)
     return ident is not None and ident in {identity("/proc/self/ns/net"),
                                            identity("/proc/1/ns/net")}
 
@@ -86,8 +141,8 @@ class RouteEntry:
 
 
 
-def _netlink_in(path: str) -> rtnl.Rtnl:
-    """A netlink socket bound to the namespace at `path`.
+def _netlink_in(target: Target) -> rtnl.Rtnl:
+    """A netlink socket bound to the namespace.
 
     A socket belongs to the namespace its thread was in when it was made: this thread
     enters the namespace (setns), opens the socket and returns at once, without forking.
@@ -95,11 +150,10 @@ def _netlink_in(path: str) -> rtnl.Rtnl:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        target = os.open(path, os.O_RDONLY)
-        try:
-            if libc.setns(target, CLONE_NEWNET) != 0:
+        with _descriptor(target) as fd:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, f"setns: {os.strerror(err)}")
             try:
@@ -109,10 +163,21 @@ def _netlink_in(path: str) -> rtnl.Rtnl:
                     err = ctypes.get_errno()
                     raise RuntimeError(f"cannot return to the original network namespace: "
                                        f"{os.strerror(err)}")
-        finally:
-            os.close(target)
     finally:
         os.close(own)
+
+
+@contextlib.contextmanager
+def _descriptor(target: Target) -> Iterator[int]:
+    """The pinned namespace's own descriptor, or the path opened for the moment."""
+    if isinstance(target, Pinned):
+        yield target.fd
+        return
+    fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def find_link(links: list[Link], mac: str, addresses: list[str]) -> Link | None:
@@ -129,17 +194,18 @@ def find_link(links: list[Link], mac: str, addresses: list[str]) -> Link | None:
 
 
 class Netns:
-    """An open view of one network namespace: `with Netns(path) as ns: ns.links()`."""
+    """An open view of one network namespace: `with Netns(target) as ns: ns.links()`."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.path = str(target)
         self._ipr: rtnl.Rtnl | None = None
 
     def __enter__(self) -> Netns:
-        if not os.path.exists(self.path):
+        if not isinstance(self.target, Pinned) and not os.path.exists(self.path):
             raise NetnsError(f"network namespace {self.path} does not exist")
         try:
-            self._ipr = _netlink_in(self.path)
+            self._ipr = _netlink_in(self.target)
         except (OSError, RuntimeError) as e:
             raise NetnsError(f"cannot open network namespace {self.path}: {e}") from None
         return self
@@ -175,44 +241,43 @@ class Netns:
     def link_named(self, name: str) -> Link | None:
         return next((lk for lk in self.links() if lk.name == name), None)
 
-    def routes(self, oif: int) -> list[RouteEntry]:
-        """Routes through the interface in the main table, without the kernel's own
-        connected-subnet and IPv6 link-local routes (those come with the address)."""
+    def routes(self, oif: int | None = None) -> list[RouteEntry]:
+        """Routes through the interface (None: through every interface) in the main table,
+        without the kernel's own connected-subnet and IPv6 link-local routes (those come
+        with the address). One dump of the namespace's routes, whatever it holds."""
+        try:
+            raw = self._nl.routes(socket.AF_UNSPEC)
+        except OSError as e:
+            raise NetnsError(f"cannot read routes in {self.path}: {e}") from None
         out: list[RouteEntry] = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                raw = self._nl.routes(family)
-            except OSError as e:
-                raise NetnsError(f"cannot read routes in {self.path}: {e}") from None
-            for r in raw:
-                if (r.oif != oif or r.type != rtnl.RTN_UNICAST or r.proto == RTPROT_KERNEL
-                        or r.table != rtnl.RT_TABLE_MAIN):
-                    continue
-                zero = "0.0.0.0" if family == socket.AF_INET else "::"
-                net = ipaddress.ip_network(f"{r.dst or zero}/{r.dst_len}", strict=False)
-                if net.version == 6 and (net.is_link_local or net.is_multicast):
-                    continue
-                out.append(RouteEntry(
-                    dst=str(net), gw=r.gateway, oif=oif, priority=r.priority,
-                    table=rtnl.RT_TABLE_MAIN, scope=r.scope,
-                    mtu=r.metrics.get(rtnl.RTAX_MTU), advmss=r.metrics.get(rtnl.RTAX_ADVMSS)))
+        for r in raw:
+            if ((oif is not None and r.oif != oif) or r.oif is None
+                    or r.family not in (socket.AF_INET, socket.AF_INET6)
+                    or r.type != rtnl.RTN_UNICAST or r.proto == RTPROT_KERNEL
+                    or r.table != rtnl.RT_TABLE_MAIN):
+                continue
+            zero = "0.0.0.0" if r.family == socket.AF_INET else "::"
+            net = ipaddress.ip_network(f"{r.dst or zero}/{r.dst_len}", strict=False)
+            if net.version == 6 and (net.is_link_local or net.is_multicast):
+                continue
+            out.append(RouteEntry(
+                dst=str(net), gw=r.gateway, oif=r.oif, priority=r.priority,
+                table=rtnl.RT_TABLE_MAIN, scope=r.scope,
+                mtu=r.metrics.get(rtnl.RTAX_MTU), advmss=r.metrics.get(rtnl.RTAX_ADVMSS)))
         return out
 
     # ---- moving a link between namespaces --------------------------------------
     # A move drops the link's addresses and routes and needs the link down; names are
     # swapped through a temporary name so that neither namespace ever sees a clash.
 
-    def move_link(self, link: Link, target_path: str, tmp_name: str) -> None:
+    def move_link(self, link: Link, target: Target, tmp_name: str) -> None:
         try:
             self._nl.set_link(link.index, up=False)
             self._nl.set_link(link.index, name=tmp_name)
-            fd = os.open(target_path, os.O_RDONLY)
-            try:
+            with _descriptor(target) as fd:
                 self._nl.set_link(link.index, netns_fd=fd)
-            finally:
-                os.close(fd)
         except OSError as e:
-            raise NetnsError(f"cannot move {link.name} from {self.path} to {target_path}: "
+            raise NetnsError(f"cannot move {link.name} from {self.path} to {target}: "
                              f"{e}") from None
 
     def configure_link(self, tmp_name: str, name: str, *, mtu: int, addresses: list[str],
@@ -258,18 +323,22 @@ class Namespaces:
     """The host's namespaces, as the plugin sees them. The plugin takes an instance (unit
     tests give it cni2cnm.testing's in-memory one) instead of calling this module."""
 
-    def identity(self, path: str) -> tuple[int, int] | None:
-        return identity(path)
+    def pin(self, path: str) -> Pinned:
+        """Open the namespace at `path` once (see Pinned); NetnsError when it cannot be."""
+        return pin(path)
 
-    def is_namespace(self, path: str) -> bool:
-        return is_namespace(path)
+    def identity(self, target: Target) -> tuple[int, int] | None:
+        return identity(target)
 
-    def is_host(self, path: str) -> bool:
-        return is_host(path)
+    def is_namespace(self, target: Target) -> bool:
+        return is_namespace(target)
 
-    def open(self, path: str) -> Netns:
-        """`with namespaces.open(path) as ns:`; NetnsError when it cannot be opened."""
-        return Netns(path)
+    def is_host(self, target: Target) -> bool:
+        return is_host(target)
+
+    def open(self, target: Target) -> Netns:
+        """`with namespaces.open(target) as ns:`; NetnsError when it cannot be opened."""
+        return Netns(target)
 
 
 SYSTEM = Namespaces()

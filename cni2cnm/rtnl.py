@@ -12,6 +12,7 @@ for an ACK; the kernel answers NLMSG_ERROR with error 0 (done) or -errno (raised
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -69,6 +70,10 @@ _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, pr
 _RTATTR = struct.Struct("=HH")  # len, type
 _U32 = struct.Struct("=I")
 _ERRNO = struct.Struct("=i")
+
+# A dump reads at most this many entries: a namespace holding more (a full routing table)
+# is refused rather than read at any cost while the container's lock is held.
+MAX_DUMP_ENTRIES = 200_000
 
 
 def _align(n: int) -> int:
@@ -193,9 +198,9 @@ class Rtnl:
                 if kind == NLMSG_DONE:
                     return
                 if kind == NLMSG_ERROR:
-                    errno = -_ERRNO.unpack_from(body)[0]
-                    if errno:
-                        raise OSError(errno, os.strerror(errno))
+                    code = -_ERRNO.unpack_from(body)[0]
+                    if code:
+                        raise OSError(code, os.strerror(code))
                     return
                 yield kind, flags, body
                 if not flags & NLM_F_MULTI:
@@ -209,7 +214,11 @@ class Rtnl:
     def dump(self, kind: int, header: struct.Struct, request: bytes, answer: int
              ) -> Iterator[tuple[tuple[int, ...], dict[int, bytes]]]:
         """A dump request: (fixed header fields, attributes) of each `answer` message."""
-        for mkind, _flags, body in self._replies(self._send(kind, NLM_F_DUMP, request)):
+        for count, (mkind, _flags, body) in enumerate(
+                self._replies(self._send(kind, NLM_F_DUMP, request))):
+            if count >= MAX_DUMP_ENTRIES:
+                raise OSError(errno.E2BIG, f"more than {MAX_DUMP_ENTRIES} entries in one "
+                              "netlink dump; cni2cnm does not read namespaces that large")
             if mkind == answer:
                 yield header.unpack_from(body), attrs(body, header.size)
 

@@ -26,20 +26,6 @@ class StoreBusy(StoreError):
     busy = True
 
 
-def require_private_dir(path: str, st: os.stat_result) -> None:
-    if not stat.S_ISDIR(st.st_mode):
-        raise StoreError(f"{path} is not a directory", path)
-    if st.st_uid != 0:
-        raise StoreError(f"{path} is owned by uid {st.st_uid}, not root: whoever owns it could "
-                         "change what the plugin records and does as root. Fix: chown root:root "
-                         f"{path} && chmod 700 {path} (or point stateDir at a root-owned "
-                         "directory)", path)
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise StoreError(f"{path} is writable by group or others (mode "
-                         f"{stat.S_IMODE(st.st_mode):04o}): others could replace the store or "
-                         f"its lock files. Fix: chmod 700 {path}", path)
-
-
 def open_lock(path: str) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,

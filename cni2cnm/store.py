@@ -14,8 +14,9 @@ file but before the marker leaves one without). A database that is missing, or e
 while the marker exists is a lost store: opening it fails (code 5) instead of silently
 starting again empty.
 
-The state directory is trusted only when it is owned by root and not writable by group
-or others; the files in it are opened without following symbolic links.
+The state directory is trusted only when it, and every directory above it, is owned by root
+and not writable by group or others, and none of them is a symbolic link (cni2cnm.safedirs);
+the files in it are opened without following symbolic links.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from cni2cnm.records import ADDING as ADDING
 from cni2cnm.records import ATTACHED as ATTACHED
 from cni2cnm.records import COLUMNS, SCHEMA, attachment_of
 from cni2cnm.records import Attachment as Attachment
+from cni2cnm.safedirs import UnsafeDir, ensure_dir
 from cni2cnm.statefiles import StoreBusy as StoreBusy
 from cni2cnm.statefiles import StoreError as StoreError
 from cni2cnm.statefiles import (
@@ -43,7 +45,6 @@ from cni2cnm.statefiles import (
     lstat_or_none,
     open_lock,
     remove_if_free,
-    require_private_dir,
     still_named,
 )
 from cni2cnm.testhook import stop_point
@@ -155,25 +156,14 @@ class Store:
             "`cni2cnm inspect` first)", self.path)
 
     def _prepare_dir(self) -> None:
-        """Create the state directory (0700) and refuse one others could write to."""
-        try:
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-            st = os.stat(self.state_dir)
-        except OSError as e:
-            raise StoreError(f"cannot create state directory {self.state_dir}: {e.strerror}",
-                             self.state_dir) from None
-        except (ValueError, UnicodeError) as e:
-            raise StoreError(f"invalid state directory {self.state_dir!r}: {e}",
-                             self.state_dir) from None
-        require_private_dir(self.state_dir, st)
-        try:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.locks_dir, 0o700)
-            st = os.lstat(self.locks_dir)
-        except OSError as e:
-            raise StoreError(f"cannot create lock directory {self.locks_dir}: {e.strerror}",
-                             self.locks_dir) from None
-        require_private_dir(self.locks_dir, st)
+        """Create the state directory (0700; missing parents 0755, whatever the umask) and
+        its locks/, and refuse them when a link or others than root could change where they
+        lead (cni2cnm.safedirs: every component up to `/`)."""
+        for path in (self.state_dir, self.locks_dir):
+            try:
+                ensure_dir(path, 0o700)
+            except UnsafeDir as e:
+                raise StoreError(str(e), e.path) from None
 
     def _lexists(self, path: str) -> bool:
         """Whether `path` exists; a symbolic link there is refused, never followed."""

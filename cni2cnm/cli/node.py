@@ -160,7 +160,7 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
             engine = base.make_engine(s.docker_host)
             try:
                 doc = cl.for_network(engine, network, docker_host=s.docker_host,
-                                     state_dir=s.state_dir)
+                                     state_dir=s.state_dir, daemon_socket=daemon_socket)
             finally:
                 engine.close()
             planned.append(ops.Planned(ops.conflist_path(conf_dir, network), cl.render(doc),

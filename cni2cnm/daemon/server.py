@@ -33,6 +33,7 @@ from typing import Protocol
 
 from cni2cnm import __version__
 from cni2cnm.daemon import wire
+from cni2cnm.safedirs import UnsafeDir, ensure_dir
 
 log = logging.getLogger("cni2cnm-serve")  # not under "cni2cnm": that one is the requests'
 
@@ -105,7 +106,7 @@ class Server:
 
     def bind(self) -> None:
         """Create the socket: owner this process (root), mode 0600, in a directory that only
-        its owner can write (created 0700 when missing)."""
+        its owner can write (created 0700 when missing), on a path no one else can change."""
         _prepare_directory(os.path.dirname(self.path))
         _remove_stale_socket(self.path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -134,7 +135,7 @@ class Server:
         if not path or path.startswith("\0"):
             raise DaemonError("the socket handed over is not a unix socket with a path")
         self.path = path
-        _check_directory(os.path.dirname(path))
+        _prepare_directory(os.path.dirname(path))
         st = os.stat(path)
         if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o022:
             # connecting needs write permission: nobody else may have it
@@ -318,23 +319,13 @@ def _peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
 
 
 def _prepare_directory(directory: str) -> None:
+    """The socket's directory: made 0700 when missing (parents 0755, whatever the umask);
+    no symbolic link on the way and none that others than this user (root) could write
+    (cni2cnm.safedirs)."""
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=False)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise DaemonError(f"cannot create {directory}: {e.strerror or e}") from None
-    _check_directory(directory)
-
-
-def _check_directory(directory: str) -> None:
-    st = os.stat(directory)
-    if not stat.S_ISDIR(st.st_mode):
-        raise DaemonError(f"{directory} is not a directory")
-    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        raise DaemonError(
-            f"{directory} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}: "
-            "the socket's directory must be writable by this user only (e.g. mode 0700)")
+        ensure_dir(directory, 0o700)
+    except UnsafeDir as e:
+        raise DaemonError(f"the socket's directory: {e}") from None
 
 
 def _remove_stale_socket(path: str) -> None:

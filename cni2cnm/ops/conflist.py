@@ -14,8 +14,9 @@
     }
 
 `args.cni2cnm` is a note of what the engine said when the file was made (the spec lets
-`args` carry arbitrary data; the plugin reads only `args.cni`). `dockerHost` and `stateDir`
-are written only when they differ from the plugin's defaults. The result is parsed back
+`args` carry arbitrary data; the plugin reads only `args.cni`). `dockerHost`, `stateDir` and
+`daemonSocket` are written only when they differ from the plugin's defaults (an empty
+`daemonSocket`: no daemon). The result is parsed back
 through the protocol layer before it is printed or written.
 """
 
@@ -29,6 +30,7 @@ from cni2cnm import PLUGIN_TYPE
 from cni2cnm.cni.config import NetConf, parse_netconf
 from cni2cnm.cni.errors import CNIError
 from cni2cnm.cni.names import NAME_RE
+from cni2cnm.daemon.wire import DEFAULT_SOCKET
 from cni2cnm.engine import DEFAULT_HOST, Engine, Network
 from cni2cnm.ops import OpError
 from cni2cnm.plugin.config import DEFAULT_STATE_DIR, PluginConf
@@ -72,7 +74,8 @@ def engine_note(network: Network) -> dict[str, Any]:
 
 def build(network: Network, *, name: str | None = None, cni_version: str = "1.0.0",
           chain: Sequence[str] = (), docker_host: str = DEFAULT_HOST,
-          state_dir: str = DEFAULT_STATE_DIR) -> dict[str, Any]:
+          state_dir: str = DEFAULT_STATE_DIR, daemon_socket: str = DEFAULT_SOCKET
+          ) -> dict[str, Any]:
     name = name or network.name
     caps = {"ips": True, "mac": True, "aliases": True}
     if "portmap" in chain:
@@ -82,6 +85,8 @@ def build(network: Network, *, name: str | None = None, cni_version: str = "1.0.
         entry["dockerHost"] = docker_host
     if state_dir != DEFAULT_STATE_DIR:
         entry["stateDir"] = state_dir
+    if daemon_socket != DEFAULT_SOCKET:
+        entry["daemonSocket"] = daemon_socket
     entry["capabilities"] = caps
     entry["args"] = {PLUGIN_TYPE: engine_note(network)}
     plugins = [entry] + [{"type": t, **json.loads(json.dumps(CHAIN_ENTRIES.get(t, {})))}

@@ -12,10 +12,12 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from cni2cnm import safedirs
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
 from cni2cnm.daemon.wire import DEFAULT_SOCKET
 from cni2cnm.engine import API_IFNAME, API_MAC_ON_CONNECT, Engine, EngineError, redact
@@ -188,9 +190,16 @@ def check_network(engine: Engine, ref: str, role: str | None = None) -> Check:
     return Check("network", OK, what)
 
 
+def unsafe_state_dir(unsafe: safedirs.UnsafeDir) -> Check:
+    what, _, fix = str(unsafe).partition(" Fix: ")
+    return Check("state-dir", FAIL, f"{what}; the plugin refuses it (code 5)",
+                 fix or "set stateDir / --state-dir to a root-owned directory")
+
+
 def check_state_dir(state_dir: str) -> Check:
     store = Store(state_dir)
     marker = getattr(store, "marker", "")
+    unsafe = safedirs.problem_of(state_dir)  # a link or a directory others can write on the way
     if os.path.isdir(state_dir):
         st = os.stat(state_dir)
         mode = st.st_mode & 0o777
@@ -200,6 +209,8 @@ def check_state_dir(state_dir: str) -> Check:
                          "change what the plugin records and does as root, so it refuses the "
                          "directory (code 5)", f"chown root:root {state_dir} && chmod 700 "
                          f"{state_dir}")
+        if unsafe is not None:
+            return unsafe_state_dir(unsafe)
         if not os.access(state_dir, os.W_OK | os.X_OK):
             return Check("state-dir", FAIL, f"{state_dir} is not writable",
                          f"run as root, or chown/chmod {state_dir}")
@@ -213,6 +224,8 @@ def check_state_dir(state_dir: str) -> Check:
                          "creates it 0700 (it holds container IDs and lock files)",
                          f"chmod 700 {state_dir}")
         return Check("state-dir", OK, f"{state_dir} exists, mode 0700, writable")
+    if unsafe is not None:
+        return unsafe_state_dir(unsafe)
     if os.path.exists(state_dir):
         return Check("state-dir", FAIL, f"{state_dir} exists and is not a directory",
                      "remove it or set stateDir / --state-dir elsewhere")
@@ -307,8 +320,7 @@ def check_conf_dir(conf_dir: str, network: str | None, docker_host: str = "") ->
 
 def plugin_installation(path: str) -> trust.Installation | None:
     """The interpreter and package directory a plugin file `cni2cnm install` wrote runs
-    (None when it is not such a file). Site-packages and the standard library are known
-    only for the interpreter running these checks."""
+    (None when it is not such a file), with the sys.path that interpreter gives it."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read(64 << 10)
@@ -330,11 +342,12 @@ def plugin_installation(path: str) -> trust.Installation | None:
                     package_dir = ast.literal_eval(m.group(1))
     if not python or not python.startswith("/"):
         return None
-    here = trust.this_installation()
-    if os.path.abspath(python) == here.python:
-        return trust.this_installation(python, package_dir if isinstance(package_dir, str)
-                                       else None)
-    return trust.Installation(python=python, package_dir=package_dir or "")
+    if isinstance(package_dir, str):
+        return trust.this_installation(python, package_dir)
+    # `python -I -m cni2cnm`: this package if it is this interpreter, else whichever its
+    # sys.path (checked in full) gives
+    same = os.path.abspath(python) == os.path.abspath(sys.executable)
+    return trust.this_installation(python, None if same else "")
 
 
 def check_trust(bin_dir: str) -> Check:
@@ -347,7 +360,7 @@ def check_trust(bin_dir: str) -> Check:
     if inst is None:
         return Check("trust", WARN, f"{path} was not written by `cni2cnm install`: cannot "
                      "tell which code it runs", f"cni2cnm install --bin-dir {bin_dir} --force")
-    problems = trust.problems_of(inst) if inst.package_dir else trust.path_problems(inst.python)
+    problems = trust.problems_of(inst)
     if problems:
         return Check("trust", FAIL, f"the plugin runs as root code that others than root can "
                      f"change: {trust.describe(problems)}", trust.fix(problems))

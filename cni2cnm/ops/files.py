@@ -16,8 +16,14 @@ def atomic_write(path: str, content: str, mode: int = 0o644) -> None:
     """Write `content` to `path` through a temporary file and a rename: readers (a runtime
     scanning its conf dir, kubelet exec'ing the plugin) never see a half-written file."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
+    old_umask = os.umask(0o022)  # missing directories 0755 whatever the caller's umask
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
+    except OSError as e:
+        raise OpError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        os.umask(old_umask)
+    try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
     except OSError as e:
         raise OpError(f"cannot write {path}: {e.strerror or e}") from None

@@ -46,6 +46,7 @@ from typing import Any
 from cni2cnm import PLUGIN_TYPE
 from cni2cnm.ops import OpError, trust
 from cni2cnm.ops.files import atomic_write, read_text, sha256_of, sha256_text
+from cni2cnm.safedirs import UnsafeDir, ensure_dir
 
 MANIFEST = "install-manifest.json"
 PLUGIN_NAME = PLUGIN_TYPE  # the executable is named after the config type
@@ -131,11 +132,16 @@ def read_manifest(state_dir: str) -> dict[str, dict[str, Any]]:
     return {p: v for p, v in files.items() if isinstance(v, dict)}
 
 
-def write_manifest(state_dir: str, files: dict[str, dict[str, Any]]) -> None:
+def prepare_state_dir(state_dir: str) -> None:
+    """Made 0700 (parents 0755), no link on the way, only root can change it (safedirs)."""
     try:
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise OpError(f"cannot create state directory {state_dir}: {e.strerror}") from None
+        ensure_dir(state_dir, 0o700)
+    except UnsafeDir as e:
+        raise OpError(f"state directory: {e}") from None
+
+
+def write_manifest(state_dir: str, files: dict[str, dict[str, Any]]) -> None:
+    prepare_state_dir(state_dir)
     doc = {"version": 1, "files": dict(sorted(files.items()))}
     atomic_write(_manifest_path(state_dir), json.dumps(doc, indent=2) + "\n", mode=0o600)
 
@@ -148,6 +154,7 @@ def install(planned: list[Planned], state_dir: str, force: bool,
     """Place the files. Nothing is written when one exists with other content and not
     --force, or when others than root could change the code the plugin runs (trust.py)."""
     trust.require_trusted(installation)
+    prepare_state_dir(state_dir)  # before anything is placed: the manifest must be writable
     different = []
     for p in planned:
         current = sha256_of(p.path)

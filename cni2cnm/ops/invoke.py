@@ -32,6 +32,7 @@ from cni2cnm.engine import Container, Engine, EngineUnavailable
 from cni2cnm.ops import OpError, netns_container_id
 from cni2cnm.ops.files import atomic_write, read_json_object
 from cni2cnm.ops.inspect import CACHE_KIND, CLI_RESULTS_DIR, read_records
+from cni2cnm.safedirs import UnsafeDir, ensure_dir
 from cni2cnm.store import Attachment
 
 DEFAULT_CNI_VERSION = "1.0.0"
@@ -225,9 +226,9 @@ def write_cache(path: str, conf: dict[str, Any], container_id: str, ifname: str,
         "result": result,
     }
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise OpError(f"cannot create {os.path.dirname(path)}: {e.strerror}") from None
+        ensure_dir(os.path.dirname(path), 0o700)  # in stateDir: no link, root's alone
+    except UnsafeDir as e:
+        raise OpError(str(e)) from None
     atomic_write(path, json.dumps(doc, indent=2) + "\n", mode=0o600)
 
 

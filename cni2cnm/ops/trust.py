@@ -7,9 +7,12 @@ refuses, and `cni2cnm doctor` FAILs, unless each of these
 
 - the interpreter (the path the plugin file names, every symbolic link on the way and the
   file they lead to),
-- the directory the package is imported from, and every file and directory of the package,
-- site-packages, and everything in it; the standard library directory and the
-  directories site-packages' .pth files add to sys.path,
+- every entry of the sys.path the plugin file will have, and everything in it: the
+  directory the package is imported from, the standard library, every site-packages
+  directory `site` adds (the base interpreter's too, for a venv made with
+  --system-site-packages), their .pth files and the directories those add. It is learnt
+  from the interpreter itself, as the plugin file starts it (-I -S, then `site`), without
+  running any .pth file: only after the interpreter passed,
 
 and every directory above them up to `/` is owned by root and not writable by group or
 others. A world-writable sticky directory is refused too (anyone can create entries there),
@@ -25,15 +28,16 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import sysconfig
 from dataclasses import dataclass, field
 
 from cni2cnm.ops import OpError
+from cni2cnm.safedirs import component_problem
 
 MAX_LINK_HOPS = 40
 # Sticky, world-writable, root-owned: accepted as directories above the checked path only.
 SYSTEM_TMP_DIRS = frozenset({"/tmp", "/var/tmp", "/dev/shm"})
 MAX_REPORTED = 5
+ROOT = frozenset({0})
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,10 @@ class Installation:
 
     python: str
     package_dir: str  # the sys.path entry cni2cnm is imported from
-    site_dirs: list[str] = field(default_factory=list)  # walked in full
-    other_dirs: list[str] = field(default_factory=list)  # the directories only (stdlib)
+    # every other sys.path entry of the plugin (stdlib, site-packages, what .pth files add):
+    # walked in full
+    site_dirs: list[str] = field(default_factory=list)
+    unknown: str = ""  # why the interpreter could not tell its sys.path
 
     @property
     def package(self) -> str:
@@ -61,18 +67,59 @@ class Installation:
 
 def this_installation(python: str | None = None, package_dir: str | None = None
                       ) -> Installation:
-    """The running interpreter's installation (what `cni2cnm install` writes a plugin for)."""
+    """The installation a plugin file for `python` (default: this one) and `package_dir`
+    (default: this package's; "": none, cni2cnm comes from sys.path) runs, with the
+    sys.path it will have."""
     if package_dir is None:
         import cni2cnm
 
         package_dir = os.path.dirname(os.path.dirname(os.path.abspath(cni2cnm.__file__)))
-    paths = sysconfig.get_paths()
-    site = list(dict.fromkeys(p for p in (paths.get("purelib"), paths.get("platlib")) if p))
-    stdlib = list(dict.fromkeys(p for p in (paths.get("stdlib"), paths.get("platstdlib"))
-                                if p))
-    return Installation(python=os.path.abspath(python or sys.executable),
-                        package_dir=os.path.abspath(package_dir), site_dirs=site,
-                        other_dirs=stdlib + [d for s in site for d in pth_dirs(s)])
+    inst = Installation(python=os.path.abspath(python or sys.executable),
+                        package_dir=os.path.abspath(package_dir) if package_dir else "")
+    if path_problems(inst.python):
+        return inst  # never run an interpreter others could have changed
+    try:
+        entries = plugin_sys_path(inst.python)
+    except OpError as e:
+        inst.unknown = str(e)
+        return inst
+    inst.site_dirs = [d for d in entries if d != inst.package_dir]
+    return inst
+
+
+# Run by the plugin's interpreter with -I -S, as the plugin file starts it: the sys.path it
+# has then, and the site-packages directories `site` would add (site.venv reads pyvenv.cfg,
+# and with include-system-site-packages the base interpreter's are added too). No .pth file
+# is processed here: pth_dirs reads them without running their `import` lines.
+_PROBE = """
+import json, site, sys
+site.addsitepackages = lambda known_paths, prefixes=None: known_paths
+site.venv(set())
+print(json.dumps({"path": sys.path, "site": site.getsitepackages()}))
+"""
+
+
+def plugin_sys_path(python: str) -> list[str]:
+    """Every sys.path entry the plugin file will have once `site` ran (cni2cnm.entry runs
+    it): the interpreter's own, its site-packages directories and what their .pth files
+    add. OpError when the interpreter cannot tell."""
+    import json
+    import subprocess
+
+    try:
+        proc = subprocess.run([python, "-I", "-S", "-c", _PROBE], capture_output=True,
+                              text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+                              check=False)
+        doc = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        raise OpError(f"cannot run {python} to learn its sys.path: {e}") from None
+    if not isinstance(doc, dict):
+        raise OpError(f"cannot run {python} to learn its sys.path: exit "
+                      f"{proc.returncode}: {proc.stderr.strip()[-300:]}")
+    path = [os.path.abspath(p) for p in doc.get("path", []) if isinstance(p, str) and p]
+    site = [os.path.abspath(p) for p in doc.get("site", []) if isinstance(p, str) and p
+            and os.path.isdir(p)]
+    return list(dict.fromkeys(path + [e for d in site for e in (d, *pth_dirs(d))]))
 
 
 def pth_dirs(site_dir: str) -> list[str]:
@@ -98,15 +145,8 @@ def pth_dirs(site_dir: str) -> list[str]:
 
 def entry_problem(path: str, st: os.stat_result) -> Problem | None:
     """One file or directory (not a link): owned by root, not writable by group/others."""
-    if st.st_uid != 0:
-        return Problem(path, f"is owned by uid {st.st_uid}, not root")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        mode = stat.S_IMODE(st.st_mode)
-        if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
-            return Problem(path, f"is a sticky directory writable by others (mode {mode:04o}, "
-                           "like /tmp): anyone can create entries there")
-        return Problem(path, f"is writable by group or others (mode {mode:04o})")
-    return None
+    why = component_problem(st, ROOT, sticky_ok=False)
+    return Problem(path, why) if why is not None else None
 
 
 def _lstat(path: str, problems: list[Problem]) -> os.stat_result | None:
@@ -182,16 +222,20 @@ def tree_problems(top: str) -> list[Problem]:
 def problems_of(inst: Installation) -> list[Problem]:
     """Everything wrong with the installation, in a stable order, without duplicates."""
     problems = path_problems(inst.python)
-    problems += path_problems(inst.package_dir)
-    if os.path.isdir(inst.package):
-        problems += path_problems(inst.package) + tree_problems(inst.package)
-    for d in inst.site_dirs:
-        if os.path.lexists(d):
-            problems += path_problems(d) + tree_problems(d)
-    for d in inst.other_dirs:
-        if os.path.lexists(d):
-            problems += path_problems(d)
+    if inst.unknown:
+        problems.append(Problem(inst.python, f"cannot tell the plugin's sys.path "
+                                f"({inst.unknown})"))
+    walked: list[str] = []
+    for d in [inst.package_dir, *inst.site_dirs]:
+        if not os.path.lexists(d) or any(_below(d, top) for top in walked):
+            continue
+        problems += path_problems(d) + tree_problems(d)
+        walked.append(d)
     return _unique(problems)
+
+
+def _below(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def describe(problems: list[Problem]) -> str:

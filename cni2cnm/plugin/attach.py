@@ -35,6 +35,7 @@ def add_container(ctx: AddContext, container: Container) -> Attached:
         state=ADDING, docker_network=conf.docker_network, network_id=network.id,
         network_name=network.name, docker_id=container.id, docker_name=container.name,
         netns=env.netns, none_detached=detach_none, docker_host=engine.base_url,
+        **netns_identity(ctx),
     ))
     with undone_on_failure(engine, ctx.namespaces, ctx.store, att):
         stop_point(ctx.environ, "after-intent")
@@ -66,7 +67,7 @@ def verify_attached(ctx: AddContext, container: Container) -> Attached:
     if ep is None or not ep.attached:
         raise CNIError(Code.ENGINE_REFUSED, "endpoint missing after connect",
                        f"Docker reported no endpoint of {container.name} in {network.name}")
-    with ctx.namespaces.open(env.netns) as ns:
+    with ctx.namespaces.open(ctx.target) as ns:
         links = ns.links()
         link = netns.find_link(links, ep.mac, ep.addresses)
         if link is None:
@@ -104,14 +105,19 @@ def check_requested(ctx: AddContext, attached: Attached) -> None:
                        f"{link.name} in {env.netns} lacks {missing} reported by Docker")
 
 
+def netns_identity(ctx: AddContext) -> dict[str, int]:
+    """The identity of the namespace ADD opened, recorded with the intent: DEL and CHECK
+    touch the namespace only while CNI_NETNS still names it."""
+    dev, ino = ctx.namespaces.identity(ctx.target) or (0, 0)
+    return {"netns_dev": dev, "netns_ino": ino}
+
+
 def record_attached(ctx: AddContext, att: Attachment, attached: Attached) -> None:
-    ident = ctx.namespaces.identity(ctx.env.netns) or (0, 0)
     att.state = ATTACHED
     att.endpoint_id = attached.endpoint.endpoint_id
     att.interface = attached.link.name
     att.mac = attached.link.mac
     att.ips = attached.endpoint.addresses
-    att.netns_dev, att.netns_ino = ident
     ctx.store.put(att)
 
 

@@ -7,7 +7,12 @@ import time
 
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.plugin import proxy
-from cni2cnm.plugin.attach import check_requested, record_attached, undone_on_failure
+from cni2cnm.plugin.attach import (
+    check_requested,
+    netns_identity,
+    record_attached,
+    undone_on_failure,
+)
 from cni2cnm.plugin.context import AddContext, Attached
 from cni2cnm.plugin.preflight import visible
 from cni2cnm.store import ADDING, Attachment
@@ -22,6 +27,7 @@ def add_proxy(ctx: AddContext) -> Attached:
         state=ADDING, mode="proxy", docker_network=conf.docker_network,
         network_id=ctx.network.id, network_name=ctx.network.name, docker_name=name,
         sandbox_name=name, netns=env.netns, docker_host=engine.base_url,
+        **netns_identity(ctx),
     ))
     with undone_on_failure(engine, ctx.namespaces, store, att):
         stop_point(ctx.environ, "after-intent")
@@ -70,7 +76,8 @@ def _move_endpoint_in(ctx: AddContext, att: Attachment) -> Attached:
                        f"{network.name}")
     att.mac = ep.mac
     ctx.store.put(att)
-    moved = proxy.move_in(ctx.namespaces, sandbox, ep.mac, ep.addresses, env.netns, env.ifname)
+    moved = proxy.move_in(ctx.namespaces, sandbox, ep.mac, ep.addresses, ctx.target,
+                          env.ifname)
     att.sandbox_ifname = moved.sandbox_ifname
     attached = Attached(endpoint=ep, link=moved.link, routes=moved.routes)
     check_requested(ctx, attached)

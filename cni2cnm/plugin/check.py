@@ -40,10 +40,28 @@ def check_attachment(engine: EngineAPI, namespaces: netns.Namespaces, att: Attac
     prev_mac = prev.interfaces[ours[0]].mac
     if prev_mac and ep.mac and prev_mac.lower() != ep.mac:
         fail_check(f"endpoint MAC is {ep.mac}, prevResult says {prev_mac}")
-    if not namespaces.is_namespace(env.netns):
+    try:
+        target = namespaces.pin(env.netns)
+    except netns.NetnsError:
         fail_check(f"network namespace {env.netns} does not exist")
-    with namespaces.open(env.netns) as ns:
+        return
+    with target:
+        check_interface(namespaces, target, att, prev, ep, env)
+
+
+def check_interface(namespaces: netns.Namespaces, target: netns.Pinned, att: Attachment,
+                    prev: Result, ep: Endpoint, env: CNIEnv) -> None:
+    """Inside CNI_NETNS, opened once: still the namespace ADD attached, with the interface,
+    its addresses and (proxy mode) its routes."""
+    if not namespaces.is_namespace(target):
+        fail_check(f"network namespace {env.netns} does not exist")
+    recorded = (att.netns_dev, att.netns_ino)
+    if recorded != (0, 0) and target.identity != recorded:
+        fail_check(f"{env.netns} is no longer the network namespace ADD attached")
+    with namespaces.open(target) as ns:
         link = ns.link_named(env.ifname)
+        present = ({(r.dst, r.gw) for r in ns.routes(link.index)}
+                   if link is not None and att.mode == "proxy" else set())
     if link is None:
         fail_check(f"no interface {env.ifname} in {env.netns}")
         return
@@ -53,16 +71,14 @@ def check_attachment(engine: EngineAPI, namespaces: netns.Namespaces, att: Attac
     if missing:
         fail_check(f"{env.ifname} in {env.netns} lacks addresses {missing}")
     if att.mode == "proxy":
-        check_proxy_routes(namespaces, prev, ep, link, env)
+        check_proxy_routes(prev, ep, present, env)
 
 
-def check_proxy_routes(namespaces: netns.Namespaces, prev: Result, ep: Endpoint,
-                       link: netns.Link, env: CNIEnv) -> None:
+def check_proxy_routes(prev: Result, ep: Endpoint, present: set[tuple[str, str | None]],
+                       env: CNIEnv) -> None:
     """Proxy mode re-created the routes Docker configured: they must still be there."""
     gateways = {g for g in (ep.gateway, ep.ipv6_gateway) if g}
     wanted = [(r.dst, r.gw) for r in prev.routes if r.gw in gateways]
-    with namespaces.open(env.netns) as ns:
-        present = {(r.dst, r.gw) for r in ns.routes(link.index)}
     lost = [f"{dst} via {gw}" for dst, gw in wanted if (dst, gw) not in present]
     if lost:
         fail_check(f"routes missing from {env.ifname} in {env.netns}: {', '.join(lost)}")

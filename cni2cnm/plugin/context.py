@@ -24,6 +24,7 @@ class AddContext:
     environ: Mapping[str, str]
     request: EndpointRequest
     network: Network
+    target: netns.Pinned  # CNI_NETNS, opened once: every step uses it, never the path
     links_before: set[str] = field(default_factory=set)  # interfaces in CNI_NETNS before
 
 

@@ -93,16 +93,16 @@ class DockerPlugin:
     def add(self, env: CNIEnv, conf: PluginConf) -> Result:
         prev = parse_result(conf.prevResult, conf.cniVersion) if conf.prevResult else None
         request = endpoint_request(env, conf)
-        preflight.refuse_unusable_netns(self.namespaces, env.netns)
-        with boundary("ADD"), Store(conf.stateDir) as store, store.lock(env.container_id), \
+        with preflight.pinned_netns(self.namespaces, env.netns) as target, boundary("ADD"), \
+                Store(conf.stateDir) as store, store.lock(env.container_id), \
                 self.engine(conf) as engine:
             finish_interrupted_add(engine, self.namespaces, store, env, conf)
-            container = preflight.sandbox_for(engine, self.namespaces, env, conf)
+            container = preflight.sandbox_for(engine, self.namespaces, env, conf, target)
             ctx = AddContext(env=env, conf=conf, engine=engine, store=store,
                              namespaces=self.namespaces, environ=self.environ,
-                             request=request,
+                             request=request, target=target,
                              network=preflight.find_network(engine, conf.docker_network))
-            ctx.links_before = preflight.refuse_taken_ifname(self.namespaces, env)
+            ctx.links_before = preflight.refuse_taken_ifname(self.namespaces, env, target)
             preflight.refuse_unusable_addresses(ctx.network, request)
             if container is None:
                 attached = add_proxy(ctx)

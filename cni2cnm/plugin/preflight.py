@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
+from collections.abc import Iterator
 
 from cni2cnm import netns
 from cni2cnm.cni.env import CNIEnv
@@ -16,7 +18,23 @@ from cni2cnm.plugin.request import EndpointRequest
 log = logging.getLogger("cni2cnm.plugin")
 
 
-def refuse_unusable_netns(namespaces: netns.Namespaces, path: str) -> None:
+@contextlib.contextmanager
+def pinned_netns(namespaces: netns.Namespaces, path: str) -> Iterator[netns.Pinned]:
+    """CNI_NETNS opened once and checked on that descriptor; every later step uses it, so
+    a path that names another namespace a moment later (a bind mount replaced, a PID
+    reused) changes nothing but the namespace checked here."""
+    try:
+        target = namespaces.pin(path)
+    except netns.NetnsError:
+        raise CNIError(Code.INVALID_ENVIRONMENT, "CNI_NETNS is not a network namespace",
+                       f"CNI_NETNS={path} does not exist or is not a network namespace"
+                       ) from None
+    with target:
+        refuse_unusable_netns(namespaces, target)
+        yield target
+
+
+def refuse_unusable_netns(namespaces: netns.Namespaces, path: netns.Target) -> None:
     """CNI_NETNS must be a network namespace, and never the node's own."""
     if not namespaces.is_namespace(path):
         raise CNIError(Code.INVALID_ENVIRONMENT, "CNI_NETNS is not a network namespace",
@@ -28,11 +46,11 @@ def refuse_unusable_netns(namespaces: netns.Namespaces, path: str) -> None:
 
 
 def sandbox_for(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv,
-                conf: PluginConf) -> Container | None:
+                conf: PluginConf, target: netns.Pinned) -> Container | None:
     """The Docker container to connect, or None for a proxy sandbox (by `mode`)."""
     if conf.mode == "proxy":
         return None
-    container, looked = find_container(engine, namespaces, env)
+    container, looked = find_container(engine, namespaces, env, target)
     if container is None and conf.mode == "container":
         raise CNIError(Code.UNKNOWN_CONTAINER, "no Docker container for this CNI container",
                        f"looked for {', '.join(looked)} on the Docker engine; none found "
@@ -47,10 +65,11 @@ def container_refs(env: CNIEnv) -> list[str]:
     return [ref for ref in dict.fromkeys(refs) if ref]
 
 
-def find_container(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv
-                   ) -> tuple[Container | None, list[str]]:
-    """The Docker container that is the CNI container's CNM sandbox, and what was tried."""
-    wanted = namespaces.identity(env.netns) if env.netns else None
+def find_container(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv,
+                   target: netns.Pinned | None = None) -> tuple[Container | None, list[str]]:
+    """The Docker container that is the CNI container's CNM sandbox, and what was tried
+    (`target`: CNI_NETNS as ADD opened it; else its path is looked up now)."""
+    wanted = namespaces.identity(target or env.netns) if env.netns else None
     looked: list[str] = []
     for ref in container_refs(env):
         looked.append(f"container {ref!r}")
@@ -127,11 +146,11 @@ def refuse_existing_endpoint(container: Container, network: Network) -> None:
                        f"{', '.join(ep.addresses) or 'no address'}), not by cni2cnm")
 
 
-def refuse_taken_ifname(namespaces: netns.Namespaces, env: CNIEnv) -> set[str]:
+def refuse_taken_ifname(namespaces: netns.Namespaces, env: CNIEnv, target: netns.Pinned
+                        ) -> set[str]:
     """The spec: an interface of the requested name already in the container is an error.
     Returns the names of the interfaces there now."""
-    refuse_unusable_netns(namespaces, env.netns)
-    with namespaces.open(env.netns) as ns:
+    with namespaces.open(target) as ns:
         names = {lk.name for lk in ns.links()}
     if env.ifname in names:
         raise CNIError(Code.INTERFACE_EXISTS, "interface already exists",

@@ -99,8 +99,9 @@ def refuse_exited(sandbox: Container, image: str) -> None:
 
 
 def move_in(namespaces: netns.Namespaces, sandbox: Container, mac: str, addresses: list[str],
-            target: str, ifname: str) -> Moved:
-    """Move the endpoint's interface from the sandbox into `target` as `ifname`."""
+            target: netns.Pinned, ifname: str) -> Moved:
+    """Move the endpoint's interface from the sandbox into `target` (CNI_NETNS as ADD opened
+    it) as `ifname`."""
     tmp = "c2c" + secrets.token_hex(5)
     with namespaces.open(f"/proc/{sandbox.pid}/ns/net") as src:
         link = netns.find_link(src.links(), mac, addresses)
@@ -112,18 +113,35 @@ def move_in(namespaces: netns.Namespaces, sandbox: Container, mac: str, addresse
         # A destination the namespace routes already (its primary network's default route,
         # when this is a second network) stays as it is, as Docker does for its own
         # sandboxes; adding it again is refused by the kernel (EEXIST).
-        present = {r.dst for lk in dst.links() for r in dst.routes(lk.index)}
+        # One route dump, whatever the namespace holds (not one per interface).
+        present = {r.dst for r in dst.routes()}
         routes = [r for r in routes if r.dst not in present]
         moved = dst.configure_link(tmp, ifname, mtu=link.mtu, addresses=list(link.addresses),
                                    routes=routes)
         return Moved(sandbox_ifname=link.name, link=moved, routes=dst.routes(moved.index))
 
 
-def move_back(namespaces: netns.Namespaces, target: str, mac: str, sandbox: Container,
-              sandbox_ifname: str) -> bool:
-    """Return the interface to the sandbox under its original name. False if it is gone."""
-    if not namespaces.is_namespace(target):
+def move_back(namespaces: netns.Namespaces, path: str, mac: str, sandbox: Container,
+              sandbox_ifname: str, recorded: tuple[int, int] = (0, 0)) -> bool:
+    """Return the interface to the sandbox under its original name. False if it is gone, or
+    when `path` no longer names the namespace ADD recorded (`recorded`, its identity): the
+    namespace is opened once, checked, and only that one is changed."""
+    try:
+        target = namespaces.pin(path)
+    except netns.NetnsError:
         return False
+    with target:
+        if not namespaces.is_namespace(target):
+            return False
+        if recorded != (0, 0) and target.identity != recorded:
+            log.warning("not moving the interface back from %s: it is no longer the network "
+                        "namespace ADD attached", path)
+            return False
+        return _move_back_from(namespaces, target, mac, sandbox, sandbox_ifname)
+
+
+def _move_back_from(namespaces: netns.Namespaces, target: netns.Pinned, mac: str,
+                    sandbox: Container, sandbox_ifname: str) -> bool:
     tmp = "c2c" + secrets.token_hex(5)
     with namespaces.open(target) as src:
         link = next((lk for lk in src.links() if lk.mac == mac), None)
@@ -165,7 +183,8 @@ def release(engine: EngineAPI, namespaces: netns.Namespaces, att: Attachment) ->
         return
     if sandbox.running and sandbox.pid and att.mac and att.netns:
         try:
-            move_back(namespaces, att.netns, att.mac, sandbox, att.sandbox_ifname)
+            move_back(namespaces, att.netns, att.mac, sandbox, att.sandbox_ifname,
+                      (att.netns_dev, att.netns_ino))
         except netns.NetnsError as e:
             log.warning("could not move the interface back into %s (%s); removing it anyway",
                         sandbox.name, e)

@@ -68,6 +68,20 @@ def _metric(r: RouteEntry) -> int:
     return r.priority if r.priority is not None else (1024 if ":" in r.dst else 0)
 
 
+class FakePinned(netns.Pinned):
+    """A fake namespace opened once: it keeps naming that namespace whatever its path names
+    later (`FakeNamespaces.paths` rebound, as a bind mount replaced)."""
+
+    def __init__(self, path: str, ns: FakeNamespace | None, ident: tuple[int, int]) -> None:
+        self.path = path
+        self.fd = -1
+        self.identity = ident
+        self.ns = ns  # None: the file opened is no network namespace
+
+    def close(self) -> None:
+        pass
+
+
 class FakeNamespaces(netns.Namespaces):
     """The namespaces the plugin may look into, by path. Pass to DockerPlugin(namespaces=)."""
 
@@ -117,34 +131,53 @@ class FakeNamespaces(netns.Namespaces):
 
     # ---- netns.Namespaces ---------------------------------------------------------
 
-    def identity(self, path: str) -> tuple[int, int] | None:
-        if path in self.not_netns:
-            return (1, zlib.crc32(path.encode()))
+    def resolve(self, target: netns.Target) -> FakeNamespace | None:
+        """The namespace a path names now, or the one a pinned target holds."""
+        if isinstance(target, FakePinned):
+            return target.ns
+        return self.paths.get(str(target))
+
+    def pin(self, path: str) -> FakePinned:
         ns = self.paths.get(path)
+        ident = self.identity(path)
+        if ident is None:
+            raise NetnsError(f"cannot open network namespace {path}: No such file or "
+                             "directory")
+        return FakePinned(path, ns, ident)
+
+    def identity(self, target: netns.Target) -> tuple[int, int] | None:
+        if isinstance(target, FakePinned):
+            return target.identity
+        if target in self.not_netns:
+            return (1, zlib.crc32(target.encode()))
+        ns = self.resolve(target)
         return ns.identity if ns is not None else None
 
-    def is_namespace(self, path: str) -> bool:
-        return path in self.paths
+    def is_namespace(self, target: netns.Target) -> bool:
+        if isinstance(target, FakePinned):
+            return target.ns is not None
+        return target in self.paths
 
-    def is_host(self, path: str) -> bool:
-        return self.paths.get(path) is self.host
+    def is_host(self, target: netns.Target) -> bool:
+        return self.resolve(target) is self.host
 
-    def open(self, path: str) -> FakeNetns:  # type: ignore[override]
-        return FakeNetns(self, path)
+    def open(self, target: netns.Target) -> FakeNetns:  # type: ignore[override]
+        return FakeNetns(self, target)
 
 
 class FakeNetns(netns.Netns):
     """An open view of one fake namespace, with the methods of netns.Netns."""
 
-    def __init__(self, spaces: FakeNamespaces, path: str) -> None:
-        super().__init__(path)
+    def __init__(self, spaces: FakeNamespaces, target: netns.Target) -> None:
+        super().__init__(target)
         self.spaces = spaces
         self.ns: FakeNamespace | None = None
 
     def __enter__(self) -> FakeNetns:
-        if self.path not in self.spaces.paths:
+        ns = self.spaces.resolve(self.target)
+        if ns is None or not self.spaces.is_namespace(self.target):
             raise NetnsError(f"network namespace {self.path} does not exist")
-        self.ns = self.spaces.paths[self.path]
+        self.ns = ns
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -163,19 +196,19 @@ class FakeNetns(netns.Netns):
     def link_named(self, name: str) -> Link | None:
         return self._ns.named(name)
 
-    def routes(self, oif: int) -> list[RouteEntry]:
-        return [r for r in self._ns.routes if r.oif == oif]
+    def routes(self, oif: int | None = None) -> list[RouteEntry]:
+        return [r for r in self._ns.routes if oif is None or r.oif == oif]
 
-    def move_link(self, link: Link, target_path: str, tmp_name: str) -> None:
+    def move_link(self, link: Link, to: netns.Target, tmp_name: str) -> None:
         if self.spaces.fail_moves:
             raise NetnsError(self.spaces.fail_moves)
         src = self._ns
-        target = self.spaces.paths.get(target_path)
+        target = self.spaces.resolve(to)
         if target is None or link.index not in src.links:
-            raise NetnsError(f"cannot move {link.name} from {self.path} to {target_path}: "
+            raise NetnsError(f"cannot move {link.name} from {self.path} to {to}: "
                              "[Errno 2] No such file or directory")
         if target.named(tmp_name) is not None:
-            raise NetnsError(f"cannot move {link.name} from {self.path} to {target_path}: "
+            raise NetnsError(f"cannot move {link.name} from {self.path} to {to}: "
                              "[Errno 17] File exists")
         current = src.links[link.index]
         src.remove_link(link.index)

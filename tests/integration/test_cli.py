@@ -389,6 +389,17 @@ def test_install_uninstall(c2c: CLI, net: Any, resources: Any, state: str) -> No
     assert kept.stdout.startswith("kept") and plugin.exists()
 
 
+def test_install_writes_the_daemon_socket_into_the_conflist(c2c: CLI, net: Any,
+                                                            resources: Any) -> None:
+    root = resources.tmpdir()
+    dirs = ["--bin-dir", str(root / "bin"), "--conf-dir", str(root / "net.d")]
+    sock = str(root / "run" / "d.sock")
+    c2c("install", *dirs, "--network", net.name, "--systemd", "no", "--daemon-socket", sock)
+    conf = root / "net.d" / f"10-cni2cnm-{net.name}.conflist"
+    assert json.loads(conf.read_text())["plugins"][0]["daemonSocket"] == sock
+    c2c("install", *dirs, "--uninstall", "--daemon-socket", sock)
+
+
 # ==== doctor =================================================================================
 
 

@@ -12,7 +12,9 @@ import contextlib
 import hashlib
 import os
 import signal
+import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -309,3 +311,48 @@ def test_other_users_are_refused(daemon: Daemon, plugin: Plugin, resources: Any,
     assert plugin.records() == []
     pod.reload()
     assert list(pod.attrs["NetworkSettings"]["Networks"]) == ["none"]
+
+
+def serve_refused(socket_path: Path) -> str:
+    """`cni2cnm serve` on `socket_path` must exit non-zero; what it said."""
+    proc = subprocess.run([sys.executable, "-m", "cni2cnm.daemon", "--socket", str(socket_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and not socket_path.exists(), proc
+    return proc.stderr
+
+
+def test_the_socket_directory_is_made_safely(resources: Any) -> None:
+    root = resources.tmpdir()
+    real = root / "real"
+    real.mkdir(mode=0o700)
+    (root / "link").symlink_to(real)
+    said = serve_refused(root / "link" / "cni2cnm.sock")
+    assert f"{root / 'link'} is a symbolic link" in said and list(real.iterdir()) == []
+    (root / "open").mkdir(mode=0o700)
+    (root / "open").chmod(0o777)
+    assert f"{root / 'open'} is writable by group or others" in serve_refused(
+        root / "open" / "run" / "cni2cnm.sock")
+    # missing parents: 0755, the directory itself 0700, whatever the umask
+    old = os.umask(0)
+    try:
+        with running_daemon_at(root / "a" / "b" / "cni2cnm.sock"):
+            pass
+    finally:
+        os.umask(old)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (root / "a", root / "a" / "b")] == [
+        0o755, 0o700]
+
+
+@contextlib.contextmanager
+def running_daemon_at(path: Path) -> Iterator[None]:
+    proc = subprocess.Popen([sys.executable, "-m", "cni2cnm.daemon", "--socket", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(60)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Any
 
 import pytest
@@ -119,3 +121,43 @@ def test_status_state_dir_unusable(plugin: Plugin, resources: Any) -> None:
     blocker.write_text("not a directory")
     out = plugin.run("STATUS", "", "", ifname="", conf=plugin.conf(stateDir=str(blocker / "s")))
     assert str(blocker) in out.error(50)["details"]
+
+
+def test_state_dir_parents_are_made_0755_whatever_the_umask(plugin: Plugin,
+                                                           resources: Any) -> None:
+    root = resources.tmpdir()
+    state = root / "lib" / "cni" / "s"
+    old = os.umask(0)  # the runtime's: the plugin process inherits it
+    try:
+        plugin.run("STATUS", "", "", ifname="", conf=plugin.conf(stateDir=str(state))).silent()
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode)
+             for p in (root / "lib", root / "lib" / "cni", state, state / "locks")}
+    assert modes == {"lib": 0o755, "cni": 0o755, "s": 0o700, "locks": 0o700}
+
+
+def test_a_symlinked_state_dir_is_refused_and_nothing_written_there(
+        plugin: Plugin, resources: Any) -> None:
+    root = resources.tmpdir()
+    real = root / "real"
+    real.mkdir(mode=0o700)
+    (root / "state").symlink_to(real)
+    conf = plugin.conf(stateDir=str(root / "state"))
+    ns = resources.netns()
+    details = plugin.run("ADD", "c2c-link-" + "a1" * 8, ns, conf=conf).error(5)["details"]
+    assert f"{root / 'state'} is a symbolic link" in details and "rm " in details
+    assert "is a symbolic link" in plugin.run("STATUS", "", "", ifname="",
+                                              conf=conf).error(50)["details"]
+    assert list(real.iterdir()) == []
+
+
+def test_a_state_dir_below_a_group_writable_directory_is_refused(plugin: Plugin,
+                                                                resources: Any) -> None:
+    root = resources.tmpdir()
+    (root / "lib" / "s").mkdir(parents=True, mode=0o700)
+    (root / "lib").chmod(0o775)
+    conf = plugin.conf(stateDir=str(root / "lib" / "s"))
+    details = plugin.run("STATUS", "", "", ifname="", conf=conf).error(50)["details"]
+    assert f"{root / 'lib'} is writable by group or others" in details
+    assert list((root / "lib" / "s").iterdir()) == []

@@ -296,3 +296,76 @@ def test_sandboxes_are_limited(plugin: Plugin, ns: str, net: Any, docker_client:
     plugin.run("CHECK", CID, ns, prev=res, conf=plugin.conf(**keys)).silent()
     plugin.run("DEL", CID, ns, prev=res, conf=plugin.conf(**keys)).silent()
     assert sandboxes(docker_client, net) == []
+
+
+def crowd(netns: str, count: int) -> None:
+    """`count` veth pairs inside the namespace, one end of each up with a route of its own."""
+    lines = []
+    for i in range(count):
+        lines += [f"link add c2cb{i} type veth peer name c2cp{i}", f"link set c2cb{i} up",
+                  f"route add 10.99.{i // 250}.{i % 250 + 1}/32 dev c2cb{i}"]
+    subprocess.run(["ip", "-n", os.path.basename(netns), "-batch", "-"], input="\n".join(lines),
+                   text=True, check=True, timeout=120)
+
+
+def test_add_into_a_busy_namespace_costs_about_the_same(plugin: Plugin, ns: str,
+                                                        resources: Any) -> None:
+    """A proxy ADD reads the target's routes once, not once per interface it holds."""
+    quiet = resources.netns()
+    start = time.monotonic()
+    plugin.run("ADD", CID, quiet).ok()
+    empty = time.monotonic() - start
+    crowd(ns, 600)
+    start = time.monotonic()
+    res = plugin.run("ADD", "busy" + CID, ns).ok().doc
+    busy = time.monotonic() - start
+    print(f"proxy ADD: empty namespace {empty:.2f} s, 1200 interfaces + 600 routes {busy:.2f} s")
+    assert busy < 2 * empty + 2, (empty, busy)  # one route dump per interface: about +6 s
+    assert f"default via {res['ips'][0]['gateway']} dev eth0" in routes(ns)
+    assert routes(ns).count("dev c2cb") == 600
+    plugin.run("DEL", "busy" + CID, ns).silent()
+    plugin.run("DEL", CID, quiet).silent()
+
+
+def bind_namespace(resources: Any, netns: str) -> Path:
+    """A path of the test's own naming `netns` (a bind mount, as `ip netns` makes), unmounted
+    at teardown however often it was re-bound."""
+    path = resources.tmpdir() / "pod-netns"
+    path.touch()
+    subprocess.run(["mount", "--bind", netns, str(path)], check=True)
+
+    def unmount() -> None:
+        while subprocess.run(["umount", "--lazy", str(path)],
+                             capture_output=True).returncode == 0:
+            pass
+
+    resources.add_cleanup(unmount)
+    return path
+
+
+def test_add_configures_only_the_namespace_it_checked(plugin: Plugin, resources: Any,
+                                                      docker_client: Any, net: Any) -> None:
+    """CNI_NETNS names namespace A when ADD checks it, namespace V once the sandbox exists:
+    the interface, its address and the default route go to A; V is never changed (nor is it
+    by CHECK or DEL, which see that the path no longer names what ADD attached)."""
+    first, victim = resources.netns(), resources.netns()
+    path = bind_namespace(resources, first)
+    proc = start_until(plugin, str(path), "after-connect")
+    try:
+        # lazily: the plugin holds the namespace open (it opened CNI_NETNS once)
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+        subprocess.run(["mount", "--bind", victim, str(path)], check=True)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (stdout, stderr)
+    res = json.loads(stdout)
+    addr = res["ips"][0]["address"]
+    assert ip_addrs(first)["eth0"]["addrs"] == [addr]
+    assert f"default via {res['ips'][0]['gateway']} dev eth0" in routes(first)
+    assert sorted(ip_addrs(victim)) == ["lo"] and routes(victim) == ""
+    details = plugin.run("CHECK", CID, str(path), prev=res).error(103)["details"]
+    assert "no longer the network namespace" in details
+    plugin.run("DEL", CID, str(path), prev=res).silent()
+    assert sorted(ip_addrs(victim)) == ["lo"]
+    assert sandboxes(docker_client, net) == [] and plugin.records() == []

@@ -12,6 +12,7 @@ import pytest
 from cni2cnm import netns
 from cni2cnm.cni import skel
 from cni2cnm.plugin.handlers import DockerPlugin
+from cni2cnm.testing.fake_netns import FakePinned
 
 from .fakes import assert_error, env_for, netconf, stdin_of
 
@@ -23,16 +24,19 @@ def no_engine(conf: Any, environ: Any) -> Any:
 class PodNamespaces(netns.Namespaces):
     """Every path is a pod's network namespace (never the host's); nothing can be opened."""
 
-    def is_namespace(self, path: str) -> bool:
+    def pin(self, path: str) -> netns.Pinned:
+        return FakePinned(path, None, (1, 1))
+
+    def is_namespace(self, path: netns.Target) -> bool:
         return True
 
-    def is_host(self, path: str) -> bool:
+    def is_host(self, path: netns.Target) -> bool:
         return False
 
-    def identity(self, path: str) -> tuple[int, int] | None:
+    def identity(self, path: netns.Target) -> tuple[int, int] | None:
         return (1, 1)
 
-    def open(self, path: str) -> Any:
+    def open(self, path: netns.Target) -> Any:
         raise AssertionError("the namespace must not be opened for a refused request")
 
 

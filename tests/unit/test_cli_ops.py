@@ -57,6 +57,15 @@ def test_conflist_chain_and_overrides() -> None:
                      {"type": "sbr"}]
 
 
+def test_conflist_daemon_socket_only_when_not_the_default() -> None:
+    from cni2cnm.daemon.wire import DEFAULT_SOCKET
+
+    assert "daemonSocket" not in cl.build(NETWORK, daemon_socket=DEFAULT_SOCKET)["plugins"][0]
+    assert cl.build(NETWORK, daemon_socket="/run/x/d.sock")["plugins"][0]["daemonSocket"] == \
+        "/run/x/d.sock"
+    assert cl.build(NETWORK, daemon_socket="")["plugins"][0]["daemonSocket"] == ""  # no daemon
+
+
 @pytest.mark.parametrize("chain", [["cni2cnm"], ["bad name"], ["../x"]])
 def test_conflist_bad_chain(chain: list[str]) -> None:
     with pytest.raises(OpError):
@@ -201,6 +210,16 @@ def test_install_uninstall(tmp_path: Path) -> None:
     assert not (conf_dir / "10-cni2cnm-pods.conflist").exists()
 
 
+def test_install_refuses_a_symlinked_state_dir(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "state").symlink_to(real)
+    planned = [inst.Planned(inst.plugin_path(str(tmp_path / "bin")), inst.wrapper_text(), 0o755)]
+    with pytest.raises(OpError, match=r"state directory: .*state is a symbolic link"):
+        inst.install(planned, str(tmp_path / "state"), False)
+    assert list(real.iterdir()) == [] and not (tmp_path / "bin").exists()
+
+
 def test_uninstall_without_manifest_recognises_the_wrapper(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -285,3 +304,17 @@ def test_the_executable_never_prints_a_traceback(tmp_path: Path) -> None:
                           env=env, timeout=60, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
     assert "FAIL  engine" in proc.stdout
+
+
+def test_install_makes_missing_directories_0755_whatever_the_umask(tmp_path: Path) -> None:
+    planned = [inst.Planned(inst.plugin_path(str(tmp_path / "opt" / "cni" / "bin")),
+                            inst.wrapper_text(), 0o755)]
+    old = os.umask(0)
+    try:
+        inst.install(planned, str(tmp_path / "var" / "lib" / "state"), False)
+    finally:
+        os.umask(old)
+    made = [tmp_path / "opt", tmp_path / "opt" / "cni", tmp_path / "opt" / "cni" / "bin",
+            tmp_path / "var", tmp_path / "var" / "lib"]
+    assert [stat.S_IMODE(p.stat().st_mode) for p in made] == [0o755] * 5
+    assert stat.S_IMODE((tmp_path / "var" / "lib" / "state").stat().st_mode) == 0o700

@@ -454,7 +454,7 @@ def test_socket_and_directory_permissions(sockdir: Path) -> None:
 
 def test_refuses_a_directory_others_can_write(sockdir: Path) -> None:
     os.chmod(sockdir, 0o777)
-    with pytest.raises(DaemonError, match="writable by this user only"):
+    with pytest.raises(DaemonError, match="writable by group or others"):
         Server(str(sockdir / "d.sock")).bind()
 
 

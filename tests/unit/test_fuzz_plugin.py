@@ -17,6 +17,7 @@ from cni2cnm import netns
 from cni2cnm.cni import skel
 from cni2cnm.engine import EngineUnavailable
 from cni2cnm.plugin.handlers import DockerPlugin
+from cni2cnm.testing.fake_netns import FakePinned
 
 from .fakes import ALL_VERSIONS, KNOWN_CODES, one_document
 
@@ -40,16 +41,19 @@ class DownEngine:
 
 
 class PodNamespaces(netns.Namespaces):
-    def is_namespace(self, path: str) -> bool:
-        return path.startswith("/run/netns/")
+    def pin(self, path: str) -> netns.Pinned:
+        return FakePinned(path, None, (1, hash(path) & 0xFFFF))
 
-    def is_host(self, path: str) -> bool:
-        return path == "/run/netns/host"
+    def is_namespace(self, target: netns.Target) -> bool:
+        return str(target).startswith("/run/netns/")
 
-    def identity(self, path: str) -> tuple[int, int] | None:
-        return (1, hash(path) & 0xFFFF)
+    def is_host(self, target: netns.Target) -> bool:
+        return str(target) == "/run/netns/host"
 
-    def open(self, path: str) -> Any:
+    def identity(self, target: netns.Target) -> tuple[int, int] | None:
+        return (1, hash(str(target)) & 0xFFFF)
+
+    def open(self, path: netns.Target) -> Any:
         raise netns.NetnsError(f"cannot open {path} here")
 
 

@@ -206,7 +206,7 @@ def test_state_dir_writable_by_others_is_refused(tmp_path: Path, mode: int) -> N
     d = tmp_path / "state"
     d.mkdir()
     d.chmod(mode)
-    with pytest.raises(StoreError, match=rf"writable by group or others.*chmod 700 {d}"):
+    with pytest.raises(StoreError, match=rf"writable by .*chmod go-w {d}"):
         Store(str(d)).open()
 
 
@@ -219,6 +219,36 @@ def test_state_dir_is_created_private(tmp_path: Path) -> None:
         os.umask(old)
     for p in (tmp_path / "a" / "state", tmp_path / "a" / "state" / "locks"):
         assert stat.S_IMODE(p.stat().st_mode) == 0o700
+    # a missing parent is made 0755 whatever the umask (makedirs gave it 0777 under umask 0)
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o755
+
+
+def test_a_symlinked_state_dir_is_refused_and_nothing_written_through_it(
+        tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "state").symlink_to(real)
+    with pytest.raises(StoreError, match=f"{tmp_path / 'state'} is a symbolic link"):
+        Store(str(tmp_path / "state")).open()
+    assert list(real.iterdir()) == []
+
+
+def test_a_symlink_above_the_state_dir_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real" / "state").mkdir(parents=True, mode=0o700)
+    (tmp_path / "lib").symlink_to(tmp_path / "real")
+    with pytest.raises(StoreError, match=f"{tmp_path / 'lib'} is a symbolic link"):
+        Store(str(tmp_path / "lib" / "state")).open()
+    assert list((tmp_path / "real" / "state").iterdir()) == []
+
+
+def test_a_group_writable_parent_of_the_state_dir_is_refused(tmp_path: Path) -> None:
+    parent = tmp_path / "lib"
+    (parent / "state").mkdir(parents=True, mode=0o700)
+    parent.chmod(0o775)
+    with pytest.raises(StoreError, match=f"{parent} is writable by group or others"):
+        Store(str(parent / "state")).open()
+    parent.chmod(0o1777)  # sticky, as /tmp: nobody else can replace root's entries
+    Store(str(parent / "state")).open().close()
 
 
 @pytest.mark.parametrize("name", ["attachments.db", "attachments.db-wal", "store-id"])
@@ -250,7 +280,7 @@ def test_the_lock_dir_may_not_be_a_symlink(tmp_path: Path) -> None:
     state.mkdir(mode=0o700)
     (tmp_path / "other").mkdir(mode=0o700)
     (state / "locks").symlink_to(tmp_path / "other")
-    with pytest.raises(StoreError, match="locks is not a directory"):
+    with pytest.raises(StoreError, match="locks is a symbolic link"):
         Store(str(state)).open()
 
 

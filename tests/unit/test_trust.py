@@ -54,8 +54,8 @@ def fake_installation(base: Path) -> trust.Installation:
     (base / "src" / "cni2cnm").mkdir(parents=True)
     (base / "src" / "cni2cnm" / "entry.py").write_text("print('hi')\n")
     return trust.Installation(python=str(base / "venv" / "bin" / "python"),
-                              package_dir=str(base / "src"), site_dirs=[str(site)],
-                              other_dirs=trust.pth_dirs(str(site)))
+                              package_dir=str(base / "src"),
+                              site_dirs=[str(site), *trust.pth_dirs(str(site))])
 
 
 def paths(problems: list[trust.Problem]) -> list[str]:
@@ -158,8 +158,8 @@ def test_doctor_fails_with_the_fix_and_does_not_run_the_plugin(base: Path) -> No
                                         str(base / "src")))
     plugin.chmod(0o755)
     check = doc.check_trust(str(bin_dir))
-    assert check.status == doc.WARN  # another interpreter: its site-packages is not known
-    assert "doctor" in check.fix
+    # its interpreter is a shell script: it cannot tell the sys.path the plugin would have
+    assert check.status == doc.FAIL and "cannot tell the plugin's sys.path" in check.message
     os.chown(base / "src", NOBODY, NOBODY)
     check = doc.check_trust(str(bin_dir))
     assert check.status == doc.FAIL and str(base / "src") in check.message
@@ -172,17 +172,22 @@ def test_doctor_checks_this_installation_in_full(base: Path) -> None:
     (bin_dir / "cni2cnm").write_text(inst.wrapper_text())
     check = doc.check_trust(str(bin_dir))
     assert check.status == doc.OK, check
-    assert trust.this_installation().site_dirs[0] in check.message
+    assert site_packages() in check.message
 
 
 def test_pth_dirs_are_checked(base: Path) -> None:
     installation = fake_installation(base)
-    assert installation.other_dirs == [str(base / "extra")]
+    assert installation.site_dirs[1:] == [str(base / "extra")]
     (base / "extra").chmod(0o777)
     assert paths(trust.problems_of(installation)) == [str(base / "extra")]
 
 
 # ---- the issue, reproduced: a venv owned by uid 65534 ------------------------------------
+
+
+def site_packages() -> str:
+    """This installation's site-packages (where the suite's dependencies are)."""
+    return next(d for d in trust.this_installation().site_dirs if d.endswith("site-packages"))
 
 
 def make_venv(base: Path) -> Path:
@@ -191,7 +196,7 @@ def make_venv(base: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
                    capture_output=True, timeout=120)
     [site] = (venv / "lib").glob("python3*/site-packages")
-    ours = trust.this_installation().site_dirs[0]
+    ours = site_packages()
     (site / "zz-cni2cnm-test.pth").write_text(f"{REPO}\n{ours}\n")
     return venv
 
@@ -237,3 +242,68 @@ def test_doctor_fails_a_state_dir_the_plugin_refuses(base: Path, owner: int, mod
     check = doc.check_state_dir(str(state))
     assert check.status == doc.FAIL and "code 5" in check.message
     assert check.fix == f"chown root:root {state} && chmod 700 {state}"
+
+
+def test_doctor_fails_a_state_dir_through_a_link_or_below_a_writable_directory(
+        base: Path) -> None:
+    (base / "real").mkdir(mode=0o700)
+    (base / "state").symlink_to(base / "real")
+    check = doc.check_state_dir(str(base / "state"))
+    assert check.status == doc.FAIL and "is a symbolic link" in check.message
+    assert "code 5" in check.message and check.fix.startswith("remove the link")
+    (base / "open").mkdir(mode=0o777)
+    (base / "open").chmod(0o777)
+    check = doc.check_state_dir(str(base / "open" / "state"))  # not made yet
+    assert check.status == doc.FAIL and f"{base / 'open'} is writable" in check.message
+    assert not (base / "open" / "state").exists()
+
+
+# ---- issue 19, item 6: exactly the sys.path the plugin will have -------------------------
+
+
+def test_a_venv_with_system_site_packages_has_the_base_checked_too(base: Path) -> None:
+    """The plugin's interpreter is asked for its sys.path, as the plugin file starts it: a
+    venv made with --system-site-packages also imports from the base interpreter's
+    site-packages, every file of which (and the standard library's) is walked; a .pth
+    file's directory is walked in full, not only checked as a directory."""
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
+                    str(venv)], check=True, capture_output=True, timeout=120)
+    [site] = (venv / "lib").glob("python3*/site-packages")
+    (base / "extra").mkdir()
+    (base / "extra" / "evil.py").write_text("print('root')\n")
+    (site / "zz-extra.pth").write_text(f"import os\n{base / 'extra'}\n")
+    import sysconfig
+
+    installation = trust.this_installation(str(venv / "bin" / "python"), str(base / "src"))
+    base_site = sysconfig.get_paths(vars={"base": sys.base_prefix,
+                                          "platbase": sys.base_prefix})["purelib"]
+    stdlib = sysconfig.get_paths()["stdlib"]
+    assert {str(site), base_site, stdlib, str(base / "extra")} <= set(installation.site_dirs)
+    assert trust.problems_of(installation) == []
+    (base / "extra" / "evil.py").chmod(0o666)
+    assert paths(trust.problems_of(installation)) == [str(base / "extra" / "evil.py")]
+
+
+def test_without_system_site_packages_the_base_is_not_on_the_path(base: Path) -> None:
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   capture_output=True, timeout=120)
+    import sysconfig
+
+    base_site = sysconfig.get_paths(vars={"base": sys.base_prefix,
+                                          "platbase": sys.base_prefix})["purelib"]
+    installation = trust.this_installation(str(venv / "bin" / "python"), str(base / "src"))
+    assert base_site not in installation.site_dirs
+    assert any(d.startswith(str(venv)) for d in installation.site_dirs)
+
+
+def test_an_interpreter_others_can_change_is_never_run(base: Path) -> None:
+    installation = fake_installation(base)
+    ran = base / "ran"
+    real = base / "real" / "python3"
+    real.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    real.chmod(0o777)
+    checked = trust.this_installation(installation.python, installation.package_dir)
+    assert not ran.exists() and checked.site_dirs == []
+    assert str(real) in paths(trust.problems_of(checked))

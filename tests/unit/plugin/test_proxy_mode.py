@@ -288,3 +288,65 @@ def test_sandboxes_have_pids_and_memory_limits(pw: World, keys: dict[str, int],
 def test_unusable_sandbox_limits_are_code_7(pw: World, keys: dict[str, Any]) -> None:
     pw.run("ADD", CID, NS, conf=pw.conf(**keys)).error(7)
     assert_clean(pw)
+
+
+def test_a_busy_namespace_costs_the_same_route_dumps(pw: World,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADD into a namespace holding many interfaces (a second network on a running pod) reads
+    its routes a fixed number of times, not once per interface."""
+    from cni2cnm.testing.fake_netns import FakeNetns
+
+    dumps: list[int | None] = []
+    real = FakeNetns.routes
+
+    def counted(self: FakeNetns, oif: int | None = None) -> list[RouteEntry]:
+        dumps.append(oif)
+        return real(self, oif)
+
+    monkeypatch.setattr(FakeNetns, "routes", counted)
+    quiet = "/run/netns/quiet"
+    pw.ns.create(quiet)
+    pw.run("ADD", CID, quiet).ok()
+    empty = len(dumps)
+    busy = pw.ns.get(NS)
+    for i in range(300):
+        link = busy.add_link(f"veth{i}", mac=f"02:00:00:00:{i // 256:02x}:{i % 256:02x}")
+        busy.routes.append(RouteEntry(dst=f"10.99.{i // 256}.{i % 256}/32", gw=None,
+                                      oif=link.index))
+    dumps.clear()
+    pw.run("ADD", "other" + CID, NS).ok()
+    assert len(dumps) == empty <= 4
+    assert len(busy.routes) == 301  # theirs kept, the default route added
+
+
+@pytest.mark.parametrize("swap_to_host", [False, True], ids=["other-pod", "host"])
+def test_add_changes_only_the_namespace_it_checked(pw: World, swap_to_host: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """CNI_NETNS names namespace A when ADD checks it and V once the sandbox exists (a bind
+    mount replaced, a PID reused): the interface, its address and routes go to A only."""
+    first = pw.ns.get(NS)
+    victim = pw.ns.host if swap_to_host else pw.ns.create("/run/netns/victim")
+    before = (dict(victim.links), list(victim.routes))
+    real_run = pw.engine.run_sandbox
+
+    def run_then_swap(spec: Any) -> str:
+        sandbox = real_run(spec)
+        pw.ns.paths[NS] = victim  # the path now names another namespace
+        return sandbox
+
+    monkeypatch.setattr(pw.engine, "run_sandbox", run_then_swap)
+    res = pw.run("ADD", CID, NS).ok()
+    assert first.named("eth0") is not None and first.has_default(4)
+    assert (dict(victim.links), list(victim.routes)) == before
+    assert res["interfaces"][0]["sandbox"] == NS
+    # CHECK and DEL open the path once and see it is not the namespace ADD attached
+    assert "no longer the network namespace" in pw.run("CHECK", CID, NS, prev=res).error(
+        103)["details"]
+    if not swap_to_host:
+        victim.add_link("eth0", mac=first.named("eth0").mac)  # type: ignore[union-attr]
+    from cni2cnm.testing.fake_netns import FakeNetns
+
+    moves: list[str] = []
+    monkeypatch.setattr(FakeNetns, "move_link", lambda self, *a: moves.append(self.path))
+    pw.run("DEL", CID, NS, prev=res).silent()
+    assert sandboxes(pw) == [] and pw.records() == [] and moves == []

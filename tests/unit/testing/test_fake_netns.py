@@ -63,3 +63,16 @@ def test_a_move_into_a_missing_namespace_fails() -> None:
     with spaces.open("/proc/7/ns/net") as ns, pytest.raises(NetnsError, match="No such"):
         ns.move_link(link, "/run/netns/gone", "c2ctmp")
     assert src.named("eth0") is not None
+
+
+def test_a_pinned_namespace_stays_the_one_opened() -> None:
+    """As an open descriptor on the kernel: rebinding the path later changes nothing."""
+    spaces = FakeNamespaces()
+    first = spaces.create("/run/netns/a")
+    pinned = spaces.pin("/run/netns/a")
+    spaces.paths["/run/netns/a"] = spaces.host
+    assert spaces.identity(pinned) == first.identity and not spaces.is_host(pinned)
+    with spaces.open(pinned) as view:
+        assert [lk.name for lk in view.links()] == ["lo"]
+    with pytest.raises(NetnsError):
+        spaces.pin("/run/netns/none")
