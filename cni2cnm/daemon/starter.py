@@ -25,8 +25,9 @@ stopped). The request itself then runs in-process: nothing here waits for the da
 - The daemon starts at a lower CPU priority (STARTING_NICE more than the plugin's), so that
   its start-up (imports, warm-up) does not slow down the request running in-process beside
   it; once its socket is bound it goes back to the plugin's priority (--priority).
-- The socket's directory is created 0700 when missing; one that is not this user's, or that
-  others can write, is refused (the daemon would refuse it too).
+- The socket's directory is made and checked as the daemon does it (cni2cnm.safedirs: from
+  `/`, no links, fixed modes whatever the umask, every component root's); the lock file is
+  opened relative to that checked directory.
 """
 
 from __future__ import annotations
@@ -48,21 +49,23 @@ def start(path: str, replacing: bool = False) -> str:
     the daemon there was just told to stop (it may still answer for a moment; the new one
     waits for it to go before it binds)."""
     directory = os.path.dirname(os.path.abspath(path))
+    from cni2cnm import safedirs
+
     try:
-        os.mkdir(directory, 0o700)
-    except FileExistsError:
-        pass
+        dir_fd = safedirs.open_dir(directory, 0o700)
+    except safedirs.UnsafeDir as e:
+        return f"not starting a daemon: {e}"
     except OSError as e:
         return f"cannot create {directory} to start a daemon ({e.strerror})"
+    if dir_fd is None:  # not reached: open_dir creates what is missing
+        return f"cannot create {directory} to start a daemon"
     try:
-        st = os.stat(directory)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            return (f"not starting a daemon: {directory} is not this user's alone (uid "
-                    f"{st.st_uid}, mode {st.st_mode & 0o7777:04o})")
-        fd = os.open(os.path.join(directory, LOCK_FILE),
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600,
+                     dir_fd=dir_fd)
     except OSError as e:
         return f"cannot start a daemon in {directory} ({e.strerror})"
+    finally:
+        os.close(dir_fd)
     try:
         import fcntl
 

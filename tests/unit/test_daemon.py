@@ -941,8 +941,32 @@ def test_starter_takes_turns_and_refuses_unsafe_directories(sockdir: Path) -> No
         fcntl.flock(held, fcntl.LOCK_EX)
         assert REAL_START(str(run / "d.sock")) == "another process is starting the daemon"
     os.chmod(run, 0o777)
-    assert "is not this user's alone" in REAL_START(str(run / "d.sock"))
+    assert "is writable by group or others" in REAL_START(str(run / "d.sock"))
     assert not (run / "d.sock").exists()
+
+
+def test_starter_makes_its_directory_safely(sockdir: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """No link is followed and nothing takes the caller's umask (as the daemon's own bind)."""
+    elsewhere = sockdir / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (sockdir / "link").symlink_to(elsewhere)
+    assert "not starting a daemon" in REAL_START(str(sockdir / "link" / "d.sock"))
+    assert list(elsewhere.iterdir()) == []  # no start.lock made through the link
+
+    def no_fork() -> int:
+        raise OSError(0, "no fork in this test")
+
+    monkeypatch.setattr(starter.os, "fork", no_fork)  # stop before a daemon would start
+    deep = sockdir / "a" / "b"
+    old = os.umask(0)
+    try:
+        assert "no fork in this test" in REAL_START(str(deep / "d.sock"))
+    finally:
+        os.umask(old)
+    assert (os.stat(sockdir / "a").st_mode & 0o777, os.stat(deep).st_mode & 0o777) == (
+        0o755, 0o700)
+    assert os.stat(deep / starter.LOCK_FILE).st_mode & 0o777 == 0o600
 
 
 def test_daemon_argv_runs_this_installation_isolated() -> None:
