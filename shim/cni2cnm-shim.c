@@ -489,12 +489,14 @@ static int converse(const req_t *r, const buf_t *body, buf_t *reply, fail_t *f) 
              "(cni2cnm %s, protocol 3): restart the daemon", path, CNI2CNM_VERSION);
         goto out;
     }
-    if (send_all(fd, body->p, body->n, now_ms() + (long long)(reply_seconds(&r->conf) * 1000))) {
+    long long reply_deadline = now_ms() + (long long)(reply_seconds(&r->conf) * 1000);
+    unsigned char frame[4] = {body->n >> 24, body->n >> 16, body->n >> 8, body->n};
+    if (send_all(fd, (const char *)frame, 4, reply_deadline) ||
+        send_all(fd, body->p, body->n, reply_deadline)) {
         fail(f, "send", "cannot send the request to the daemon at %s (%s)", path, why(errno));
         goto out;
     }
-    if (recv_frame(fd, reply, MAX_FRAME, now_ms() + (long long)(reply_seconds(&r->conf) * 1000))
-        || reply->n < 5 || get_u32((unsigned char *)reply->p + 1) > reply->n - 5) {
+    if (recv_frame(fd, reply, MAX_FRAME, reply_deadline) || reply->n < 5 || get_u32((unsigned char *)reply->p + 1) > reply->n - 5) {
         fail(f, "no_reply", "the daemon at %s accepted the request but did not reply (%s)", path,
              reply->n && reply->n < 5 ? "reply too short" : why(errno));
         goto out;
@@ -546,7 +548,7 @@ static void find_python(req_t *r) {
 /* Run the Python plugin with the same environment and stdin (replayed). Returns on failure. */
 static void exec_python(req_t *r) {
     if (!r->python[0]) return;
-    if (!r->unreadable) {
+    if (r->data && !r->unreadable) {  /* stdin was read: replay it */
         int fd = r->spill;
         if (fd < 0) {
             fd = memfd_create("cni2cnm-stdin", 0);
