@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -788,6 +789,7 @@ int main(int argc, char **argv) {
         printf("cni2cnm-shim %s protocol %d\n", CNI2CNM_VERSION, PROTOCOL);
         return 0;
     }
+    signal(SIGPIPE, SIG_IGN);  /* a runtime that closed stdout: EPIPE, as in Python */
     req_t r = {0};
     fail_t f = {"", ""};
     buf_t body = {0}, reply = {0};
