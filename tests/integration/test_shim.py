@@ -239,7 +239,7 @@ class FakeDaemon:
             except OSError:
                 return
             self.connections += 1
-            with conn, contextlib.suppress(OSError):
+            with conn, contextlib.suppress(OSError, wire.WireError):
                 self.behave(conn)
 
     def close(self) -> None:
