@@ -229,6 +229,31 @@ def test_uninstall_without_manifest_recognises_the_wrapper(tmp_path: Path) -> No
     assert inst.uninstall(str(tmp_path / "state"), str(bin_dir), str(tmp_path / "c"), None) == []
 
 
+def test_the_shim_the_package_carries_is_placed_by_default(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from cni2cnm.cli import node
+
+    shim = tmp_path / "cni2cnm-shim"
+    monkeypatch.setattr(inst, "PACKAGED_SHIM", str(shim))  # joined to the package: absolute
+    assert node._shim("auto") is None  # the package carries none
+    shim.write_bytes(inst.ELF_MAGIC)
+    assert node._shim("auto") == str(shim)
+    assert node._shim("none") is None
+    assert node._shim("/opt/x/shim") == "/opt/x/shim"
+
+
+def test_a_placed_shim_and_the_python_plugin_beside_it_are_uninstalled(tmp_path: Path) -> None:
+    state, bin_dir = str(tmp_path / "state"), tmp_path / "bin"
+    planned = [inst.Planned(str(bin_dir / inst.SHIM_FALLBACK), inst.wrapper_text(), 0o755),
+               inst.Planned(inst.plugin_path(str(bin_dir)), inst.ELF_MAGIC + b"\0\xff", 0o755)]
+    assert [a.action for a in inst.install(planned, state, False)] == ["installed"] * 2
+    assert (bin_dir / "cni2cnm").read_bytes() == inst.ELF_MAGIC + b"\0\xff"
+    assert [a.action for a in inst.install(planned, state, False)] == ["unchanged"] * 2
+    actions = inst.uninstall(state, str(bin_dir), str(tmp_path / "c"), None)
+    assert sorted(a.action for a in actions) == ["removed", "removed"]
+    assert list(bin_dir.iterdir()) == []
+
+
 # ---- the command line -----------------------------------------------------------------------
 
 COMMANDS = sorted(cli.commands)  # every command the CLI has, not a hand-written list

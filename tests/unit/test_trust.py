@@ -175,6 +175,15 @@ def test_doctor_checks_this_installation_in_full(base: Path) -> None:
     assert site_packages() in check.message
 
 
+def test_doctor_checks_the_python_plugin_beside_the_shim(base: Path) -> None:
+    bin_dir = base / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cni2cnm").write_bytes(inst.ELF_MAGIC + b"\0" * 60)  # the static shim
+    (bin_dir / inst.SHIM_FALLBACK).write_text(inst.wrapper_text())
+    check = doc.check_trust(str(bin_dir))
+    assert check.status == doc.OK, check
+
+
 def test_pth_dirs_are_checked(base: Path) -> None:
     installation = fake_installation(base)
     assert installation.site_dirs[1:] == [str(base / "extra")]
