@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from cni2cnm.records import ADDING as ADDING
 from cni2cnm.records import ATTACHED as ATTACHED
 from cni2cnm.records import COLUMNS, SCHEMA, attachment_of
+from cni2cnm.records import DELETING as DELETING
+from cni2cnm.records import SANDBOX_GONE as SANDBOX_GONE
 from cni2cnm.records import Attachment as Attachment
 from cni2cnm.statefiles import StoreBusy as StoreBusy
 from cni2cnm.statefiles import StoreError as StoreError
@@ -50,7 +52,7 @@ from cni2cnm.testhook import stop_point
 
 log = logging.getLogger("cni2cnm.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the states "deleting" and "sandbox-gone", indexed by (state, mode)
 DB_NAME = "attachments.db"
 MARKER_NAME = "store-id"  # written with the schema: its absence later means "lost"
 LOCKS_DIR = "locks"
@@ -293,7 +295,7 @@ class Store:
                             hashlib.sha256(container_id.encode()).hexdigest()[:32])
 
     @contextlib.contextmanager
-    def lock(self, container_id: str) -> Iterator[None]:
+    def lock(self, container_id: str, timeout: float | None = None) -> Iterator[None]:
         """Serialise operations on one CNI container across processes.
 
         The holder removes the lock file before it releases the lock, so the number of lock
@@ -305,11 +307,12 @@ class Store:
         """
         path = self.lock_file(container_id)
         what = f"container {container_id}"
-        deadline = time.monotonic() + self._timeout()
+        wait = self._timeout() if timeout is None else timeout  # 0: only if free now
+        deadline = time.monotonic() + wait
         while True:
             fd = open_lock(path)
             try:
-                flock_within(fd, path, deadline - time.monotonic(), self._timeout(), what)
+                flock_within(fd, path, deadline - time.monotonic(), wait, what)
                 if still_named(fd, path):
                     break
             except BaseException:
@@ -355,6 +358,26 @@ class Store:
             params = (network,)
         sql += " ORDER BY created"
         return [attachment_of(r) for r in self._query(sql, params)]
+
+    def in_state(self, state: str, mode: str | None = None, limit: int = -1
+                 ) -> list[Attachment]:
+        """The records in `state` (and `mode`), oldest change first: one indexed query."""
+        sql = f"SELECT {', '.join(COLUMNS)} FROM attachments WHERE state = ?"
+        params: tuple[object, ...] = (state,)
+        if mode is not None:
+            sql += " AND mode = ?"
+            params += (mode,)
+        return [attachment_of(r) for r in self._query(sql + " ORDER BY updated LIMIT ?",
+                                                      (*params, limit))]
+
+    def mark(self, att: Attachment, state: str) -> None:
+        """A named transition of a record that exists: attached/adding -> deleting (a DEL
+        the engine could not answer), attached -> sandbox-gone (its proxy sandbox ended)."""
+        att.state = state
+        att.updated = time.time()
+        self._execute("UPDATE attachments SET state = ?, updated = ? "
+                      "WHERE network = ? AND container_id = ? AND ifname = ?",
+                      (state, att.updated, *att.key))
 
     def put(self, att: Attachment) -> Attachment:
         now = time.time()
