@@ -1,0 +1,120 @@
+"""The daemon's keeper: finishes, without the runtime, what the runtime will not ask again.
+
+Every request the daemon serves tells the keeper its stateDir (with the config's engine
+settings). A thread then runs the plugin's reconcile pass (plugin/pending.py) over each of
+them every INTERVAL seconds: pending DELs are finished as soon as their engine answers again,
+and a proxy pod whose sandbox has ended (`docker stop`, dockerd restarted without
+live-restore) loses the interface that still carries the address Docker freed. A pass with
+nothing to do is one indexed query per stateDir; with proxy attachments it adds one container
+listing per engine.
+
+While a stateDir has such work (pending DELs or proxy attachments), `watching()` is true and
+a daemon started on demand does not exit for idleness.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, cast
+
+from cni2cnm.daemon import logroute
+
+if TYPE_CHECKING:
+    from cni2cnm import netns
+    from cni2cnm.engine import EngineAPI
+    from cni2cnm.plugin.config import PluginConf
+
+log = logging.getLogger("cni2cnm-serve")
+
+INTERVAL = 1.0  # seconds between passes
+
+EngineFactory = Callable[["PluginConf", Mapping[str, str]], "EngineAPI"]
+
+
+class Keeper:
+    def __init__(self, engine_factory: EngineFactory | None = None,
+                 interval: float = INTERVAL, namespaces: netns.Namespaces | None = None) -> None:
+        self.engine_factory = engine_factory
+        self.namespaces = namespaces  # None: the system's (tests pass fakes)
+        self.interval = interval
+        self._confs: dict[str, tuple[PluginConf, dict[str, str]]] = {}
+        self._left: dict[str, int] = {}  # stateDir -> records still to watch after a pass
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def remember(self, conf: object, environ: Mapping[str, str]) -> None:
+        """A request's config (any NetConf; only the plugin's carries a stateDir)."""
+        state_dir = getattr(conf, "stateDir", None)
+        if not isinstance(state_dir, str):
+            return
+        engine_env = {"DOCKER_HOST": environ.get("DOCKER_HOST", "")}
+        with self._lock:
+            new = state_dir not in self._confs
+            self._confs[state_dir] = (cast("PluginConf", conf), engine_env)
+            self._left.setdefault(state_dir, 1)  # watch it until a pass says otherwise
+        if new:
+            log.info("keeping %s: pending DELs and ended proxy sandboxes are finished here",
+                     state_dir)
+        self._wake.set()
+
+    def watching(self) -> bool:
+        with self._lock:
+            return any(self._left.values())
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="keeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.tick()
+
+    def tick(self) -> None:
+        """One pass over every stateDir served."""
+        with self._lock:
+            confs = list(self._confs.items())
+        for state_dir, (conf, environ) in confs:
+            left = self._pass(conf, environ)
+            with self._lock:
+                self._left[state_dir] = left
+
+    def _pass(self, conf: PluginConf, environ: dict[str, str]) -> int:
+        """The pass over one stateDir; the plugin's log lines go to the daemon's log."""
+        with logroute.request({"CNI2CNM_LOG_LEVEL": "info"}, None) as rlog:
+            left = self._reconcile(conf, environ)
+        for line in rlog.stream.getvalue().splitlines():
+            log.info("keeper: %s", line)
+        return left
+
+    def _reconcile(self, conf: PluginConf, environ: dict[str, str]) -> int:
+        from cni2cnm.plugin import DockerPlugin
+        from cni2cnm.store import ATTACHED, Store, StoreError
+
+        plugin = DockerPlugin(environ=environ)
+        if self.engine_factory is not None:
+            plugin.engine_factory = self.engine_factory
+        if self.namespaces is not None:
+            plugin.namespaces = self.namespaces
+        try:
+            with Store(conf.stateDir) as store:
+                left = plugin.reconcile(store, conf)
+                return left + len(store.in_state(ATTACHED, mode="proxy"))
+        except StoreError as e:
+            log.warning("keeper: cannot open %s: %s", conf.stateDir, e)
+            return 0
+        except Exception:  # a bug must not end the thread that keeps pods honest
+            log.exception("keeper: pass over %s failed", conf.stateDir)
+            return 1
