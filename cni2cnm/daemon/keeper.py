@@ -15,6 +15,7 @@ a daemon started on demand does not exit for idleness.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, cast
@@ -65,8 +66,6 @@ class Keeper:
         """At start: the default stateDir, if it exists, before any request names it (a
         daemon started after the pods were added still keeps them; its records name their
         engines)."""
-        import os
-
         from cni2cnm.plugin.config import DEFAULT_STATE_DIR, PluginConf
 
         conf = PluginConf.model_validate({"cniVersion": "1.1.0", "name": "keeper",
@@ -97,10 +96,18 @@ class Keeper:
                 self.tick()
 
     def tick(self) -> None:
-        """One pass over every stateDir served."""
+        """One pass over every stateDir served. One whose store is gone is forgotten (never
+        created again: opening a store makes its directory)."""
+        from cni2cnm.store import DB_NAME
+
         with self._lock:
             confs = list(self._confs.items())
         for state_dir, (conf, environ) in confs:
+            if not os.path.lexists(os.path.join(state_dir, DB_NAME)):
+                with self._lock:
+                    self._confs.pop(state_dir, None)
+                    self._left.pop(state_dir, None)
+                continue
             left = self._pass(conf, environ)
             with self._lock:
                 self._left[state_dir] = left

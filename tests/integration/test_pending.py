@@ -25,7 +25,7 @@ import pytest
 from c2ctest import Resources, pause_container
 from daemonrun import Daemon, running_daemon
 from pluginrun import Plugin, cri_args, endpoint, ip_addrs, proc_netns
-from privateengine import PrivateEngine, private_engine
+from privateengine import PrivateEngine
 
 pytestmark = pytest.mark.own_modes
 
@@ -35,34 +35,6 @@ CID = "cnitool-" + "9d" * 10
 # What runtimes read in a DEL error as "already gone", never sending the DEL again: the
 # dockershim and cri-dockerd 0.4 (deleteFromNetwork), containerd's go-cni (Remove).
 MISREAD_AS_GONE = ("no such file or directory", "not found")
-
-
-@pytest.fixture(scope="module")
-def peng(docker_host: str) -> Iterator[PrivateEngine]:
-    """An engine of this module's own: these tests kill and restart it."""
-    with private_engine() as engine:
-        yield engine
-
-
-@pytest.fixture
-def pres(peng: PrivateEngine) -> Iterator[Resources]:
-    res = Resources(peng.client)
-    try:
-        yield res
-    finally:
-        try:
-            peng.client.ping()
-        except Exception:
-            peng.up()
-        for c in peng.client.containers.list(all=True,
-                                             filters={"label": "io.cni2cnm.sandbox=true"}):
-            c.remove(force=True)  # the plugin's sandboxes a failed test left
-        res.close()
-
-
-@pytest.fixture
-def pnet(pres: Resources) -> Any:
-    return pres.network()
 
 
 @pytest.fixture

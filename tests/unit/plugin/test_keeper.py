@@ -67,3 +67,16 @@ def test_the_default_state_dir_is_kept_from_the_start_when_it_exists(world: Worl
     keeper.remember_default(world.state_dir)
     keeper.tick()  # no request came: the records name their engine
     assert world.records() == [] and "pods" not in world.inspect(pod.id).endpoints
+
+
+def test_a_state_dir_whose_store_is_gone_is_forgotten_never_created(world: World,
+                                                                     tmp_path: object) -> None:
+    import os
+    import shutil
+
+    keeper = keeper_of(world)
+    world.add(world.pod())
+    shutil.rmtree(world.state_dir)  # a test's (or a removed runtime's) stateDir
+    keeper.tick()
+    assert not os.path.exists(world.state_dir) and not keeper.watching()
+    assert keeper._confs == {}
