@@ -185,6 +185,9 @@ class DockerPlugin:
             att = store.get(conf.name, env.container_id, env.ifname)
             if att is not None and att.state == SANDBOX_GONE:
                 fail_check(sandbox_gone(att))
+            if att is not None and att.state == DELETING:
+                fail_check(f"a DEL of {env.container_id}/{env.ifname} is pending: cni2cnm "
+                           "finishes it once the engine answers")
             if att is None or att.state != ATTACHED:
                 fail_check(f"no attachment of {env.container_id}/{env.ifname} to network "
                            f"{conf.name} is recorded (was ADD run?)")
