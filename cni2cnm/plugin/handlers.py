@@ -41,7 +41,7 @@ from cni2cnm.plugin.config import PluginConf
 from cni2cnm.plugin.context import AddContext
 from cni2cnm.plugin.errors import boundary, pending_del
 from cni2cnm.plugin.gc import collect
-from cni2cnm.plugin.pending import reconcile
+from cni2cnm.plugin.pending import clear_ended_sandbox, reconcile
 from cni2cnm.plugin.request import endpoint_request
 from cni2cnm.plugin.result import build_result
 from cni2cnm.plugin.unrecorded import delete_unrecorded
@@ -273,8 +273,7 @@ def end_if_sandbox_ended(engine: EngineAPI, namespaces: netns.Namespaces, store:
     removed at once (Docker has freed its address) and the record marked; True then."""
     if not proxy.sandbox_ended(engine, att, set()):
         return False
-    proxy.remove_moved(namespaces, att)
-    store.mark(att, SANDBOX_GONE)
+    clear_ended_sandbox(namespaces, store, att)
     return True
 
 

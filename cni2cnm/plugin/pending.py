@@ -86,13 +86,18 @@ def clear_ended_sandboxes(engine_of: EngineOf, namespaces: netns.Namespaces, sto
             left += 1
             continue
 
-        def clear(current: Attachment) -> None:
-            proxy.remove_moved(namespaces, current)
-            store.mark(current, SANDBOX_GONE)
-
-        if not _locked(store, att, ATTACHED, clear, down):
+        if not _locked(store, att, ATTACHED,
+                       lambda current: clear_ended_sandbox(namespaces, store, current), down):
             left += 1
     return left
+
+
+def clear_ended_sandbox(namespaces: netns.Namespaces, store: Store, att: Attachment) -> None:
+    """The proxy sandbox of `att` has ended and Docker freed its address: the interface ADD
+    moved into the pod goes, the record becomes "sandbox-gone" (CHECK reports it, DEL and GC
+    remove the rest). Called with the record's lock held."""
+    proxy.remove_moved(namespaces, att)
+    store.mark(att, SANDBOX_GONE)
 
 
 def _locked(store: Store, att: Attachment, state: str, work: Callable[[Attachment], None],
