@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("cni2cnm-serve")
 
 INTERVAL = 1.0  # seconds between passes
+ENGINE_TIMEOUT = 3.0  # seconds per engine call in a pass at most: one that hangs (a dockerd
+# shutting down) must not hold the pass that follows its restart; what it did not finish
+# waits for the next pass
 
 EngineFactory = Callable[["PluginConf", Mapping[str, str]], "EngineAPI"]
 
@@ -53,9 +56,12 @@ class Keeper:
         if not isinstance(state_dir, str):
             return
         engine_env = {"DOCKER_HOST": environ.get("DOCKER_HOST", "")}
+        plugin_conf = cast("PluginConf", conf)
+        plugin_conf = plugin_conf.model_copy(update={
+            "dockerTimeout": min(plugin_conf.dockerTimeout, ENGINE_TIMEOUT)})
         with self._lock:
             new = state_dir not in self._confs
-            self._confs[state_dir] = (cast("PluginConf", conf), engine_env)
+            self._confs[state_dir] = (plugin_conf, engine_env)
             self._left.setdefault(state_dir, 1)  # watch it until a pass says otherwise
         if new:
             log.info("keeping %s: pending DELs and ended proxy sandboxes are finished here",

@@ -62,11 +62,15 @@ def engine_gone(peng: PrivateEngine) -> None:
         os.unlink(sock)
 
 
-def until(what: Callable[[], bool], timeout: float = 30.0) -> float:
-    """Seconds until `what` holds (polled every 20 ms); fails after `timeout`."""
+def until(what: Callable[[], bool], timeout: float = 30.0,
+          daemon: Daemon | None = None) -> float:
+    """Seconds until `what` holds (polled every 20 ms); fails after `timeout` (with the
+    daemon's log, when there is one)."""
     t0 = time.monotonic()
     while not what():
-        assert time.monotonic() - t0 < timeout, "timed out"
+        if time.monotonic() - t0 >= timeout:
+            raise AssertionError("timed out" + (f"; the daemon's log:\n{daemon.log_text()[-4000:]}"
+                                                if daemon else ""))
         time.sleep(0.02)
     return time.monotonic() - t0
 
@@ -169,7 +173,7 @@ def test_dockerd_restart_removes_proxy_pod_interfaces_with_a_daemon(
         time.sleep(1.5)
         assert "eth0" in ip_addrs(ns)  # ... and the pod keeps its interface meanwhile
         peng.start()  # ... until the new dockerd kills it (no live-restore)
-    took = until(interface_gone(ns), timeout=10)
+    took = until(interface_gone(ns), timeout=10, daemon=daemon)
     print(f"\nMEASURED dockerd {how} -> pod interface removed by the daemon {took:.2f} s "
           "after dockerd answered")
     until(lambda: [r.state for r in plugin.records()] == ["sandbox-gone"], timeout=5)

@@ -80,3 +80,17 @@ def test_a_state_dir_whose_store_is_gone_is_forgotten_never_created(world: World
     keeper.tick()
     assert not os.path.exists(world.state_dir) and not keeper.watching()
     assert keeper._confs == {}
+
+
+def test_the_keepers_engine_calls_are_short(world: World) -> None:
+    seen: list[float] = []
+
+    def factory(conf: PluginConf, environ: dict[str, str]) -> object:
+        seen.append(conf.dockerTimeout)
+        return world.engine_factory(conf, environ)
+
+    pending_del(world)
+    keeper = Keeper(factory, namespaces=world.ns)  # type: ignore[arg-type]
+    keeper.remember(PluginConf.model_validate(world.conf(dockerTimeout=45)), {})
+    keeper.tick()
+    assert seen and set(seen) == {3.0} and world.records() == []
