@@ -52,7 +52,12 @@ from cni2cnm.testhook import stop_point
 
 log = logging.getLogger("cni2cnm.store")
 
-SCHEMA_VERSION = 2  # 2: the states "deleting" and "sandbox-gone", indexed by (state, mode)
+# The states "deleting" and "sandbox-gone" are values, not a new schema: older versions read
+# them as "not attached" (CHECK fails, DEL and GC finish them), so stores stay version 1 and
+# both versions can open them. What they added, the (state, mode) index, is added to a store
+# that lacks it when it is opened.
+SCHEMA_VERSION = 1
+STATE_INDEX = "attachments_state"
 DB_NAME = "attachments.db"
 MARKER_NAME = "store-id"  # written with the schema: its absence later means "lost"
 LOCKS_DIR = "locks"
@@ -96,6 +101,7 @@ class Store:
                     f"state database {self.path} has schema {version}, newer than this "
                     f"cni2cnm ({SCHEMA_VERSION}); upgrade cni2cnm", self.path)
             if (version < SCHEMA_VERSION or not self._lexists(self.marker)
+                    or not _has_index(db, STATE_INDEX)
                     or not self._lexists(os.path.join(self.locks_dir, SWEPT))):
                 self._initialise(db)
             self._private(self.marker)
@@ -125,8 +131,8 @@ class Store:
                 raise self._lost("is empty")
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 db.execute("PRAGMA journal_mode = WAL")
-            if version < SCHEMA_VERSION:
-                db.executescript(SCHEMA)
+            if version < SCHEMA_VERSION or not _has_index(db, STATE_INDEX):
+                db.executescript(SCHEMA)  # IF NOT EXISTS throughout: adds what is missing
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             stop_point(os.environ, "after-schema")  # test point: schema, no marker yet
             if not self._lexists(self.marker):
@@ -412,3 +418,8 @@ class Store:
                 self.db.execute(sql, params)
         except sqlite3.Error as e:
             raise StoreError(f"cannot write state database {self.path}: {e}", self.path) from None
+
+
+def _has_index(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+                      (name,)).fetchone() is not None

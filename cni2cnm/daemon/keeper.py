@@ -1,12 +1,12 @@
 """The daemon's keeper: finishes, without the runtime, what the runtime will not ask again.
 
 Every request the daemon serves tells the keeper its stateDir (with the config's engine
-settings); the default stateDir is kept from the start when it exists. A thread then runs
-the plugin's reconcile pass (plugin/pending.py) over each of them every INTERVAL seconds:
-pending DELs are finished as soon as their engine answers again, and a proxy pod whose
-sandbox has ended (`docker stop`, dockerd restarted without live-restore) loses the
-interface that still carries the address Docker freed. A pass with nothing to do is one
-indexed query per stateDir; with proxy attachments it adds one container listing per engine.
+settings); a thread then runs the plugin's reconcile pass (plugin/pending.py) over each of
+them every INTERVAL seconds: pending DELs are finished as soon as their engine answers
+again, and a proxy pod whose sandbox has ended (`docker stop`, dockerd restarted without
+live-restore) loses the interface that still carries the address Docker freed. A pass with
+nothing to do is one indexed query per stateDir; with proxy attachments it adds one
+container listing per engine.
 
 While a stateDir has such work (pending DELs or proxy attachments), `watching()` is true and
 a daemon started on demand does not exit for idleness.
@@ -67,18 +67,6 @@ class Keeper:
             log.info("keeping %s: pending DELs and ended proxy sandboxes are finished here",
                      state_dir)
         self._wake.set()
-
-    def remember_default(self, state_dir: str | None = None) -> None:
-        """At start: the default stateDir, if it exists, before any request names it (a
-        daemon started after the pods were added still keeps them; its records name their
-        engines)."""
-        from cni2cnm.plugin.config import DEFAULT_STATE_DIR, PluginConf
-
-        conf = PluginConf.model_validate({"cniVersion": "1.1.0", "name": "keeper",
-                                          "type": "cni2cnm",
-                                          "stateDir": state_dir or DEFAULT_STATE_DIR})
-        if os.path.isdir(conf.stateDir):
-            self.remember(conf, {})
 
     def watching(self) -> bool:
         with self._lock:

@@ -110,7 +110,6 @@ def _serve(path: str, log_level: str, started: str, idle_timeout: float,
             raise DaemonError(f"cannot serve metrics on {metrics_address}: {e}") from None
     factory = engines.pooled(ClientPool(), metrics)
     keeper = Keeper(factory)
-    keeper.remember_default()
     runner = Runner(factory, os.environ.get("CNI2CNM_LOG_LEVEL"), keeper=keeper)
     server = Server(path, runner, idle_timeout=idle_timeout, started=started,
                     observer=metrics, metrics_address=exporter.address if exporter else "",

@@ -60,15 +60,6 @@ def test_the_daemon_remembers_each_requests_state_dir_and_leaves_the_pass_to_the
     assert world.records() == [] and "pods" not in world.inspect(pod.id).endpoints
 
 
-def test_the_default_state_dir_is_kept_from_the_start_when_it_exists(world: World) -> None:
-    pod, _ = pending_del(world)
-    keeper = Keeper(world.engine_factory, namespaces=world.ns)
-    keeper.remember_default(world.state_dir + "-not-there")
-    keeper.remember_default(world.state_dir)
-    keeper.tick()  # no request came: the records name their engine
-    assert world.records() == [] and "pods" not in world.inspect(pod.id).endpoints
-
-
 def test_a_state_dir_whose_store_is_gone_is_forgotten_never_created(world: World,
                                                                      tmp_path: object) -> None:
     import os
