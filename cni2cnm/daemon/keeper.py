@@ -86,29 +86,38 @@ class Keeper:
         while not self._stop.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()
-            if not self._stop.is_set():
+            if self._stop.is_set():
+                return
+            try:
                 self.tick()
+            except Exception:  # the thread that keeps pods honest must not end
+                log.exception("keeper: pass failed")
 
     def tick(self) -> None:
-        """One pass over every stateDir served. One whose store is gone is forgotten (never
-        created again: opening a store makes its directory)."""
+        """One pass over every stateDir served. A store not made yet (the first ADD is making
+        it) waits for the next pass; a stateDir that is gone is forgotten (never created
+        again: opening a store makes its directory)."""
         from cni2cnm.store import DB_NAME
 
         with self._lock:
             confs = list(self._confs.items())
         for state_dir, (conf, environ) in confs:
-            if not os.path.lexists(os.path.join(state_dir, DB_NAME)):
+            if not os.path.isdir(state_dir):
                 with self._lock:
                     self._confs.pop(state_dir, None)
                     self._left.pop(state_dir, None)
                 continue
+            if not os.path.lexists(os.path.join(state_dir, DB_NAME)):
+                continue
             left = self._pass(conf, environ)
+            log.debug("keeper: %s has %d record(s) to watch", state_dir, left)
             with self._lock:
                 self._left[state_dir] = left
 
     def _pass(self, conf: PluginConf, environ: dict[str, str]) -> int:
         """The pass over one stateDir; the plugin's log lines go to the daemon's log."""
-        with logroute.request({"CNI2CNM_LOG_LEVEL": "info"}, None) as rlog:
+        level = "debug" if log.isEnabledFor(logging.DEBUG) else "info"
+        with logroute.request({"CNI2CNM_LOG_LEVEL": level}, None) as rlog:
             left = self._reconcile(conf, environ)
         for line in rlog.stream.getvalue().splitlines():
             log.info("keeper: %s", line)

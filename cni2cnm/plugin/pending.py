@@ -81,6 +81,8 @@ def clear_ended_sandboxes(engine_of: EngineOf, namespaces: netns.Namespaces, sto
                 running[host] = proxy.running_sandboxes(engine_of(host))
             if not proxy.sandbox_ended(engine_of(host), att, running[host]):
                 continue
+            log.info("the proxy sandbox %s of %s/%s has ended", att.sandbox_name,
+                     att.container_id, att.ifname)
         except EngineError as e:
             _note_down(host, e, down)
             left += 1

@@ -170,12 +170,17 @@ def remove_moved(namespaces: netns.Namespaces, att: Attachment) -> bool:
         return False
     if (att.netns_dev or att.netns_ino) and namespaces.identity(att.netns) != (
             att.netns_dev, att.netns_ino):
-        return False  # the namespace is gone (its interfaces with it) or the path reused
+        log.info("%s is no longer the namespace ADD saw (gone, its interfaces with it, or "
+                 "reused): nothing of %s/%s to remove there", att.netns, att.container_id,
+                 att.ifname)
+        return False
     if not namespaces.is_namespace(att.netns):
         return False
     with namespaces.open(att.netns) as ns:
         link = ns.link_named(att.interface)
         if link is None or link.mac != att.mac:
+            log.info("no %s with MAC %s in %s: nothing of %s/%s to remove", att.interface,
+                     att.mac, att.netns, att.container_id, att.ifname)
             return False
         ns.delete_link(link)
     log.warning("removed %s (%s) from %s: the proxy sandbox of %s/%s is gone, so Docker no "

@@ -149,7 +149,12 @@ def test_docker_stop_of_a_sandbox_removes_the_pod_interface_at_once(
     res, sandbox = proxy_pod(peng, plugin, ns, daemon.env)
     t0 = time.monotonic()
     sandbox.stop(timeout=0)
-    until(interface_gone(ns), timeout=10)
+    try:
+        until(interface_gone(ns), timeout=10, daemon=daemon)
+    except AssertionError:
+        sandbox.reload()
+        raise AssertionError(f"sandbox {sandbox.attrs['State']}; {ip_addrs(ns)}; "
+                             f"{plugin.records()}; {daemon.log_text()[-3000:]}") from None
     took = time.monotonic() - t0
     print(f"\nMEASURED docker stop of a sandbox -> pod interface removed by the daemon in "
           f"{took:.2f} s")

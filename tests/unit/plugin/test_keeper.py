@@ -85,3 +85,18 @@ def test_the_keepers_engine_calls_are_short(world: World) -> None:
     keeper.remember(PluginConf.model_validate(world.conf(dockerTimeout=45)), {})
     keeper.tick()
     assert seen and set(seen) == {3.0} and world.records() == []
+
+
+def test_a_state_dir_whose_store_is_not_made_yet_is_kept(world: World, tmp_path: object) -> None:
+    import os
+
+    from cni2cnm.plugin.config import PluginConf as Conf
+
+    os.makedirs(world.state_dir)  # the first ADD's request named it; its store comes next
+    keeper = Keeper(world.engine_factory, namespaces=world.ns)
+    keeper.remember(Conf.model_validate(world.conf()), {"DOCKER_HOST": HOST})
+    keeper.tick()
+    assert not os.path.exists(os.path.join(world.state_dir, "attachments.db"))
+    pod, _ = pending_del(world)
+    keeper.tick()
+    assert world.records() == [] and "pods" not in world.inspect(pod.id).endpoints
