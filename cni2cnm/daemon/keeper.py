@@ -45,6 +45,7 @@ class Keeper:
         self.interval = interval
         self._confs: dict[str, tuple[PluginConf, dict[str, str]]] = {}
         self._left: dict[str, int] = {}  # stateDir -> records still to watch after a pass
+        self._seen: set[str] = set()  # stateDirs whose store a pass has found
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -95,20 +96,21 @@ class Keeper:
 
     def tick(self) -> None:
         """One pass over every stateDir served. A store not made yet (the first ADD is making
-        it) waits for the next pass; a stateDir that is gone is forgotten (never created
+        it) waits for the next pass; one that existed and is gone is forgotten (never created
         again: opening a store makes its directory)."""
         from cni2cnm.store import DB_NAME
 
         with self._lock:
             confs = list(self._confs.items())
         for state_dir, (conf, environ) in confs:
-            if not os.path.isdir(state_dir):
-                with self._lock:
-                    self._confs.pop(state_dir, None)
-                    self._left.pop(state_dir, None)
-                continue
             if not os.path.lexists(os.path.join(state_dir, DB_NAME)):
+                if state_dir in self._seen:  # it had a store: removed since
+                    with self._lock:
+                        self._confs.pop(state_dir, None)
+                        self._left.pop(state_dir, None)
+                    self._seen.discard(state_dir)
                 continue
+            self._seen.add(state_dir)
             left = self._pass(conf, environ)
             log.debug("keeper: %s has %d record(s) to watch", state_dir, left)
             with self._lock:

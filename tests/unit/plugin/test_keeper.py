@@ -67,6 +67,7 @@ def test_a_state_dir_whose_store_is_gone_is_forgotten_never_created(world: World
 
     keeper = keeper_of(world)
     world.add(world.pod())
+    keeper.tick()
     shutil.rmtree(world.state_dir)  # a test's (or a removed runtime's) stateDir
     keeper.tick()
     assert not os.path.exists(world.state_dir) and not keeper.watching()
@@ -92,9 +93,11 @@ def test_a_state_dir_whose_store_is_not_made_yet_is_kept(world: World, tmp_path:
 
     from cni2cnm.plugin.config import PluginConf as Conf
 
-    os.makedirs(world.state_dir)  # the first ADD's request named it; its store comes next
     keeper = Keeper(world.engine_factory, namespaces=world.ns)
     keeper.remember(Conf.model_validate(world.conf()), {"DOCKER_HOST": HOST})
+    keeper.tick()  # the first ADD's request named it; its directory and store come next
+    assert not os.path.exists(world.state_dir)
+    os.makedirs(world.state_dir)
     keeper.tick()
     assert not os.path.exists(os.path.join(world.state_dir, "attachments.db"))
     pod, _ = pending_del(world)
