@@ -200,21 +200,25 @@ def remove_moved(namespaces: netns.Namespaces, att: Attachment) -> bool:
     False when there was nothing of ours to delete."""
     if not (att.netns and att.mac and att.interface):
         return False
-    if (att.netns_dev or att.netns_ino) and namespaces.identity(att.netns) != (
-            att.netns_dev, att.netns_ino):
-        log.info("%s is no longer the namespace ADD saw (gone, its interfaces with it, or "
-                 "reused): nothing of %s/%s to remove there", att.netns, att.container_id,
-                 att.ifname)
+    try:
+        target = namespaces.pin(att.netns)  # opened once: checked and changed as one object
+    except netns.NetnsError:
         return False
-    if not namespaces.is_namespace(att.netns):
-        return False
-    with namespaces.open(att.netns) as ns:
-        link = ns.link_named(att.interface)
-        if link is None or link.mac != att.mac:
-            log.info("no %s with MAC %s in %s: nothing of %s/%s to remove", att.interface,
-                     att.mac, att.netns, att.container_id, att.ifname)
+    with target:
+        if not namespaces.is_namespace(target) or (
+                (att.netns_dev or att.netns_ino)
+                and target.identity != (att.netns_dev, att.netns_ino)):
+            log.info("%s is no longer the namespace ADD saw (gone, its interfaces with it, or "
+                     "reused): nothing of %s/%s to remove there", att.netns, att.container_id,
+                     att.ifname)
             return False
-        ns.delete_link(link)
+        with namespaces.open(target) as ns:
+            link = ns.link_named(att.interface)
+            if link is None or link.mac != att.mac:
+                log.info("no %s with MAC %s in %s: nothing of %s/%s to remove", att.interface,
+                         att.mac, att.netns, att.container_id, att.ifname)
+                return False
+            ns.delete_link(link)
     log.warning("removed %s (%s) from %s: the proxy sandbox of %s/%s is gone, so Docker no "
                 "longer holds its address %s", att.interface, att.mac, att.netns,
                 att.container_id, att.ifname, ", ".join(att.ips) or "-")

@@ -180,3 +180,23 @@ def test_a_store_without_the_state_index_gets_it_and_stays_version_1(tmp_path: P
         "EXPLAIN QUERY PLAN SELECT * FROM attachments WHERE state = 'deleting'"))
     db.close()
     assert "attachments_state" in plan
+
+
+def test_an_ended_sandbox_s_interface_is_removed_only_from_the_namespace_checked(
+        pw: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path is opened once: a bind mount replaced between the identity check and the
+    removal (a PID reused) cannot make cni2cnm delete another pod's interface."""
+    stopped_proxy_pod(pw)
+    pod = pw.ns.get(NS)
+    victim = pw.ns.create("/run/netns/victim")
+    victim.add_link("eth0", mac=pod.named("eth0").mac)  # type: ignore[union-attr]
+    real_open = pw.ns.open
+
+    def open_after_a_swap(target: object) -> object:
+        pw.ns.paths[NS] = victim  # the path now names another namespace
+        return real_open(target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pw.ns, "open", open_after_a_swap)
+    pw.add(pw.pod("db"))  # any run removes what an ended sandbox left
+    assert victim.named("eth0") is not None
+    assert pod.named("eth0") is None
