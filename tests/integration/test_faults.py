@@ -284,7 +284,7 @@ def splugin(docker_host: str, resources: Resources, net: Any) -> Plugin:
 
 @pytest.mark.parametrize(("owner", "mode", "why"), [
     (0, 0o777, "writable by group or others"),
-    (0, 0o1777, "writable by group or others"),
+    (0, 0o1777, "sticky directory writable by others"),
     (0, 0o770, "writable by group or others"),
     (65534, 0o700, "owned by uid 65534"),
 ])
