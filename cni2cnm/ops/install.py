@@ -3,7 +3,8 @@
 The plugin file is a small Python script,
 
     #!<this interpreter> -IS
-    import sys
+    import posix, sys
+    posix.umask(0o022)
     sys.path.insert(0, '<the directory holding this cni2cnm package>')
     from cni2cnm.entry import main
     main()
@@ -22,7 +23,11 @@ rather than a copy or link of pip's console script, because:
   `cni2cnm doctor` can run it to check the chain end to end.
 
 An interpreter path a `#!` line cannot carry (blanks, or too long) gets a shell wrapper
-instead: `exec '<python>' -I -m cni2cnm "$@"`.
+instead: `umask 022; exec '<python>' -I -m cni2cnm "$@"`.
+
+Either way the umask is 022 before anything is imported: a runtime running plugins with
+umask 000 would otherwise have Python make `__pycache__` directories world-writable in root's
+package (code anyone could then replace).
 
 It refuses (exit 2) when anyone but root can change the interpreter, the package,
 site-packages or a directory above them (cni2cnm.ops.trust): the plugin runs as root.
@@ -94,7 +99,8 @@ def wrapper_text(python: str | None = None, package_dir: str | None = None) -> s
     python = os.path.abspath(python)  # not realpath: a venv's python finds its venv by path
     header = "# cni2cnm CNI plugin, placed by `cni2cnm install`: runs the installation below.\n"
     if len(python) > SHEBANG_MAX or any(c.isspace() for c in python):
-        return f"#!/bin/sh\n{header}exec {shlex.quote(python)} -I -m cni2cnm \"$@\"\n"
+        return (f"#!/bin/sh\n{header}umask 022\n"
+                f"exec {shlex.quote(python)} -I -m cni2cnm \"$@\"\n")
     if package_dir is None:
         import cni2cnm
 
@@ -102,7 +108,9 @@ def wrapper_text(python: str | None = None, package_dir: str | None = None) -> s
     return (f"#!{python} -IS\n{header}"
             "# -I: the runtime's environment cannot choose the code run here; -S: site-packages\n"
             "# is added only when a request needs more than the standard library.\n"
-            "import sys\n"
+            "import posix, sys\n"
+            "# Nothing made from here on takes the runtime's umask (__pycache__ included).\n"
+            "posix.umask(0o022)\n"
             f"sys.path.insert(0, {package_dir!r})\n"
             "from cni2cnm.entry import main\n"
             "main()\n")

@@ -202,13 +202,19 @@ def _sticky_system_tmp(path: str, st: os.stat_result) -> bool:
 
 
 def tree_problems(top: str) -> list[Problem]:
-    """Every file and directory under `top` (links: their targets, as paths of their own)."""
+    """Every file and directory under `top` (links: their targets, as paths of their own),
+    but for hidden directories right under it (`.git`, `.venv`, a checkout's `.engines`):
+    `top` is a sys.path entry, and nothing in such a directory can be imported from it (a
+    module's name is an identifier; a venv inside a checkout is walked as a sys.path entry
+    of its own when the plugin uses it). Hidden files there are checked all the same."""
     problems: list[Problem] = []
 
     def unreadable(e: OSError) -> None:
         problems.append(Problem(str(e.filename), f"cannot be checked ({e.strerror})"))
 
     for root, dirs, files in os.walk(top, onerror=unreadable):
+        if root == top:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in dirs + files:
             path = os.path.join(root, name)
             st = _lstat(path, problems)

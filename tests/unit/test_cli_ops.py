@@ -182,6 +182,38 @@ def test_wrapper_runs_this_installation(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["cniVersion"] == "0.4.0"
 
 
+def test_the_plugin_file_never_runs_with_the_runtime_s_umask(tmp_path: Path) -> None:
+    """A runtime with umask 000: the package's __pycache__ directories Python makes on the
+    first run are 0755, not world-writable (anyone could then replace root's bytecode)."""
+    import shutil
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(Path(inst.__file__).parents[1], pkg / "cni2cnm",
+                    ignore=shutil.ignore_patterns("__pycache__", "_shim"))
+    plugin = tmp_path / "cni2cnm"
+    plugin.write_text(inst.wrapper_text(sys.executable, str(pkg)))
+    plugin.chmod(0o755)
+    proc = subprocess.run(["sh", "-c", f"umask 000; exec {plugin}"],
+                          input=b'{"cniVersion": "1.0.0"}', timeout=60,
+                          env={"CNI_COMMAND": "VERSION"}, capture_output=True, check=True)
+    assert json.loads(proc.stdout)["cniVersion"] == "1.0.0"
+    caches = list(pkg.rglob("__pycache__"))
+    assert caches and {oct(c.stat().st_mode & 0o777) for c in caches} == {oct(0o755)}
+
+
+def test_the_sh_wrapper_sets_the_umask_before_python_starts(tmp_path: Path) -> None:
+    probe = tmp_path / "with space" / "python"  # a path a #! line cannot carry
+    probe.parent.mkdir()
+    probe.write_text("#!/bin/sh\numask\n")
+    probe.chmod(0o755)
+    plugin = tmp_path / "cni2cnm"
+    plugin.write_text(inst.wrapper_text(str(probe), "/x"))
+    plugin.chmod(0o755)
+    out = subprocess.run(["sh", "-c", f"umask 000; exec {plugin}"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.strip() == "0022"
+
+
 def test_wrapper_falls_back_to_sh_for_paths_a_shebang_cannot_carry() -> None:
     spaced = inst.wrapper_text("/opt/my tools/bin/python", "/x")
     assert spaced.startswith("#!/bin/sh\n")

@@ -96,6 +96,24 @@ def test_group_or_other_writable_is_refused(base: Path, victim: str, bits: int) 
     assert paths(problems) == [str(target)] and "writable by group or others" in problems[0].why
 
 
+def test_hidden_directories_right_under_a_sys_path_entry_are_not_walked(base: Path) -> None:
+    """A checkout on sys.path (an editable install) holds .git, .venv, .engines: nothing in
+    them can be imported from it. Hidden files there, and hidden directories deeper down
+    (inside a package), are checked all the same."""
+    installation = fake_installation(base)
+    src = base / "src"
+    (src / ".engines" / "bin").mkdir(parents=True)
+    (src / ".engines" / "bin" / "docker-init").symlink_to("/nonexistent/tini-static")
+    os.chown(src / ".engines", NOBODY, NOBODY)
+    assert trust.problems_of(installation) == []
+    (src / ".hidden.py").write_text("")
+    os.chown(src / ".hidden.py", NOBODY, NOBODY)
+    (src / "cni2cnm" / ".data").mkdir()
+    os.chown(src / "cni2cnm" / ".data", NOBODY, NOBODY)
+    assert sorted(paths(trust.problems_of(installation))) == sorted(
+        [str(src / ".hidden.py"), str(src / "cni2cnm" / ".data")])
+
+
 def test_a_sticky_directory_like_tmp_is_refused(base: Path) -> None:
     installation = fake_installation(base)
     (base / "venv").chmod(0o1777)
