@@ -418,19 +418,22 @@ def test_no_daemon_no_python(resources: Any, shims: dict[str, str]) -> None:
     assert open_dir.returncode == 1 and not (run_dir / "pending").exists()
 
 
-def test_config_keys_read_as_python_reads_them(daemon: Daemon, shims: dict[str, str]) -> None:
+def test_config_keys_read_as_python_reads_them(daemon: Daemon, shims: dict[str, str],
+                                               resources: Any) -> None:
     """daemonSocket and daemon from the config (escaped names, the last duplicate wins), when
     the environment does not say: the shim goes where the Python plugin goes."""
     sock = str(daemon.path).replace("/", "\\/")
+    state = f'"stateDir": "{resources.tmpdir() / "state"}"'  # never the node's default store
     base = {"CNI_COMMAND": "STATUS", wire.MODE_ENV: ""}
     cases = {
-        "escaped": (f'{{"cniVersion": "1.1.0", "name": "n", "type": "cni2cnm", '
+        "escaped": (f'{{"cniVersion": "1.1.0", "name": "n", "type": "cni2cnm", {state}, '
                     f'"daemonS\\u006fcket": "{sock}"}}', True),
-        "duplicate": (f'{{"cniVersion": "1.1.0", "name": "n", "type": "cni2cnm", '
+        "duplicate": (f'{{"cniVersion": "1.1.0", "name": "n", "type": "cni2cnm", {state}, '
                       f'"daemonSocket": "/nonexistent/s", "daemonSocket": "{sock}"}}', True),
-        "off": (f'{{"cniVersion": "1.1.0", "name": "n", "type": "cni2cnm", '
+        "off": (f'{{"cniVersion": "1.1.0", "name": "n", "type": "cni2cnm", {state}, '
                 f'"daemonSocket": "{sock}", "daemon": "off"}}', False),
-        "not JSON after": (f'{{"cniVersion": "1.1.0", "daemonSocket": "{sock}"}} x', False),
+        "not JSON after": (f'{{"cniVersion": "1.1.0", {state}, "daemonSocket": "{sock}"}} x',
+                           False),
     }
     for name, (conf, served) in cases.items():
         before = daemon.log_text().count("STATUS")
