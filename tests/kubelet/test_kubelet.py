@@ -242,8 +242,14 @@ def test_dockerd_restart_while_pods_run(node: KubeNode) -> None:
         else:
             node.stop_engine()
             node.remove("doomed")
-        wait_for("the DEL of the doomed pod to fail while the engine is down",
-                 lambda: "DEL failed" in node.plugin_log.read_text()[log_mark:], 90, 0.5)
+        try:
+            wait_for("the DEL of the doomed pod to fail while the engine is down",
+                     lambda: "DEL failed" in node.plugin_log.read_text()[log_mark:], 90, 0.5)
+        except AssertionError as exc:
+            kubelet = [line for line in node.kubelet_log.read_text().splitlines()
+                       if "Sandbox" in line or "Killing" in line or "cni" in line]
+            raise AssertionError(f"{exc}; plugin log: {node.plugin_log.read_text()[log_mark:]}"
+                                 f"; kubelet: {kubelet[-15:]}") from None
     finally:
         node.start_engine()
     node.timings["engine down and up"] = round(time.monotonic() - t0, 2)
