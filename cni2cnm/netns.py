@@ -253,6 +253,13 @@ class Netns:
         except OSError as e:
             raise NetnsError(f"cannot rename {link.name} in {self.path}: {e}") from None
 
+    def delete_link(self, link: Link) -> None:
+        """Delete the link (a veth's peer goes with it)."""
+        try:
+            self._nl.delete_link(link.index)
+        except OSError as e:
+            raise NetnsError(f"cannot delete {link.name} in {self.path}: {e}") from None
+
 
 class Namespaces:
     """The host's namespaces, as the plugin sees them. The plugin takes an instance (unit

@@ -7,8 +7,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-ADDING = "adding"
+ADDING = "adding"  # ADD's intent: written before the engine is changed
 ATTACHED = "attached"
+DELETING = "deleting"  # a DEL that could not finish (engine unreachable): cni2cnm finishes it
+SANDBOX_GONE = "sandbox-gone"  # proxy mode: the sandbox ended; the pod's interface was removed
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS attachments (
@@ -39,6 +41,7 @@ CREATE TABLE IF NOT EXISTS attachments (
     PRIMARY KEY (network, container_id, ifname)
 );
 CREATE INDEX IF NOT EXISTS attachments_docker_id ON attachments (docker_id);
+CREATE INDEX IF NOT EXISTS attachments_state ON attachments (state, mode);
 """
 
 

@@ -30,6 +30,7 @@ NLM_F_CREATE = 0x400
 NLM_F_DUMP = 0x300
 
 RTM_NEWLINK = 16
+RTM_DELLINK = 17
 RTM_GETLINK = 18
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
@@ -261,6 +262,9 @@ class Rtnl:
         if netns_fd is not None:
             body += u32(IFLA_NET_NS_FD, netns_fd)
         self.request(RTM_NEWLINK, body)
+
+    def delete_link(self, index: int) -> None:
+        self.request(RTM_DELLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, 0))
 
     def add_address(self, index: int, family: int, address: str, prefixlen: int, *,
                     flags: int = 0, broadcast: str | None = None) -> None:

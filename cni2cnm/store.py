@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from cni2cnm.records import ADDING as ADDING
 from cni2cnm.records import ATTACHED as ATTACHED
 from cni2cnm.records import COLUMNS, SCHEMA, attachment_of
+from cni2cnm.records import DELETING as DELETING
+from cni2cnm.records import SANDBOX_GONE as SANDBOX_GONE
 from cni2cnm.records import Attachment as Attachment
 from cni2cnm.statefiles import StoreBusy as StoreBusy
 from cni2cnm.statefiles import StoreError as StoreError
@@ -50,7 +52,12 @@ from cni2cnm.testhook import stop_point
 
 log = logging.getLogger("cni2cnm.store")
 
+# The states "deleting" and "sandbox-gone" are values, not a new schema: older versions read
+# them as "not attached" (CHECK fails, DEL and GC finish them), so stores stay version 1 and
+# both versions can open them. What they added, the (state, mode) index, is added to a store
+# that lacks it when it is opened.
 SCHEMA_VERSION = 1
+STATE_INDEX = "attachments_state"
 DB_NAME = "attachments.db"
 MARKER_NAME = "store-id"  # written with the schema: its absence later means "lost"
 LOCKS_DIR = "locks"
@@ -94,6 +101,7 @@ class Store:
                     f"state database {self.path} has schema {version}, newer than this "
                     f"cni2cnm ({SCHEMA_VERSION}); upgrade cni2cnm", self.path)
             if (version < SCHEMA_VERSION or not self._lexists(self.marker)
+                    or not _has_index(db, STATE_INDEX)
                     or not self._lexists(os.path.join(self.locks_dir, SWEPT))):
                 self._initialise(db)
             self._private(self.marker)
@@ -123,8 +131,8 @@ class Store:
                 raise self._lost("is empty")
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 db.execute("PRAGMA journal_mode = WAL")
-            if version < SCHEMA_VERSION:
-                db.executescript(SCHEMA)
+            if version < SCHEMA_VERSION or not _has_index(db, STATE_INDEX):
+                db.executescript(SCHEMA)  # IF NOT EXISTS throughout: adds what is missing
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             stop_point(os.environ, "after-schema")  # test point: schema, no marker yet
             if not self._lexists(self.marker):
@@ -293,7 +301,7 @@ class Store:
                             hashlib.sha256(container_id.encode()).hexdigest()[:32])
 
     @contextlib.contextmanager
-    def lock(self, container_id: str) -> Iterator[None]:
+    def lock(self, container_id: str, timeout: float | None = None) -> Iterator[None]:
         """Serialise operations on one CNI container across processes.
 
         The holder removes the lock file before it releases the lock, so the number of lock
@@ -305,11 +313,12 @@ class Store:
         """
         path = self.lock_file(container_id)
         what = f"container {container_id}"
-        deadline = time.monotonic() + self._timeout()
+        wait = self._timeout() if timeout is None else timeout  # 0: only if free now
+        deadline = time.monotonic() + wait
         while True:
             fd = open_lock(path)
             try:
-                flock_within(fd, path, deadline - time.monotonic(), self._timeout(), what)
+                flock_within(fd, path, deadline - time.monotonic(), wait, what)
                 if still_named(fd, path):
                     break
             except BaseException:
@@ -356,6 +365,26 @@ class Store:
         sql += " ORDER BY created"
         return [attachment_of(r) for r in self._query(sql, params)]
 
+    def in_state(self, state: str, mode: str | None = None, limit: int = -1
+                 ) -> list[Attachment]:
+        """The records in `state` (and `mode`), oldest change first: one indexed query."""
+        sql = f"SELECT {', '.join(COLUMNS)} FROM attachments WHERE state = ?"
+        params: tuple[object, ...] = (state,)
+        if mode is not None:
+            sql += " AND mode = ?"
+            params += (mode,)
+        return [attachment_of(r) for r in self._query(sql + " ORDER BY updated LIMIT ?",
+                                                      (*params, limit))]
+
+    def mark(self, att: Attachment, state: str) -> None:
+        """A named transition of a record that exists: attached/adding -> deleting (a DEL
+        the engine could not answer), attached -> sandbox-gone (its proxy sandbox ended)."""
+        att.state = state
+        att.updated = time.time()
+        self._execute("UPDATE attachments SET state = ?, updated = ? "
+                      "WHERE network = ? AND container_id = ? AND ifname = ?",
+                      (state, att.updated, *att.key))
+
     def put(self, att: Attachment) -> Attachment:
         now = time.time()
         att.created = att.created or now
@@ -389,3 +418,8 @@ class Store:
                 self.db.execute(sql, params)
         except sqlite3.Error as e:
             raise StoreError(f"cannot write state database {self.path}: {e}", self.path) from None
+
+
+def _has_index(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+                      (name,)).fetchone() is not None

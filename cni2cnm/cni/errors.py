@@ -27,6 +27,22 @@ class Code(IntEnum):
     INTERNAL = 999
 
 
+# Runtimes read these in a DEL error as "the namespace is already gone" and never send the DEL
+# again: the dockershim and cri-dockerd (`deleteFromNetwork`: "no such file or directory"),
+# containerd's go-cni `Remove` ("not found" anywhere; "no such file or directory" when
+# CNI_NETNS is empty). A DEL that is already gone succeeds, so a DEL error never carries them.
+MISREAD_AS_GONE = (("no such file or directory", "does not exist"), ("not found", "missing"))
+
+
+def without_misread_phrases(text: str) -> str:
+    """`text` with every phrase of MISREAD_AS_GONE replaced (any case)."""
+    import re
+
+    for phrase, instead in MISREAD_AS_GONE:
+        text = re.sub(re.escape(phrase), instead, text, flags=re.IGNORECASE)
+    return text
+
+
 class CNIError(Exception):
     """An error the runtime sees: printed as the spec's error object on stdout."""
 
@@ -41,6 +57,11 @@ class CNIError(Exception):
         if self.details:
             out["details"] = self.details
         return out
+
+    def for_del(self) -> CNIError:
+        """The same error as a DEL may answer it: without phrases runtimes misread."""
+        return CNIError(self.code, without_misread_phrases(self.msg),
+                        without_misread_phrases(self.details))
 
     def __str__(self) -> str:
         return f"{self.msg}: {self.details}" if self.details else self.msg

@@ -62,13 +62,19 @@ def dispatch(
         return _run(load_plugin, env, data, stdout, on_config)
     except CNIError as e:
         log.warning("%s failed: %s (code %d)", environ.get("CNI_COMMAND", "?"), e, e.code)
-        _emit(stdout, e.to_dict(version_for_errors))
+        _emit_error(stdout, e, environ, version_for_errors)
         return 1
     except Exception as e:  # the boundary: anything unexpected becomes 999
         log.exception("unexpected error")
         err = CNIError(Code.INTERNAL, "internal error", f"{type(e).__name__}: {e}".splitlines()[0])
-        _emit(stdout, err.to_dict(version_for_errors))
+        _emit_error(stdout, err, environ, version_for_errors)
         return 1
+
+
+def _emit_error(stdout: IO[str], e: CNIError, environ: Mapping[str, str], version: str) -> None:
+    if environ.get("CNI_COMMAND") == "DEL":
+        e = e.for_del()  # runtimes take some phrases for "already gone" and never retry
+    _emit(stdout, e.to_dict(version))
 
 
 def _run(load_plugin: Callable[[], Plugin], env: cnienv.CNIEnv, data: bytes,

@@ -94,6 +94,7 @@ def _serve(path: str, log_level: str, started: str, idle_timeout: float,
         started = wire.SYSTEMD
     warm_up()
     from cni2cnm.daemon import engines
+    from cni2cnm.daemon.keeper import Keeper
     from cni2cnm.daemon.runner import Runner
     from cni2cnm.engine import ClientPool
 
@@ -107,9 +108,12 @@ def _serve(path: str, log_level: str, started: str, idle_timeout: float,
             exporter = MetricsServer(metrics_address, metrics, lambda: not server.stopping)
         except (OSError, ValueError) as e:
             raise DaemonError(f"cannot serve metrics on {metrics_address}: {e}") from None
-    runner = Runner(engines.pooled(ClientPool(), metrics), os.environ.get("CNI2CNM_LOG_LEVEL"))
+    factory = engines.pooled(ClientPool(), metrics)
+    keeper = Keeper(factory)
+    runner = Runner(factory, os.environ.get("CNI2CNM_LOG_LEVEL"), keeper=keeper)
     server = Server(path, runner, idle_timeout=idle_timeout, started=started,
-                    observer=metrics, metrics_address=exporter.address if exporter else "")
+                    observer=metrics, metrics_address=exporter.address if exporter else "",
+                    keep_alive=keeper.watching)
     if activated is not None:
         server.adopt(activated)
     else:
@@ -135,6 +139,7 @@ def _serve(path: str, log_level: str, started: str, idle_timeout: float,
     try:
         if exporter is not None:
             exporter.start()
+        keeper.start()
         log.info("cni2cnm %s serving on %s (pid %d, %s, ready in %.0f ms%s%s)", __version__,
                  server.path, server.pid, started, (time.monotonic() - t0) * 1e3,
                  f", exits after {idle_timeout:g} s idle" if idle_timeout else "",
@@ -142,6 +147,7 @@ def _serve(path: str, log_level: str, started: str, idle_timeout: float,
         _notify("READY=1")
         server.serve_forever()
     finally:
+        keeper.stop()
         for s, h in previous.items():
             signal.signal(s, h)
         if exporter is not None:

@@ -13,7 +13,8 @@ others. The listening socket is made here (bind) or handed over by systemd (adop
 stop() (SIGTERM): the socket is removed at once (new invocations run in-process),
 connections that have not sent a whole request are closed (their executables run the
 request in-process), requests in flight finish and are answered. With an idle timeout the
-server stops by itself after that long without a connection.
+server stops by itself after that long without a connection and without work to keep
+(`keep_alive`: the keeper's pending DELs and proxy attachments).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class Server:
                  allowed_uids: frozenset[int] = ALLOWED_UIDS, max_inflight: int = MAX_INFLIGHT,
                  request_deadline: float = REQUEST_DEADLINE, idle_timeout: float = 0,
                  started: str = wire.MANUAL, metrics_address: str = "",
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None,
+                 keep_alive: Callable[[], bool] | None = None) -> None:
         if handler is None:
             from cni2cnm.daemon.runner import Runner
 
@@ -83,6 +85,7 @@ class Server:
         self.allowed_uids, self.observer = allowed_uids, observer
         self.max_inflight = max_inflight
         self.request_deadline, self.idle_timeout = request_deadline, idle_timeout  # seconds
+        self.keep_alive = keep_alive  # true while the daemon has work beyond requests
         self.pid = os.getpid()
         self._hello = wire.hello(__version__, self.pid, wire.build_id(), started,
                                  metrics_address)
@@ -193,7 +196,7 @@ class Server:
 
     def _idle(self) -> bool:
         with self._lock:
-            if self._workers:
+            if self._workers or (self.keep_alive is not None and self.keep_alive()):
                 self._last_active = time.monotonic()
                 return False
         return time.monotonic() - self._last_active >= self.idle_timeout

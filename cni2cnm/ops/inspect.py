@@ -37,7 +37,7 @@ from cni2cnm.ops.inspect_rows import (
     RuntimeView,
 )
 from cni2cnm.plugin.config import DEFAULT_STATE_DIR
-from cni2cnm.store import ADDING, ATTACHED, Attachment, Store
+from cni2cnm.store import ATTACHED, Attachment, Store
 
 log = logging.getLogger("cni2cnm.cli")
 
@@ -339,7 +339,7 @@ def _row(att: Attachment, live: _Live, entry: CacheEntry | None, now: float) -> 
     c_status = None
     c_name = att.docker_name
     engine_view = None
-    if att.state == ADDING:
+    if att.state != ATTACHED:  # adding, deleting, sandbox-gone
         drift.add(INCOMPLETE)
     if live.down is None:
         try:

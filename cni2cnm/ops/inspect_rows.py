@@ -11,7 +11,10 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field
 
 DRIFT_KINDS: dict[str, str] = {
-    "incomplete": "state \"adding\": an ADD was interrupted (DEL or GC finishes it)",
+    "incomplete": "state \"adding\" (an ADD was interrupted: DEL or GC finishes it), "
+                  "\"deleting\" (a DEL the engine did not answer: cni2cnm finishes it) or "
+                  "\"sandbox-gone\" (a proxy sandbox ended: the pod's interface was removed; "
+                  "DEL or GC finishes it)",
     "engine-unreachable": "the engine did not answer; only the store's view is shown",
     "network-gone": "the recorded Docker network no longer exists",
     "container-gone": "the recorded Docker container no longer exists",
@@ -66,7 +69,9 @@ class InspectRow(_Row):
     containerId: str = Field(description="CNI_CONTAINERID; part of the key")
     ifname: str = Field(description="CNI_IFNAME; part of the key")
     state: str | None = Field(description="\"attached\", \"adding\" (an ADD in progress or "
-                                          "interrupted), null for a runtime-only row")
+                                          "interrupted), \"deleting\" (a DEL pending until the "
+                                          "engine answers), \"sandbox-gone\" (its proxy "
+                                          "sandbox ended), null for a runtime-only row")
     mode: str | None = Field(description="how the plugin attached it: \"container\" or "
                                          "\"proxy\"; null for a runtime-only row")
     dockerNetwork: DockerNetworkView = Field(description="the Docker network")

@@ -8,6 +8,7 @@ namespace failures are I/O failures, a busy container lock is "try again later".
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from cni2cnm import netns
@@ -25,6 +26,8 @@ from cni2cnm.engine import (
 )
 from cni2cnm.plugin.proxy import ProxyError
 from cni2cnm.store import StoreError
+
+log = logging.getLogger("cni2cnm.plugin")
 
 # Engine refusals by type, most specific first: (type, CNI code, message).
 ENGINE_CODES: tuple[tuple[type[EngineError], Code, str], ...] = (
@@ -49,6 +52,19 @@ def engine_error(e: EngineError, op: str) -> CNIError:
         details += (" (on a swarm overlay this is how dockerd refuses a static address that "
                     "is in use on another node)")
     return CNIError(code, msg, details)
+
+
+def pending_del(e: EngineUnavailable, host: str) -> CNIError:
+    """A DEL whose record is now "deleting": the runtime need not send it again. The engine's
+    own words (errno texts) go to the log only: runtimes read some of them as "already
+    gone" (see cni.errors.MISREAD_AS_GONE)."""
+    log.error("DEL recorded as pending: %s", e.explanation)
+    return CNIError(Code.TRY_AGAIN_LATER, "DEL recorded as pending: the Docker engine did not "
+                    "answer",
+                    f"the engine {host or '(default)'} could not be reached; cni2cnm recorded "
+                    "this DEL and finishes it by itself once the engine answers (its daemon "
+                    "retries every second; without a daemon the next cni2cnm run or GC on this "
+                    "node does); sending the DEL again is harmless")
 
 
 def store_error(e: StoreError) -> CNIError:

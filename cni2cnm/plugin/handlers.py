@@ -2,13 +2,15 @@
 
     ADD    -> find the container's CNM sandbox, detach `none`, `network connect`,
               verify the interface inside CNI_NETNS, record, print the result
-    DEL    -> `network disconnect --force` of what the store recorded, drop the record
+    DEL    -> `network disconnect --force` of what the store recorded, drop the record;
+              an engine that does not answer leaves the record "deleting" (pending.py)
     CHECK  -> the recorded endpoint, the engine and the namespace still agree with prevResult
     GC     -> DEL every recorded attachment of this network the runtime no longer lists
     STATUS -> the engine answers and the network exists
 
 Each handler runs inside errors.boundary, the one place lower-layer failures become CNI
-errors; the engine and the namespaces are injected (unit tests pass in-memory fakes).
+errors; the engine and the namespaces are injected (unit tests pass in-memory fakes). Each
+first runs the store's reconcile pass (pending.py) unless a daemon's keeper runs it.
 """
 
 from __future__ import annotations
@@ -28,20 +30,22 @@ from cni2cnm.engine import (
     EngineAPI,
     EngineConfigError,
     EngineError,
+    EngineUnavailable,
     TLSSettings,
 )
-from cni2cnm.plugin import preflight
+from cni2cnm.plugin import preflight, proxy
 from cni2cnm.plugin.attach import add_container, detach, rollback
 from cni2cnm.plugin.attach_proxy import add_proxy
 from cni2cnm.plugin.check import check_attachment, fail_check
 from cni2cnm.plugin.config import PluginConf
 from cni2cnm.plugin.context import AddContext
-from cni2cnm.plugin.errors import boundary
+from cni2cnm.plugin.errors import boundary, pending_del
 from cni2cnm.plugin.gc import collect
+from cni2cnm.plugin.pending import clear_ended_sandbox, reconcile
 from cni2cnm.plugin.request import endpoint_request
 from cni2cnm.plugin.result import build_result
 from cni2cnm.plugin.unrecorded import delete_unrecorded
-from cni2cnm.store import ATTACHED, Store, StoreError
+from cni2cnm.store import ATTACHED, DELETING, SANDBOX_GONE, Attachment, Store, StoreError
 
 log = logging.getLogger("cni2cnm.plugin")
 
@@ -69,10 +73,12 @@ class DockerPlugin:
         environ: Mapping[str, str] | None = None,
         engine_factory: EngineFactory = engine_for,
         namespaces: netns.Namespaces = netns.SYSTEM,
+        reconciles: bool = True,
     ) -> None:
         self.environ = os.environ if environ is None else environ
         self.engine_factory = engine_factory
         self.namespaces = namespaces
+        self.reconciles = reconciles  # False in the daemon: its keeper runs the pass
 
     @contextlib.contextmanager
     def engine(self, conf: PluginConf, recorded: str = "") -> Iterator[EngineAPI]:
@@ -88,6 +94,32 @@ class DockerPlugin:
         finally:
             engine.close()
 
+    @contextlib.contextmanager
+    def engines(self, conf: PluginConf) -> Iterator[Callable[[str], EngineAPI]]:
+        """engine_of(recorded docker_host): one engine per recorded host, closed at the end."""
+        with contextlib.ExitStack() as stack:
+            engines: dict[str, EngineAPI] = {}
+
+            def engine_of(recorded: str) -> EngineAPI:
+                if recorded not in engines:
+                    engines[recorded] = stack.enter_context(self.engine(conf, recorded))
+                return engines[recorded]
+
+            yield engine_of
+
+    def reconcile(self, store: Store, conf: PluginConf) -> int:
+        """The pending pass (pending.py) over this store; never fails the request."""
+        try:
+            with self.engines(conf) as engine_of:
+                return reconcile(engine_of, self.namespaces, store)
+        except (EngineError, StoreError, netns.NetnsError) as e:
+            log.warning("pending pass over %s stopped: %s", conf.stateDir, e)
+            return 1
+
+    def _pass(self, store: Store, conf: PluginConf) -> None:
+        if self.reconciles:
+            self.reconcile(store, conf)
+
     # ==== ADD ================================================================
 
     def add(self, env: CNIEnv, conf: PluginConf) -> Result:
@@ -96,6 +128,7 @@ class DockerPlugin:
         preflight.refuse_unusable_netns(self.namespaces, env.netns)
         with boundary("ADD"), Store(conf.stateDir) as store, store.lock(env.container_id), \
                 self.engine(conf) as engine:
+            self._pass(store, conf)
             finish_interrupted_add(engine, self.namespaces, store, env, conf)
             container = preflight.sandbox_for(engine, self.namespaces, env, conf)
             ctx = AddContext(env=env, conf=conf, engine=engine, store=store,
@@ -125,13 +158,19 @@ class DockerPlugin:
                     delete_unrecorded(engine, self.namespaces, env, conf, store_id_of(conf))
                 return
             with store, store.lock(env.container_id):
+                self._pass(store, conf)
                 att = store.get(conf.name, env.container_id, env.ifname)
                 if att is None:
                     log.info("DEL %s/%s: nothing recorded, nothing to do", env.container_id,
                              env.ifname)
                     return
-                with self.engine(conf, att.docker_host) as engine:
-                    detach(engine, self.namespaces, att)
+                try:
+                    with self.engine(conf, att.docker_host) as engine:
+                        detach(engine, self.namespaces, att)
+                except EngineUnavailable as e:
+                    if att.state != DELETING:
+                        store.mark(att, DELETING)
+                    raise pending_del(e, conf.dockerHost or att.docker_host) from None
                 store.delete(*att.key)
 
     # ==== CHECK ==============================================================
@@ -142,25 +181,28 @@ class DockerPlugin:
                            "the runtime must pass the ADD result as prevResult")
         prev = parse_result(conf.prevResult, conf.cniVersion)
         with boundary("CHECK"), Store(conf.stateDir) as store, store.lock(env.container_id):
+            self._pass(store, conf)
             att = store.get(conf.name, env.container_id, env.ifname)
+            if att is not None and att.state == SANDBOX_GONE:
+                fail_check(sandbox_gone(att))
+            if att is not None and att.state == DELETING:
+                fail_check(f"a DEL of {env.container_id}/{env.ifname} is pending: cni2cnm "
+                           "finishes it once the engine answers")
             if att is None or att.state != ATTACHED:
                 fail_check(f"no attachment of {env.container_id}/{env.ifname} to network "
                            f"{conf.name} is recorded (was ADD run?)")
                 return
             with self.engine(conf, att.docker_host) as engine:
+                if att.mode == "proxy" and end_if_sandbox_ended(engine, self.namespaces, store,
+                                                                att):
+                    fail_check(sandbox_gone(att))
                 check_attachment(engine, self.namespaces, att, prev, env)
 
     # ==== GC =================================================================
 
     def gc(self, env: CNIEnv, conf: PluginConf) -> None:
-        with boundary("GC"), Store(conf.stateDir) as store, contextlib.ExitStack() as stack:
-            engines: dict[str, EngineAPI] = {}
-
-            def engine_of(recorded: str) -> EngineAPI:
-                if recorded not in engines:
-                    engines[recorded] = stack.enter_context(self.engine(conf, recorded))
-                return engines[recorded]
-
+        with boundary("GC"), Store(conf.stateDir) as store, self.engines(conf) as engine_of:
+            reconcile(engine_of, self.namespaces, store, limit=-1)  # always, all of it
             collect(engine_of, self.namespaces, store, conf)
 
     # ==== STATUS =============================================================
@@ -212,13 +254,35 @@ def finish_interrupted_add(engine: EngineAPI, namespaces: netns.Namespaces, stor
         raise CNIError(Code.INTERFACE_EXISTS, "attachment already exists",
                        f"{env.container_id}/{env.ifname} is already attached to network "
                        f"{existing.network_name}; DEL it before adding it again")
-    if existing is not None:
+    if existing is not None and existing.state in (DELETING, SANDBOX_GONE):
+        log.warning("finishing the DEL of %s/%s (%s) first", *key[1:], existing.state)
+        detach(engine, namespaces, existing)
+        store.delete(*key)
+    elif existing is not None:
         log.warning("finishing an interrupted ADD of %s/%s first", *key[1:])
         rollback(engine, namespaces, store, existing)  # as it was before: `none` back too
         if store.get(*key) is not None:
             raise CNIError(Code.TRY_AGAIN_LATER, "interrupted ADD not undone",
                            f"the leftovers of an interrupted ADD of {env.container_id}/"
                            f"{env.ifname} could not be removed yet; retry once dockerd answers")
+
+
+def end_if_sandbox_ended(engine: EngineAPI, namespaces: netns.Namespaces, store: Store,
+                         att: Attachment) -> bool:
+    """CHECK of a proxy attachment whose sandbox no longer runs: the pod's interface is
+    removed at once (Docker has freed its address) and the record marked; True then."""
+    if not proxy.sandbox_ended(engine, att, set()):
+        return False
+    clear_ended_sandbox(namespaces, store, att)
+    return True
+
+
+def sandbox_gone(att: Attachment) -> str:
+    return (f"the proxy sandbox {att.sandbox_name or att.sandbox_id[:12]} of "
+            f"{att.container_id}/{att.ifname} has ended (stopped, or dockerd restarted without "
+            "live-restore) and Docker released its address, so cni2cnm removed "
+            f"{att.interface or 'the interface'} from {att.netns or 'the pod'}; DEL and ADD the "
+            "pod's network again (recreate the pod)")
 
 
 def engine_is_worker(engine: EngineAPI) -> bool:

@@ -144,19 +144,64 @@ def release(engine: EngineAPI, namespaces: netns.Namespaces, att: Attachment) ->
     if not ref:
         return
     sandbox = engine.container(ref)
-    if sandbox is None:
-        return
-    if not is_ours(sandbox, att):
+    if sandbox is not None and not is_ours(sandbox, att):
         log.warning("not removing container %s (%s): its labels do not make it the sandbox of "
                     "%s/%s", sandbox.name, sandbox.short_id, att.container_id, att.ifname)
         return
-    if sandbox.running and sandbox.pid and att.mac and att.netns:
+    if sandbox is not None and sandbox.running and sandbox.pid and att.mac and att.netns:
         try:
             move_back(namespaces, att.netns, att.mac, sandbox, att.sandbox_ifname)
         except netns.NetnsError as e:
             log.warning("could not move the interface back into %s (%s); removing it anyway",
                         sandbox.name, e)
-    engine.remove_container(sandbox.id)
+    if sandbox is not None:
+        engine.remove_container(sandbox.id)
+    # Whatever did not go back (the sandbox had ended, or the move failed) must not stay in
+    # the pod with an address Docker has released.
+    remove_moved(namespaces, att)
+
+
+def remove_moved(namespaces: netns.Namespaces, att: Attachment) -> bool:
+    """Delete the interface ADD moved into the pod's namespace, once its sandbox has ended:
+    only the link with the recorded name AND MAC, only in the recorded namespace (the path
+    must still be the kernel namespace ADD saw). Its veth peer on the bridge goes with it.
+    False when there was nothing of ours to delete."""
+    if not (att.netns and att.mac and att.interface):
+        return False
+    if (att.netns_dev or att.netns_ino) and namespaces.identity(att.netns) != (
+            att.netns_dev, att.netns_ino):
+        log.info("%s is no longer the namespace ADD saw (gone, its interfaces with it, or "
+                 "reused): nothing of %s/%s to remove there", att.netns, att.container_id,
+                 att.ifname)
+        return False
+    if not namespaces.is_namespace(att.netns):
+        return False
+    with namespaces.open(att.netns) as ns:
+        link = ns.link_named(att.interface)
+        if link is None or link.mac != att.mac:
+            log.info("no %s with MAC %s in %s: nothing of %s/%s to remove", att.interface,
+                     att.mac, att.netns, att.container_id, att.ifname)
+            return False
+        ns.delete_link(link)
+    log.warning("removed %s (%s) from %s: the proxy sandbox of %s/%s is gone, so Docker no "
+                "longer holds its address %s", att.interface, att.mac, att.netns,
+                att.container_id, att.ifname, ", ".join(att.ips) or "-")
+    return True
+
+
+def sandbox_ended(engine: EngineAPI, att: Attachment, running: set[str]) -> bool:
+    """Whether the record's sandbox no longer runs: not among `running` (one listing of the
+    engine's sandboxes), confirmed by inspecting it (it may have started since)."""
+    if att.sandbox_id in running:
+        return False
+    sandbox = engine.container(att.sandbox_id or att.sandbox_name)
+    return sandbox is None or not sandbox.running
+
+
+def running_sandboxes(engine: EngineAPI) -> set[str]:
+    """IDs of the proxy sandboxes the engine runs now (one listing)."""
+    return {c.id for c in engine.containers_with_label(f"{LABEL_SANDBOX}=true")
+            if c.state == "running"}
 
 
 def labelled_sandboxes(engine: EngineAPI, network: str, store_id: str

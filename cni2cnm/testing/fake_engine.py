@@ -385,10 +385,16 @@ class FakeEngine(Faults):
         c.endpoints[net.name] = ep
 
     def _release(self, c: FakeContainer, ep: FakeEndpoint) -> None:
+        """The address is free again; the interface goes only if it is still in the
+        container's namespace: dockerd finds it there by name (an interface moved elsewhere
+        stays where it is, with its address, and its peer stays on the bridge)."""
         net = self.networks.get(ep.network_id)
         if net is not None:
             net.release(ep.ipv4, ep.ipv6)
-        remove_interface(self.namespaces, ep.mac)
+        if c.ns is not None:
+            for link in list(c.ns.links.values()):
+                if link.mac == ep.mac and ep.mac:
+                    c.ns.remove_link(link.index)
 
     def _mac(self, ipv4: str | None) -> str:
         if ipv4 and self.api < (1, 48):

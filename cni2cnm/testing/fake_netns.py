@@ -208,3 +208,10 @@ class FakeNetns(netns.Netns):
         if ns.named(name) is not None:
             raise NetnsError(f"cannot rename {link.name} in {self.path}: [Errno 17] File exists")
         ns.update(current, name=name, up=False)
+
+    def delete_link(self, link: Link) -> None:
+        ns = self._ns
+        if link.index not in ns.links:
+            raise NetnsError(f"cannot delete {link.name} in {self.path}: [Errno 19] No such "
+                             "device")
+        ns.remove_link(link.index)

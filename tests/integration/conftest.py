@@ -5,7 +5,9 @@ Every test under tests/integration is marked ``integration``.  The engine is the
 tests are skipped, except under ``CI=true`` where they fail: CI must never pass by skipping.
 
 Fixtures: ``docker_host``, ``docker_client``, ``images`` (session), ``engine`` (session,
-restart/kill for fault tests), ``resources`` (per test, see c2ctest.Resources).  Helpers such as
+restart/kill for fault tests), ``resources`` (per test, see c2ctest.Resources), ``peng`` /
+``pres`` / ``pnet`` (an engine of the module's own, privateengine.py, with its resources and a
+network: for tests that kill or restart it).  Helpers such as
 ``pause_container`` live in c2ctest.py: ``from c2ctest import pause_container``.
 """
 
@@ -145,3 +147,38 @@ def plugin(docker_host: str, resources: Resources, net: Any) -> Plugin:
     """A runtime's view of a cni2cnm config for `net`, with a state dir of the test's own
     (modules that need another config define their own `plugin`)."""
     return Plugin(docker_host, str(resources.tmpdir() / "state"), net.name)
+
+
+# ---- an engine of a module's own, for tests that kill and restart it ---------------------
+
+
+@pytest.fixture(scope="module")
+def peng(docker_host: str) -> Iterator[Any]:
+    """A private engine (privateengine.py) per module: its tests kill and restart it."""
+    from privateengine import private_engine
+
+    with private_engine() as engine:
+        yield engine
+
+
+@pytest.fixture
+def pres(peng: Any) -> Iterator[Resources]:
+    """`resources` on the private engine, which it starts again if a test left it down; the
+    proxy sandboxes a failed test left are removed too."""
+    res = Resources(peng.client)
+    try:
+        yield res
+    finally:
+        try:
+            peng.client.ping()
+        except Exception:
+            peng.up()
+        for c in peng.client.containers.list(all=True,
+                                             filters={"label": "io.cni2cnm.sandbox=true"}):
+            c.remove(force=True)
+        res.close()
+
+
+@pytest.fixture
+def pnet(pres: Resources) -> Any:
+    return pres.network()

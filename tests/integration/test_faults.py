@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,36 +14,11 @@ import pytest
 from c2ctest import Resources, pause_container, unique_name
 from engines import API_IFNAME, API_RANDOM_MAC, derived_mac, engine_api
 from pluginrun import Plugin, armed_hooks, cri_args, endpoint, plugin_executable, proc_netns
-from privateengine import PrivateEngine, private_engine
+from privateengine import PrivateEngine
 
 from cni2cnm.store import Store
 
 ALWAYS = {"Name": "always"}
-
-
-@pytest.fixture(scope="module")
-def peng(docker_host: str) -> Iterator[PrivateEngine]:
-    """An engine of this module's own: these tests kill and restart it."""
-    with private_engine() as engine:
-        yield engine
-
-
-@pytest.fixture
-def pres(peng: PrivateEngine) -> Iterator[Resources]:
-    res = Resources(peng.client)
-    try:
-        yield res
-    finally:
-        try:
-            peng.client.ping()
-        except Exception:
-            peng.up()
-        res.close()
-
-
-@pytest.fixture
-def pnet(pres: Resources) -> Any:
-    return pres.network()
 
 
 @pytest.fixture

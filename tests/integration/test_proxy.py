@@ -154,7 +154,8 @@ def test_check_fails_when_sandbox_gone(plugin: Plugin, ns: str, net: Any,
     [sandbox] = sandboxes(docker_client, net)
     sandbox.remove(force=True)
     out = plugin.run("CHECK", CID, ns, prev=res)
-    assert "sandbox container" in out.error(103)["details"]
+    assert "has ended" in out.error(103)["details"]
+    assert "eth0" not in ip_addrs(ns)  # Docker freed its address: the pod must not keep it
 
 
 def test_check_fails_when_route_removed(plugin: Plugin, ns: str) -> None:

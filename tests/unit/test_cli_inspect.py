@@ -148,6 +148,13 @@ def test_incomplete(tmp_path: Path) -> None:
     assert row["drift"] == ["incomplete"]
 
 
+@pytest.mark.parametrize("state", ["deleting", "sandbox-gone"])
+def test_pending_work_is_incomplete(tmp_path: Path, state: str) -> None:
+    record(tmp_path / "state", state=state)
+    [row] = run(tmp_path, good_engine()).rows
+    assert row["state"] == state and "incomplete" in row["drift"]
+
+
 def test_netns(tmp_path: Path) -> None:
     own = "/proc/self/ns/net"
     dev, ino = netns.identity(own) or (0, 0)

@@ -831,6 +831,22 @@ def test_idle_timeout_stops_the_server(sockdir: Path) -> None:
     assert not loop.is_alive() and server.stop_reason == "idle" and not path.exists()
 
 
+def test_work_to_keep_holds_off_the_idle_timeout(sockdir: Path) -> None:
+    path = sockdir / "d.sock"
+    keep = threading.Event()
+    keep.set()
+    server = Server(str(path), Recorder(reply=(0, "ok\n", "")), allowed_uids=me(),
+                    idle_timeout=0.3, keep_alive=keep.is_set)
+    server.bind()
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    loop.join(1.5)
+    assert loop.is_alive()  # proxy attachments or pending DELs: the keeper must stay
+    keep.clear()
+    loop.join(10)
+    assert not loop.is_alive() and server.stop_reason == "idle" and not path.exists()
+
+
 class TwoStepPlugin:
     """Logs, waits for the other request to have logged too, logs again."""
 

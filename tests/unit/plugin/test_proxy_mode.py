@@ -113,7 +113,7 @@ def test_del_with_the_engine_down_keeps_the_record(pw: World) -> None:
 def test_check_fails_when_the_sandbox_is_gone(pw: World) -> None:
     res = pw.run("ADD", CID, NS).ok()
     pw.engine.remove_container(sandboxes(pw)[0].id)
-    assert "sandbox container" in pw.run("CHECK", CID, NS, prev=res).error(103)["details"]
+    assert "has ended" in pw.run("CHECK", CID, NS, prev=res).error(103)["details"]
 
 
 def test_check_fails_when_the_default_route_was_removed(pw: World) -> None:
