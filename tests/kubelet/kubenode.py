@@ -653,6 +653,14 @@ state = "{d}/state"
             problems.append(f"netns {self.netns} left on the node")
             subprocess.run(["ip", "netns", "delete", self.netns], check=False)
         problems += self.node_changes()
+        keep = os.environ.get("C2C_KUBELET_LOGS", "")
+        if keep:  # the components' logs, for a failure to be read afterwards
+            dest = Path(keep, self.mode)
+            dest.mkdir(parents=True, exist_ok=True)
+            for log in (self.kubelet_log, self.plugin_log, self.ctrd_dir / "containerd.log",
+                        self.engine_dir / "dockerd.log"):
+                if log.exists():
+                    shutil.copy(log, dest / log.name)
         shutil.rmtree(self.dir, ignore_errors=True)
         return problems
 
