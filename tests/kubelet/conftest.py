@@ -24,7 +24,7 @@ from c2ctest import unavailable  # noqa: E402
 from kubenode import MODES, REFERENCE_PLUGINS, SCRIPTS, KubeNode, kube_node  # noqa: E402
 
 # Step -> seconds, per mode, printed at the end of the run.
-TIMINGS: dict[str, dict[str, float]] = {}
+TIMINGS: dict[str, dict[str, float | int]] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -36,7 +36,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for mode, steps in TIMINGS.items():
         terminalreporter.write_line(
-            f"kubelet node ({mode}): " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
+            f"kubelet node ({mode}): " + ", ".join(
+                f"{k} {v}" if isinstance(v, int) else f"{k} {v:.1f} s" for k, v in steps.items()))
 
 
 @pytest.fixture(scope="session")

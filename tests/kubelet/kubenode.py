@@ -162,7 +162,7 @@ class KubeNode:
     netns: str = ""
     kubelet: subprocess.Popen[bytes] | None = None
     containerd: subprocess.Popen[bytes] | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float | int] = field(default_factory=dict)  # seconds, or counts
     broken: str = ""  # why pods did not come up: later steps fail at once
     sysctls_before: dict[str, str] = field(default_factory=dict)
     node_paths_before: dict[str, bool] = field(default_factory=dict)

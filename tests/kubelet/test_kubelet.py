@@ -253,7 +253,7 @@ def test_dockerd_restart_while_pods_run(node: KubeNode) -> None:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        node.timings["DELs failed during the outage"] = float(
+        node.timings["DELs failed during the outage"] = (
             node.plugin_log.read_text()[log_mark:].count("DEL failed"))
     finally:
         node.start_engine()
