@@ -76,38 +76,6 @@ cached() {
         && version_ok "$("$EDIR/bin/dockerd" --version 2>/dev/null)"
 }
 
-# The Debian mirror the system's own apt sources use for its release (deb822 or one-line
-# format, as apt itself parsed them), e.g. http://deb.debian.org/debian/.
-debian_mirror() {
-    if [ -n "${C2C_DEBIAN_MIRROR:-}" ]; then
-        echo "$C2C_DEBIAN_MIRROR"
-        return 0
-    fi
-    local codename uri
-    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-    [ -n "$codename" ] || die "no VERSION_CODENAME in /etc/os-release"
-    # shellcheck disable=SC2016  # apt's own $(FIELD) syntax
-    uri=$(apt-get indextargets --no-release-info \
-            --format '$(TARGET_OF) $(RELEASE) $(REPO_URI)' \
-        | awk -v rel="$codename" '$1 == "deb" && $2 == rel {print $3; exit}')
-    [ -n "$uri" ] || die "no 'deb ... $codename' source in the system's apt sources" \
-        "(set C2C_DEBIAN_MIRROR)"
-    echo "$uri"
-}
-
-aptq() {  # apt-get or apt-cache with the private sources, lists and cache only
-    local tool=$1
-    shift
-    "$tool" -q \
-        -o Dir::Etc::sourcelist="$APT/sources.list" \
-        -o Dir::Etc::sourceparts=- \
-        -o Dir::State::Lists="$APT/lists" \
-        -o Dir::Cache="$APT/cache" \
-        -o Acquire::Languages=none \
-        -o APT::Sandbox::User=root \
-        "$@"
-}
-
 fetch_debian() {
     local mirror s ver deb t0
     t0=$(date +%s)
