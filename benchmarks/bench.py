@@ -25,12 +25,16 @@ timed region; Docker names interfaces eth0, eth1, ... and never reuses a number)
                 started by hand, the config's `daemon` key at its default (auto), so the
                 plugin starts its daemon on demand (on a socket of the benchmark's own:
                 the machine's default socket may be someone else's); steady state
+  (f) shim      the static shim (scripts/shim.sh) as `cni2cnm install --shim` places it,
+                the Python plugin file beside it, forwarding to the `cni2cnm serve` of (c)
+  (g) shim dflt the same shim on the socket of (e): the daemon the Python plugin beside it
+                started on demand; steady state
 
 and, before the cycles, the first request after install: rounds of an in-process ADD (b)
 and, with no daemon running, an ADD of (e), which runs in-process and starts the daemon.
 
 plus VERSION through the executable. Then 50 pods ADDed with 50 in flight and DELed, for (a),
-(c) and (b), five rounds in rotating order (the median round counts); then GC of 1,000 stale
+(c), (b) and (f), five rounds in rotating order (the median round counts); then GC of 1,000 stale
 records (containers that do not exist) in one run of the
 executable, in-process and through the daemon; then where the time goes (imports on the
 start-up path, cProfile of an in-process ADD, the daemon's share of a forwarded ADD).
@@ -67,7 +71,10 @@ DEV_EXE = str(Path(sys.executable).parent / "cni2cnm")
 PAUSE = "local/pause:3.10"
 LABEL = "c2c.bench"
 SESSION = secrets.token_hex(4)
-MODES = ("a", "b", "c", "d", "e")
+MODES = ("a", "b", "c", "d", "e", "f", "g")
+DAEMON_MODES = ("c", "f")  # through the `cni2cnm serve` started here
+AUTO_MODES = ("e", "g")  # through the daemon started on demand
+SHIM_MODES = ("f", "g")
 # Runs a command as a child of a minimal process, for its peak RSS: ru_maxrss counts the
 # memory of the process a child was forked from, so children of this big benchmark process
 # would all report its size. The floor of this method (/bin/true) is reported with it.
@@ -80,7 +87,8 @@ sys.stderr.write("\\nC2CB_MAXRSS_KB=%d\\n" % usage.ru_maxrss)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 MODE_NAMES = {"a": "(a) SDK floor", "b": "(b) in-process", "c": "(c) daemon",
-              "d": "(d) docker CLI", "e": "(e) default install"}
+              "d": "(d) docker CLI", "e": "(e) default install", "f": "(f) shim+daemon",
+              "g": "(g) shim default"}
 
 # Targets of issues 8 and 13 (ms, ratios, MB).
 TARGETS = {
@@ -88,6 +96,7 @@ TARGETS = {
     "c_cycle_vs_cli": 1.1, "b_op_over_floor_ms": 150, "version_ms": 60,
     "concurrent_throughput_vs_floor": 0.9, "rss_client_mb": 20, "rss_inprocess_mb": 60,
     "e_cycle_vs_floor": 1.25, "first_over_inprocess_ms": 100,
+    "f_cycle_vs_floor": 1.15, "g_cycle_vs_floor": 1.15,  # issue 23
 }
 
 
@@ -183,6 +192,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="c2cb-"))
         stack.callback(shutil.rmtree, self.tmp, True)
         self.py, self.exe = self._executable(args.executable)
+        self.shim = self._shim()
         self.host = self._engine()
         import docker
 
@@ -233,6 +243,19 @@ class Bench:
         exe.chmod(0o755)
         log(f"installed a copy of cni2cnm in {venv}, plugin file {exe}")
         return py, str(exe)
+
+    def _shim(self) -> str:
+        """The static shim, built by scripts/shim.sh, in a bin dir as `cni2cnm install
+        --shim` makes it: the shim as cni2cnm, the Python plugin file beside it."""
+        bin_dir = self.tmp / "shim-bin"
+        bin_dir.mkdir(mode=0o755)
+        shim = bin_dir / "cni2cnm"
+        subprocess.run(["bash", str(SCRIPTS / "shim.sh"), str(shim)], check=True,
+                       stdout=subprocess.DEVNULL)
+        shutil.copy(self.exe, bin_dir / "cni2cnm-python")
+        os.chmod(bin_dir / "cni2cnm-python", 0o755)
+        log(f"built the shim {shim}")
+        return str(shim)
 
     # ---- engine, images, network ----------------------------------------------------------
 
@@ -402,8 +425,9 @@ class Bench:
                 **mode}
 
     def plugin(self, command: str, cid: str, pid: int, daemon: bool | str,
-               conf: dict[str, Any] | None = None) -> Run:
-        r = run_process([self.exe], self.plugin_env(command, cid, pid, daemon),
+               conf: dict[str, Any] | None = None, shim: bool = False) -> Run:
+        r = run_process([self.shim if shim else self.exe],
+                        self.plugin_env(command, cid, pid, daemon),
                         json.dumps(conf or self.conf()).encode())
         if r.rc != 0 or (daemon is True and "in-process" in r.stderr):
             raise RuntimeError(f"{command} ({'daemon' if daemon else 'in-process'}) failed: "
@@ -430,10 +454,11 @@ class Bench:
         add = (t1 - t0) * 1e3
         return {"add": add, "del": (t2 - t1) * 1e3, "add_connect_inspect": add - detach_ms}
 
-    def mode_plugin(self, cid: str, pid: int, daemon: bool | str) -> dict[str, float]:
-        add = self.plugin("ADD", cid, pid, daemon)
+    def mode_plugin(self, cid: str, pid: int, daemon: bool | str,
+                    shim: bool = False) -> dict[str, float]:
+        add = self.plugin("ADD", cid, pid, daemon, shim=shim)
         prev = json.loads(add.stdout)
-        dele = self.plugin("DEL", cid, pid, daemon, self.conf(prevResult=prev))
+        dele = self.plugin("DEL", cid, pid, daemon, self.conf(prevResult=prev), shim=shim)
         out = {"add": add.ms, "del": dele.ms}
         if daemon == "auto":  # a request that ran in-process (a fallback): counted
             out["fallbacks"] = sum("in-process" in r.stderr for r in (add, dele))
@@ -494,8 +519,10 @@ class Bench:
         versions: list[Run] = []
         run = {"a": self.mode_a, "b": lambda c, p: self.mode_plugin(c, p, False),
                "c": lambda c, p: self.mode_plugin(c, p, True), "d": self.mode_d,
-               "e": lambda c, p: self.mode_plugin(c, p, "auto")}
-        log(f"{n} cycles (+1 warm-up) of ADD+DEL by a, b, c, d, e, and VERSION")
+               "e": lambda c, p: self.mode_plugin(c, p, "auto"),
+               "f": lambda c, p: self.mode_plugin(c, p, True, shim=True),
+               "g": lambda c, p: self.mode_plugin(c, p, "auto", shim=True)}
+        log(f"{n} cycles (+1 warm-up) of ADD+DEL by {', '.join(MODES)}, and VERSION")
         for i in range(-1, n):  # cycle -1 warms caches up and is not recorded
             order = MODES[i % len(MODES):] + MODES[:i % len(MODES)]
             for m in order:
@@ -522,9 +549,9 @@ class Bench:
             }
             if m == "a":
                 res[m]["add_connect_inspect"] = summary([s["add_connect_inspect"] for s in xs])
-            if m == "e":
+            if m in AUTO_MODES:
                 res[m]["fallbacks"] = sum(int(s.get("fallbacks", 0)) for s in xs)
-            if m == "c":
+            if m in DAEMON_MODES:
                 for op in ("add", "del"):
                     inside = [s[f"{op}_in_daemon"] for s in xs if f"{op}_in_daemon" in s]
                     outside = [s[op] - s[f"{op}_in_daemon"] for s in xs
@@ -576,7 +603,7 @@ class Bench:
             if m == "a":
                 self.floor_add(cid)
             else:
-                r = self.plugin("ADD", cid, pid, m == "c")
+                r = self.plugin("ADD", cid, pid, m in DAEMON_MODES, shim=m in SHIM_MODES)
                 client_cpu["add"].append(r.cpu_ms)
                 prevs[cid] = json.loads(r.stdout)
 
@@ -585,7 +612,8 @@ class Bench:
             if m == "a":
                 self.api.disconnect_container_from_network(cid, self.net_id)
             else:
-                r = self.plugin("DEL", cid, pid, m == "c", self.conf(prevResult=prevs[cid]))
+                r = self.plugin("DEL", cid, pid, m in DAEMON_MODES,
+                                self.conf(prevResult=prevs[cid]), shim=m in SHIM_MODES)
                 client_cpu["del"].append(r.cpu_ms)
 
         def this_process_ms() -> float:
@@ -611,7 +639,7 @@ class Bench:
                 # CPU per operation, in ms: where a 2-core machine spends it.
                 cpu[op] = {
                     "dockerd": (after[0] - before[0]) / n,
-                    "serve": (after[1] - before[1]) / n if m == "c" else 0.0,
+                    "serve": (after[1] - before[1]) / n if m in DAEMON_MODES else 0.0,
                     "clients": sum(client_cpu[op]) / n,
                     "sdk_in_bench": (after[2] - before[2]) / n if m == "a" else 0.0,
                 }
@@ -806,26 +834,30 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if "add_connect_inspect" in cyc["a"]:
         lines.append(f"(a) ADD is detach none + connect + inspect; connect + inspect alone: "
                      f"median {cyc['a']['add_connect_inspect']['median']:.1f} ms")
-    c = cyc["c"]
-    if c.get("add_in_daemon", {}).get("n"):
-        lines.append(
-            f"(c) split, medians: ADD {c['add_in_daemon']['median']:.1f} ms in the daemon + "
-            f"{c['add_outside_daemon']['median']:.1f} ms client (start-up, socket, exit); "
-            f"DEL {c['del_in_daemon']['median']:.1f} + {c['del_outside_daemon']['median']:.1f}")
+    for m in DAEMON_MODES:
+        c = cyc.get(m, {})
+        if c.get("add_in_daemon", {}).get("n"):
+            lines.append(
+                f"({m}) split, medians: ADD {c['add_in_daemon']['median']:.1f} ms in the daemon "
+                f"+ {c['add_outside_daemon']['median']:.1f} ms client (start-up, socket, exit); "
+                f"DEL {c['del_in_daemon']['median']:.1f} + "
+                f"{c['del_outside_daemon']['median']:.1f}")
 
     def ratio(x: str, y: str, what: str) -> float:
         return float(cyc[x][what]["median"] / cyc[y][what]["median"])
 
-    if "fallbacks" in cyc.get("e", {}):
-        lines.append(f"(e) requests that ran in-process during the cycles: "
-                     f"{cyc['e']['fallbacks']}")
+    for m in AUTO_MODES:
+        if "fallbacks" in cyc.get(m, {}):
+            lines.append(f"({m}) requests that ran in-process during the cycles: "
+                         f"{cyc[m]['fallbacks']}")
     first = res.get("first")
     if first:
         lines.append(f"First request after install, medians of {first['b_add']['n']} rounds: "
                      f"(e) first ADD {first['e_first_add']['median']:.1f} ms (it starts the "
                      f"daemon), (b) ADD {first['b_add']['median']:.1f} ms")
     lines.append("Ratios of medians (ADD / DEL / cycle):")
-    for x, y in (("b", "a"), ("c", "a"), ("e", "a"), ("b", "d"), ("c", "d"), ("e", "d")):
+    for x, y in (("b", "a"), ("c", "a"), ("e", "a"), ("f", "a"), ("g", "a"), ("b", "d"),
+                 ("c", "d"), ("e", "d"), ("f", "d")):
         lines.append(f"  {x}/{y}: {ratio(x, y, 'add'):.2f} / {ratio(x, y, 'del'):.2f} / "
                      f"{ratio(x, y, 'cycle'):.2f}")
     rss = res.get("rss_mb")
@@ -871,6 +903,8 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                                   TARGETS["b_op_over_floor_ms"], "<="),
         "VERSION median, ms": (cyc["version"]["ms"]["median"], TARGETS["version_ms"], "<"),
         "(e) cycle / (a) cycle": (ratio("e", "a", "cycle"), TARGETS["e_cycle_vs_floor"], "<="),
+        "(f) cycle / (a) cycle": (ratio("f", "a", "cycle"), TARGETS["f_cycle_vs_floor"], "<="),
+        "(g) cycle / (a) cycle": (ratio("g", "a", "cycle"), TARGETS["g_cycle_vs_floor"], "<="),
     }
     if first:
         checks["(e) first ADD - (b) ADD, ms"] = (
@@ -881,11 +915,12 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             max(rss["c_add"]["max"], rss["c_del"]["max"]), TARGETS["rss_client_mb"], "<")
         checks["in-process (b) peak RSS, MB"] = (
             max(rss["b_add"]["max"], rss["b_del"]["max"]), TARGETS["rss_inprocess_mb"], "<")
-    if conc and "c" in conc and "a" in conc:
-        checks[f"{conc['n']} concurrent ADDs (c) throughput / (a)"] = (
-            conc["c"]["add_throughput_vs_floor"], TARGETS["concurrent_throughput_vs_floor"],
-            ">=")
-        checks[f"{conc['n']} concurrent (c) errors"] = (conc["c"]["errors"], 0, "==")
+    for m in DAEMON_MODES:
+        if conc and m in conc and "a" in conc:
+            checks[f"{conc['n']} concurrent ADDs ({m}) throughput / (a)"] = (
+                conc[m]["add_throughput_vs_floor"], TARGETS["concurrent_throughput_vs_floor"],
+                ">=")
+            checks[f"{conc['n']} concurrent ({m}) errors"] = (conc[m]["errors"], 0, "==")
     verdicts = {}
     lines.append("Targets:")
     for name, (value, limit, op) in checks.items():
@@ -913,7 +948,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cycles", type=int, default=30)
     p.add_argument("--concurrent", type=int, default=50)
-    p.add_argument("--concurrent-modes", default="a,c,b",
+    p.add_argument("--concurrent-modes", default="a,c,b,f",
                    type=lambda s: [m for m in s.split(",") if m])
     p.add_argument("--concurrent-rounds", type=int, default=5)
     p.add_argument("--gc-records", type=int, default=1000)

@@ -117,13 +117,18 @@ def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_vers
               help="the daemon's socket: install replaces an on-demand daemon of another "
                    "version there, --uninstall stops the one the plugin started (empty: none) "
                    f"[default: $CNI2CNM_DAEMON_SOCKET, else {DEFAULT_SOCKET}]")
+@click.option("--shim", default="auto", show_default=True, metavar="PATH|auto|none",
+              help="place this static shim (built by scripts/shim.sh) as the plugin file and "
+                   "the Python plugin beside it as cni2cnm-python: requests skip Python's "
+                   "start-up (auto: the shim this installation carries in cni2cnm/_shim/, "
+                   "if any; none: no shim)")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @base.common_options
 @click.pass_context
 def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None, force: bool,
-            uninstall: bool, systemd: str, daemon_socket: str | None, output: str,
-            docker_host: str, state_dir: str) -> None:
+            uninstall: bool, systemd: str, daemon_socket: str | None, shim: str,
+            output: str, docker_host: str, state_dir: str) -> None:
     """Install this cni2cnm as a CNI plugin on this node (or --uninstall it).
 
     Writes <bin-dir>/cni2cnm, a small script that runs this installation (this Python,
@@ -139,9 +144,16 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
     further step. install stops an on-demand daemon of another version (an upgrade);
     --uninstall stops and removes the units, and stops the daemon the plugin started.
 
+    The static shim: build it with `scripts/shim.sh` (gcc, static, from the source tree:
+    it writes cni2cnm/_shim/cni2cnm-shim, which install then places by default) or give it
+    with --shim PATH. The shim is then <bin-dir>/cni2cnm and the script above is
+    <bin-dir>/cni2cnm-python; the shim forwards requests to the daemon in about a
+    millisecond and hands everything else to the script.
+
     \b
     Examples:
       cni2cnm install --network pods
+      cni2cnm install --shim /usr/local/lib/cni2cnm/cni2cnm-shim
       cni2cnm install --uninstall
     """
     from cni2cnm.ops import install as ops
@@ -153,7 +165,7 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
         actions += ops.uninstall(s.state_dir, bin_dir, conf_dir, network)
         actions += _uninstall_units(s.state_dir)
     else:
-        planned = [ops.Planned(ops.plugin_path(bin_dir), ops.wrapper_text(), 0o755)]
+        planned = ops.plugin_files(bin_dir, _shim(shim))
         if network:
             from cni2cnm.ops import conflist as cl
 
@@ -195,6 +207,15 @@ def _daemon_socket(given: str | None) -> str:
     if given is not None:
         return given
     return os.environ.get("CNI2CNM_DAEMON_SOCKET", DEFAULT_SOCKET)
+
+
+def _shim(given: str) -> str | None:
+    """--shim: a path, "none", or "auto" (the shim the package carries, if any)."""
+    if given == "auto":
+        from cni2cnm.ops import install as ops
+
+        return ops.packaged_shim()
+    return None if given == "none" else given
 
 
 def _with_systemd(choice: str) -> bool:

@@ -18,12 +18,15 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cni2cnm import __version__
 from cni2cnm.cni import logs
 from cni2cnm.daemon import logroute, wire
 from cni2cnm.daemon.server import DaemonError, Server
+
+if TYPE_CHECKING:
+    from cni2cnm.daemon.runner import Runner
 
 log = logging.getLogger("cni2cnm-serve")
 
@@ -123,6 +126,7 @@ def _serve(path: str, log_level: str, started: str, idle_timeout: float,
         except OSError as e:
             log.warning("cannot go back to CPU priority %d: %s", priority, e)
     logroute.install()
+    _finish_pending_dels(server.path, runner)
 
     def on_signal(signum: int, _frame: Any) -> None:
         # No logging or locks here: a signal handler.
@@ -148,6 +152,16 @@ def _serve(path: str, log_level: str, started: str, idle_timeout: float,
             exporter.stop()
     log.info("stopped after %d request(s)", server.served)
     return 0
+
+
+def _finish_pending_dels(path: str, runner: Runner) -> None:
+    """The DELs the static shim kept while no daemon answered (pending.py), beside serving:
+    not a daemon thread, so a daemon told to stop finishes the one it runs."""
+    import threading
+
+    from cni2cnm.daemon import pending
+
+    threading.Thread(target=pending.replay, args=(path, runner), name="pending-dels").start()
 
 
 def _bind(server: Server, started: str) -> None:

@@ -5,11 +5,13 @@ Built from the API's JSON in client.py; nothing past the engine adapter reads ra
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 __all__ = [
     "API_IFNAME",
     "API_MAC_ON_CONNECT",
+    "CONTAINER_NAME",
     "DEFAULT_HOST",
     "IFNAME_OPTION",
     "Container",
@@ -27,6 +29,8 @@ DEFAULT_HOST = "unix:///var/run/docker.sock"
 IFNAME_OPTION = "com.docker.network.endpoint.ifname"
 API_IFNAME = (1, 48)  # Docker 28.0: the ifname driver option
 API_MAC_ON_CONNECT = (1, 54)  # Docker 29.3: mac_address honoured on connect
+# The names dockerd accepts for a container (its RestrictedNameChars), "/" prefix optional.
+CONTAINER_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+", re.ASCII)
 
 
 @dataclass(frozen=True)

@@ -336,9 +336,21 @@ def plugin_installation(path: str) -> trust.Installation | None:
     return trust.Installation(python=python, package_dir=package_dir or "")
 
 
+def python_plugin(path: str) -> str:
+    """The Python plugin file: `path`, or beside it when `path` is the static shim."""
+    from cni2cnm.ops.install import ELF_MAGIC, SHIM_FALLBACK
+
+    try:
+        with open(path, "rb") as f:
+            shim = f.read(len(ELF_MAGIC)) == ELF_MAGIC
+    except OSError:
+        return path
+    return os.path.join(os.path.dirname(path), SHIM_FALLBACK) if shim else path
+
+
 def check_trust(bin_dir: str) -> Check:
     """Only root can change the code the plugin runs as root (cni2cnm.ops.trust)."""
-    path = os.path.join(bin_dir, PLUGIN_TYPE)
+    path = python_plugin(os.path.join(bin_dir, PLUGIN_TYPE))
     if not os.path.exists(path):
         return Check("trust", WARN, f"{path} does not exist: nothing to check",
                      f"cni2cnm install --bin-dir {bin_dir}")

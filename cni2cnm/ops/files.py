@@ -12,7 +12,7 @@ from typing import Any
 from cni2cnm.ops import OpError
 
 
-def atomic_write(path: str, content: str, mode: int = 0o644) -> None:
+def atomic_write(path: str, content: str | bytes, mode: int = 0o644) -> None:
     """Write `content` to `path` through a temporary file and a rename: readers (a runtime
     scanning its conf dir, kubelet exec'ing the plugin) never see a half-written file."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
@@ -22,7 +22,7 @@ def atomic_write(path: str, content: str, mode: int = 0o644) -> None:
     except OSError as e:
         raise OpError(f"cannot write {path}: {e.strerror or e}") from None
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
@@ -67,5 +67,5 @@ def sha256_of(path: str) -> str | None:
         return None
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def sha256_text(text: str | bytes) -> str:
+    return hashlib.sha256(text if isinstance(text, bytes) else text.encode()).hexdigest()

@@ -27,6 +27,11 @@ instead: `exec '<python>' -I -m cni2cnm "$@"`.
 It refuses (exit 2) when anyone but root can change the interpreter, the package,
 site-packages or a directory above them (cni2cnm.ops.trust): the plugin runs as root.
 
+With a static shim (`--shim PATH`, or the one the package carries in `_shim/cni2cnm-shim`,
+built by scripts/shim.sh), the shim is the plugin file and the script above is placed beside
+it as `cni2cnm-python` (SHIM_FALLBACK): the shim forwards to the daemon and runs that script
+for everything the daemon does not answer (README.md, "The static shim").
+
 Each file placed is recorded with its SHA-256 in `<state-dir>/install-manifest.json`;
 `--uninstall` removes a file only while it still has that content, and never touches files
 it did not place.
@@ -73,7 +78,7 @@ class Action:
 @dataclass(frozen=True)
 class Planned:
     path: str
-    content: str
+    content: str | bytes
     mode: int
 
 
@@ -104,6 +109,64 @@ def wrapper_text(python: str | None = None, package_dir: str | None = None) -> s
 
 def plugin_path(bin_dir: str) -> str:
     return os.path.join(os.path.abspath(bin_dir), PLUGIN_NAME)
+
+
+# ==== the static shim =======================================================================
+
+SHIM_FALLBACK = f"{PLUGIN_NAME}-python"  # the Python plugin file beside the shim (its name
+# is compiled into shim/cni2cnm-shim.c)
+PACKAGED_SHIM = os.path.join("_shim", "cni2cnm-shim")  # in the package, from scripts/shim.sh
+ELF_MAGIC = b"\x7fELF"
+
+
+def packaged_shim() -> str | None:
+    """The shim this installation carries, if scripts/shim.sh built one into the package."""
+    import cni2cnm
+
+    path = os.path.join(cni2cnm.__path__[0], PACKAGED_SHIM)
+    return path if os.path.isfile(path) else None
+
+
+def read_shim(path: str) -> bytes:
+    """The shim's bytes, once it is root's alone, a static executable of this version."""
+    from cni2cnm import __version__
+    from cni2cnm.daemon.wire import PROTOCOL
+
+    problems = trust.path_problems(path)
+    if problems:
+        raise OpError(f"refusing the shim {path}: {trust.describe(problems)}. Fix: "
+                      f"{trust.fix(problems)}")
+    try:
+        with open(path, "rb") as f:
+            content = f.read(64 << 20)
+    except OSError as e:
+        raise OpError(f"cannot read the shim {path}: {e.strerror}") from None
+    if not content.startswith(ELF_MAGIC):
+        raise OpError(f"{path} is not an executable (ELF) file: build the shim with "
+                      "scripts/shim.sh")
+    import subprocess
+
+    want = f"cni2cnm-shim {__version__} protocol {PROTOCOL}"
+    try:
+        said = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10,
+                              env={}, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        raise OpError(f"cannot run the shim {path}: {e}") from None
+    if said != want:
+        raise OpError(f"the shim {path} says {said!r}, this cni2cnm needs {want!r}: rebuild "
+                      "it from this version's source (scripts/shim.sh)")
+    return content
+
+
+def plugin_files(bin_dir: str, shim: str | None) -> list[Planned]:
+    """The plugin file; with a shim, the shim there and the Python plugin beside it."""
+    plugin = plugin_path(bin_dir)
+    if shim is None:
+        return [Planned(plugin, wrapper_text(), 0o755)]
+    # the Python plugin first: a shim placed before it would have nothing to fall back to
+    return [Planned(os.path.join(os.path.dirname(plugin), SHIM_FALLBACK), wrapper_text(),
+                    0o755),
+            Planned(plugin, read_shim(shim), 0o755)]
 
 
 def conflist_path(conf_dir: str, network: str) -> str:
@@ -182,8 +245,9 @@ def uninstall(state_dir: str, bin_dir: str, conf_dir: str, network: str | None) 
     given), while it still has the content install wrote."""
     manifest = read_manifest(state_dir)
     plugin = plugin_path(bin_dir)
+    fallback = os.path.join(os.path.dirname(plugin), SHIM_FALLBACK)
     conf_dir = os.path.abspath(conf_dir)
-    candidates = [p for p in manifest if p == plugin or (
+    candidates = [p for p in manifest if p in (plugin, fallback) or (
         os.path.dirname(p) == conf_dir and os.path.basename(p).startswith("10-cni2cnm-")
         and (network is None or p == conflist_path(conf_dir, network)))]
     if plugin not in candidates and sha256_of(plugin) == sha256_text(wrapper_text()):

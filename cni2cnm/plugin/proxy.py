@@ -43,11 +43,19 @@ class Moved:
 
 
 def sandbox_name(network: str, container_id: str, ifname: str) -> str:
-    """Readable and unique: cni2cnm-<network>-<container id prefix>-<ifname>-<hash>."""
+    """Readable and unique: cni2cnm-<network>-<container id prefix>-<ifname>-<hash>.
+
+    Every part goes through one slug: an interface name the spec allows (`net@1`, `ä1`)
+    can hold characters Docker refuses in container names. The hash of the raw parts keeps
+    names that slug alike apart."""
     digest = hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()[:8]
-    slug = re.sub(r"[^a-zA-Z0-9_.-]", "-", network)[:24]
-    cid = re.sub(r"[^a-zA-Z0-9_.-]", "-", container_id)[:12]
-    return f"cni2cnm-{slug}-{cid}-{ifname}-{digest}"
+    return (f"cni2cnm-{_slug(network, 24)}-{_slug(container_id, 12)}-{_slug(ifname, 15)}"
+            f"-{digest}")
+
+
+def _slug(part: str, limit: int) -> str:
+    """`part` in the characters Docker allows in a container name ([a-zA-Z0-9_.-])."""
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", part, flags=re.ASCII)[:limit]
 
 
 def sandbox_labels(network: str, container_id: str, ifname: str, netns_path: str,

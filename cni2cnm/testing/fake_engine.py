@@ -24,6 +24,7 @@ import random
 from typing import Any, TypeVar
 
 from cni2cnm.engine import (
+    CONTAINER_NAME,
     IFNAME_OPTION,
     AlreadyExists,
     Container,
@@ -121,6 +122,9 @@ class FakeEngine(Faults):
     def create_container(self, name: str, image: str = "pause", network_mode: str = "none",
                          labels: dict[str, str] | None = None, start: bool = True,
                          id: str | None = None) -> str:
+        if not CONTAINER_NAME.fullmatch(name):
+            raise Rejected(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+                           "are allowed", 400)
         if any(c.name == name for c in self.containers.values()):
             other = next(c for c in self.containers.values() if c.name == name)
             raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use by '

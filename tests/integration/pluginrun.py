@@ -109,6 +109,8 @@ class Plugin:
         prev: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
         timeout: float = 120,
+        executable: str | None = None,
+        stdin: bytes | None = None,
     ) -> Outcome:
         doc = dict(conf if conf is not None else self.conf())
         if prev is not None:
@@ -141,8 +143,8 @@ class Plugin:
         if must_forward:
             assert Path(daemon).is_socket(), f"the test daemon's socket {daemon} is gone"
         proc = subprocess.run(
-            [plugin_executable()],
-            input=json.dumps(doc).encode(),
+            [executable or plugin_executable()],
+            input=json.dumps(doc).encode() if stdin is None else stdin,
             env=environ,
             capture_output=True,
             timeout=timeout,

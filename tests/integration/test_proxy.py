@@ -121,6 +121,22 @@ def test_static_ip_and_dual_stack(docker_host: str, resources: Any, ns: str,
     assert sandboxes(docker_client, net) == []
 
 
+@pytest.mark.parametrize("ifname", ["net@1", "net+1", "ä1"])
+def test_interface_names_docker_refuses_in_container_names(plugin: Plugin, ns: str, net: Any,
+                                                           docker_client: Any,
+                                                           ifname: str) -> None:
+    """The spec allows these interface names; dockerd refuses them in a container name, so
+    the sandbox's name must not carry them as they are."""
+    res = plugin.run("ADD", CID, ns, ifname=ifname).ok().doc
+    assert res["interfaces"][0]["name"] == ifname
+    assert ip_addrs(ns)[ifname]["addrs"] == [res["ips"][0]["address"]]
+    [sandbox] = sandboxes(docker_client, net)
+    assert sandbox.labels["io.cni2cnm.ifname"] == ifname
+    plugin.run("CHECK", CID, ns, ifname=ifname, prev=res).silent()
+    plugin.run("DEL", CID, ns, ifname=ifname, prev=res).silent()
+    assert sandboxes(docker_client, net) == [] and ifname not in ip_addrs(ns)
+
+
 def test_del_with_namespace_deleted_and_twice(plugin: Plugin, ns: str, net: Any,
                                               docker_client: Any, resources: Any) -> None:
     res = plugin.run("ADD", CID, ns).ok().doc

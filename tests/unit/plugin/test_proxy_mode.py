@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cni2cnm.engine import Labelled
+from cni2cnm.engine import CONTAINER_NAME, Labelled
 from cni2cnm.netns import RouteEntry
 from cni2cnm.plugin import proxy
 
@@ -187,6 +187,17 @@ def test_a_foreign_container_with_the_sandbox_name_is_never_removed(pw: World) -
     out = pw.run("ADD", CID, NS)
     assert "is already in use" in out.error(101)["details"]
     assert pw.engine.container(foreign) is not None and pw.records() == []
+
+
+@pytest.mark.parametrize("ifname", ["net@1", "net+1", "ä1", "a#1"])
+def test_sandbox_names_from_valid_but_unusual_interface_names(pw: World, ifname: str) -> None:
+    """Any CNI_IFNAME the spec allows makes a container name dockerd accepts."""
+    res = pw.run("ADD", CID, NS, ifname=ifname).ok()
+    assert res["interfaces"][0]["name"] == ifname
+    [rec] = pw.records()
+    assert CONTAINER_NAME.fullmatch(rec.sandbox_name), rec.sandbox_name
+    pw.run("DEL", CID, NS, ifname=ifname).silent()
+    assert_clean(pw)
 
 
 def test_sandbox_image_that_cannot_be_pulled(pw: World) -> None:
