@@ -14,8 +14,8 @@
     }
 
 `args.cni2cnm` is a note of what the engine said when the file was made (the spec lets
-`args` carry arbitrary data; the plugin reads only `args.cni`). `dockerHost` and `stateDir`
-are written only when they differ from the plugin's defaults. The result is parsed back
+`args` carry arbitrary data; the plugin reads only `args.cni`). `dockerHost`, `stateDir` and
+`daemon` are written only when they differ from the plugin's defaults. The result is parsed back
 through the protocol layer before it is printed or written.
 """
 
@@ -72,7 +72,7 @@ def engine_note(network: Network) -> dict[str, Any]:
 
 def build(network: Network, *, name: str | None = None, cni_version: str = "1.0.0",
           chain: Sequence[str] = (), docker_host: str = DEFAULT_HOST,
-          state_dir: str = DEFAULT_STATE_DIR) -> dict[str, Any]:
+          state_dir: str = DEFAULT_STATE_DIR, daemon: str = "auto") -> dict[str, Any]:
     name = name or network.name
     caps = {"ips": True, "mac": True, "aliases": True}
     if "portmap" in chain:
@@ -82,6 +82,8 @@ def build(network: Network, *, name: str | None = None, cni_version: str = "1.0.
         entry["dockerHost"] = docker_host
     if state_dir != DEFAULT_STATE_DIR:
         entry["stateDir"] = state_dir
+    if daemon != "auto":
+        entry["daemon"] = daemon
     entry["capabilities"] = caps
     entry["args"] = {PLUGIN_TYPE: engine_note(network)}
     plugins = [entry] + [{"type": t, **json.loads(json.dumps(CHAIN_ENTRIES.get(t, {})))}

@@ -158,11 +158,18 @@ def read_shim(path: str) -> bytes:
     return content
 
 
-def plugin_files(bin_dir: str, shim: str | None) -> list[Planned]:
-    """The plugin file; with a shim, the shim there and the Python plugin beside it."""
+def plugin_files(bin_dir: str, shim: str | None, *, python: bool = True) -> list[Planned]:
+    """The plugin file; with a shim, the shim there and the Python plugin beside it (not
+    with python=False: a node whose only cni2cnm is a daemon elsewhere, e.g. a DaemonSet's
+    pod, whose Python the node cannot run)."""
     plugin = plugin_path(bin_dir)
     if shim is None:
+        if not python:
+            raise OpError("--shim-only needs a shim (--shim PATH, or build one with "
+                          "scripts/shim.sh)")
         return [Planned(plugin, wrapper_text(), 0o755)]
+    if not python:
+        return [Planned(plugin, read_shim(shim), 0o755)]
     # the Python plugin first: a shim placed before it would have nothing to fall back to
     return [Planned(os.path.join(os.path.dirname(plugin), SHIM_FALLBACK), wrapper_text(),
                     0o755),

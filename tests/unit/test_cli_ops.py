@@ -57,6 +57,12 @@ def test_conflist_chain_and_overrides() -> None:
                      {"type": "sbr"}]
 
 
+def test_conflist_daemon_mode() -> None:
+    assert "daemon" not in cl.build(NETWORK, daemon="auto")["plugins"][0]
+    [entry] = cl.build(NETWORK, daemon="manual")["plugins"]
+    assert entry["daemon"] == "manual"
+
+
 @pytest.mark.parametrize("chain", [["cni2cnm"], ["bad name"], ["../x"]])
 def test_conflist_bad_chain(chain: list[str]) -> None:
     with pytest.raises(OpError):
@@ -199,6 +205,16 @@ def test_install_uninstall(tmp_path: Path) -> None:
         str(bin_dir / "cni2cnm"): "kept", str(conf_dir / "10-cni2cnm-pods.conflist"): "removed"}
     assert (bin_dir / "cni2cnm").exists() and (conf_dir / "99-foreign.conflist").exists()
     assert not (conf_dir / "10-cni2cnm-pods.conflist").exists()
+
+
+def test_shim_only_places_the_shim_alone(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inst, "read_shim", lambda path: b"\x7fELF shim " + path.encode())
+    [only] = inst.plugin_files(str(tmp_path), "/s", python=False)
+    assert only.path == inst.plugin_path(str(tmp_path)) and only.content == b"\x7fELF shim /s"
+    assert len(inst.plugin_files(str(tmp_path), "/s")) == 2  # the Python plugin beside it
+    with pytest.raises(OpError, match="--shim-only needs a shim"):
+        inst.plugin_files(str(tmp_path), None, python=False)
 
 
 def test_uninstall_without_manifest_recognises_the_wrapper(tmp_path: Path) -> None:
