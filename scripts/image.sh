@@ -74,7 +74,7 @@ build() {  # out-tar
         --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
         --customize-hook="cp -a '$work/overlay/.' \"\$1/\"" \
         --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
-        --customize-hook='chroot "$1" /usr/local/bin/cni2cnm --version' \
+        --customize-hook='chroot "$1" /usr/bin/python3 -I -c "import cni2cnm.cli, cni2cnm.daemon.process, cni2cnm.plugin.handlers, prometheus_client"' \
         "$SUITE" "$work/rootfs.tar" "$mirror" >&2 || die "mmdebstrap failed"
     mv "$work/rootfs.tar" "$out"
     rm -rf "$work"
