@@ -6,7 +6,8 @@ was left).  The difference: nothing installs cni2cnm on the node; the DaemonSet 
 examples/daemonset.yaml does, from the image scripts/image.sh builds.
 
 The control plane runs in the node's namespaces too (its ports stay off the machine), on a
-dummy interface with a private address (NODE_IP); the kubelet registers with --kubeconfig.
+private address on the namespace's loopback interface (NODE_IP); the kubelet registers with
+--kubeconfig.
 """
 
 from __future__ import annotations
@@ -71,13 +72,25 @@ class ClusterNode(KubeNode):
         for d in (self.cni_bin, self.cni_conf, self.state_dir):
             d.mkdir(parents=True)
         self.run(["cp", str(REFERENCE_PLUGINS / "loopback"), str(self.cni_bin / "loopback")])
+        self._unshadow_run_netns()
         self.timed("control plane", self._start_control_plane)
+
+    def _unshadow_run_netns(self) -> None:
+        """The DaemonSet's HostToContainer mount of /run/netns needs it a shared (or slave)
+        mount: `ip netns add` made the node's one so, but the machine's own /run/netns mount
+        (private in this namespace) lies under the node's tmpfs /run, and containerd checks the
+        first /run/netns of mountinfo.  Move the tmpfs aside, drop that copy (in this
+        namespace only), move it back."""
+        aside = self.dir / "run-aside"
+        aside.mkdir()
+        self.run(self.in_mounts("sh", "-c", f"mount --move /run {aside} && {{ ! mountpoint "
+                                "-q /run/netns || umount -l /run/netns; "
+                                f"mount --move {aside} /run; }}"))
+        aside.rmdir()
 
     def _start_control_plane(self) -> None:
         d = self.cp_dir
-        self.run(self.in_node("ip", "link", "add", "c2c-node", "type", "dummy"))
-        self.run(self.in_node("ip", "addr", "add", f"{NODE_IP}/32", "dev", "c2c-node"))
-        self.run(self.in_node("ip", "link", "set", "c2c-node", "up"))
+        self.run(self.in_node("ip", "addr", "add", f"{NODE_IP}/32", "dev", "lo"))
         self.run(["openssl", "genrsa", "-out", str(d / "sa.key"), "2048"])
         (d / "tokens.csv").write_text(f'{TOKEN},admin,admin,"system:masters"\n')
         self.kubeconfig.write_text(json.dumps({
