@@ -277,6 +277,9 @@ def uninstall(state_dir: str, bin_dir: str, conf_dir: str, network: str | None) 
         else:
             actions.append(Action(path, KEPT, "changed since cni2cnm installed it; remove it "
                                   "by hand if it is no longer needed"))
-    if actions:
+    if actions and manifest:
         write_manifest(state_dir, manifest)
+    elif actions:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_manifest_path(state_dir))  # nothing of install is left, nor its record
     return actions

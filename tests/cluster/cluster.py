@@ -171,11 +171,16 @@ class ClusterNode(KubeNode):
 
     def daemonset_manifest(self) -> str:
         """examples/daemonset.yaml for this node: the local image, the node's network and
-        paths, the API server at the node's address (its certificate as the CA: the test's
-        API server has no service account tokens)."""
-        text = MANIFEST.read_text()
-        ca = self.state_dir / "apiserver-ca.crt"
-        ca.write_bytes((self.cp_dir / "apiserver" / "apiserver.crt").read_bytes())
+        paths, the API server at the node's address (no kube-proxy here for the service
+        address), and a service account directory (token, CA) as a real cluster mounts one
+        (this API server's admission makes none)."""
+        sa = self.cp_dir / "sa"
+        if not sa.exists():
+            sa.mkdir()
+            (sa / "token").write_text(TOKEN)
+            (sa / "ca.crt").write_bytes((self.cp_dir / "apiserver" / "apiserver.crt")
+                                        .read_bytes())
+        mounts = "            - {name: cni-conf, mountPath: /host/etc/cni/net.d}   # preStop's"
         swaps = {
             "registry.example/cni2cnm:0.1.0": IMAGE,
             "image: " + IMAGE: "image: " + IMAGE + "\n          imagePullPolicy: Never",
@@ -184,14 +189,17 @@ class ClusterNode(KubeNode):
             "{name: CNI2CNM_DAEMONSET, value: cni2cnm}":
                 "{name: CNI2CNM_DAEMONSET, value: cni2cnm}\n"
                 f"            - {{name: CNI2CNM_APISERVER, value: "
-                f"'https://{NODE_IP}:{API_PORT}'}}\n"
-                "            - {name: CNI2CNM_APISERVER_CA, "
-                "value: /var/lib/cni/cni2cnm/apiserver-ca.crt}",
+                f"'https://{NODE_IP}:{API_PORT}'}}",
+            mounts: "            - {name: sa, mountPath: /var/run/secrets/kubernetes.io/"
+                    "serviceaccount}\n" + mounts,
             "path: /opt/cni/bin,": f"path: {self.cni_bin},",
             "path: /etc/cni/net.d,": f"path: {self.cni_conf},",
             "path: /var/lib/cni/cni2cnm,": f"path: {self.state_dir},",
-            "path: /var/run/docker.sock,": f"path: {self.engine_dir}/docker.sock,",
+            "path: /var/run/docker.sock, type: Socket}}":
+                f"path: {self.engine_dir}/docker.sock, type: Socket}}}}\n"
+                f"        - {{name: sa, hostPath: {{path: {sa}, type: Directory}}}}",
         }
+        text = MANIFEST.read_text()
         for old, new in swaps.items():
             assert old in text, f"{MANIFEST} no longer has {old!r}"
             text = text.replace(old, new)

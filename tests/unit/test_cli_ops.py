@@ -217,6 +217,16 @@ def test_shim_only_places_the_shim_alone(tmp_path: Path,
         inst.plugin_files(str(tmp_path), None, python=False)
 
 
+def test_uninstalling_everything_removes_the_manifest(tmp_path: Path) -> None:
+    state, bin_dir = tmp_path / "state", tmp_path / "bin"
+    planned = [inst.Planned(inst.plugin_path(str(bin_dir)), inst.wrapper_text(), 0o755)]
+    inst.install(planned, str(state), False)
+    assert (state / inst.MANIFEST).exists()
+    assert [a.action for a in inst.uninstall(str(state), str(bin_dir), str(tmp_path), None)] \
+        == ["removed"]
+    assert not (state / inst.MANIFEST).exists()
+
+
 def test_uninstall_without_manifest_recognises_the_wrapper(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
