@@ -125,6 +125,9 @@ def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_vers
 @click.option("--shim-only", is_flag=True,
               help="place the shim without the Python plugin file beside it (a node served "
                    "by a daemon it cannot run itself, e.g. a DaemonSet's pod)")
+@click.option("--cni-version", default="1.0.0", show_default=True,
+              help="the conflist's cniVersion (0.4.0 for runtimes whose libcni knows no 1.0, "
+                   "e.g. kubelet 1.20's dockershim)")
 @click.option("--daemon-mode", type=click.Choice(["auto", "manual", "off"]), default="auto",
               show_default=True,
               help="the conflist's \"daemon\" key (manual: use the daemon, never start one)")
@@ -134,7 +137,7 @@ def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_vers
 @click.pass_context
 def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None, force: bool,
             uninstall: bool, systemd: str, daemon_socket: str | None, shim: str,
-            shim_only: bool, daemon_mode: str,
+            shim_only: bool, cni_version: str, daemon_mode: str,
             output: str, docker_host: str, state_dir: str) -> None:
     """Install this cni2cnm as a CNI plugin on this node (or --uninstall it).
 
@@ -179,7 +182,8 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
             engine = base.make_engine(s.docker_host)
             try:
                 doc = cl.for_network(engine, network, docker_host=s.docker_host,
-                                     state_dir=s.state_dir, daemon=daemon_mode)
+                                     state_dir=s.state_dir, daemon=daemon_mode,
+                                     cni_version=cni_version)
             finally:
                 engine.close()
             planned.append(ops.Planned(ops.conflist_path(conf_dir, network), cl.render(doc),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kubenode import (
+    CNI_VERSIONS,
     DOCKER_NETWORK,
     REFERENCE_PLUGINS,
     SCRIPTS,
@@ -42,7 +43,8 @@ CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-sche
 
 @dataclass
 class ClusterNode(KubeNode):
-    """KubeNode (containerd mode) plus a control plane; cni2cnm comes from the DaemonSet."""
+    """KubeNode (containerd or dockershim mode) plus a control plane; cni2cnm comes from the
+    DaemonSet (its init container writes the conflist with the mode's cniVersion)."""
 
     bin_dir: Path = Path()
     control: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -139,6 +141,8 @@ class ClusterNode(KubeNode):
         env = {**os.environ, "DOCKER_HOST": self.docker_host}
         self.run(["docker", "import", "-c", 'ENTRYPOINT ["/usr/local/bin/cni2cnm"]',
                   image_tar, IMAGE], env=env, timeout=300)
+        if self.mode != "containerd":
+            return
         saved = self.dir / "image.tar"
         self.run(["docker", "save", "-o", str(saved), IMAGE], env=env, timeout=300)
         self.ctr("images", "import", str(saved))
@@ -190,6 +194,9 @@ class ClusterNode(KubeNode):
                 "{name: CNI2CNM_DAEMONSET, value: cni2cnm}\n"
                 f"            - {{name: CNI2CNM_APISERVER, value: "
                 f"'https://{NODE_IP}:{API_PORT}'}}",
+            "command: [cni2cnm-node, install]\n          env:":
+                "command: [cni2cnm-node, install]\n          env:\n"
+                f"            - {{name: CNI2CNM_CNI_VERSION, value: '{CNI_VERSIONS[self.mode]}'}}",
             mounts: "            - {name: sa, mountPath: /var/run/secrets/kubernetes.io/"
                     "serviceaccount}\n" + mounts,
             "path: /opt/cni/bin,": f"path: {self.cni_bin},",

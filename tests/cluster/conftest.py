@@ -56,8 +56,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             "cluster: " + ", ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items()))
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterNode]:
+@pytest.fixture(scope="module", params=("containerd", "dockershim"))
+def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterNode]:
+    """containerd's CRI (proxy sandboxes), or the kubelet's dockershim (Docker-owned pods:
+    container mode, CNI_NETNS /proc/<pid>/ns/net)."""
     from cluster import ClusterNode, cluster_bin_dir, image_tarball
     from kubenode import REFERENCE_PLUGINS, NodeError
 
@@ -71,13 +73,13 @@ def cluster() -> Iterator[ClusterNode]:
     except NodeError as e:
         unavailable(str(e))
     d = Path(tempfile.mkdtemp(prefix="c2c-cluster.", dir="/tmp"))
-    node = ClusterNode(mode="containerd", dir=d)
+    node = ClusterNode(mode=request.param, dir=d)
     problems: list[str] = []
     try:
         node.start_cluster(bins, tar)
         yield node
     finally:
-        TIMINGS.update(node.timings)
+        TIMINGS.update({f"{node.mode}: {k}": v for k, v in node.timings.items()})
         problems = node.close()
     if problems:
         raise NodeError(f"the cluster left: {'; '.join(problems)}")
