@@ -17,7 +17,7 @@ read -ra CONSTRAINTS <<<"$ROOT/constraints/tools.txt ${C2C_CONSTRAINTS:-}"
 PACKAGES=(
     docker.io busybox-static iproute2 gcc libc6-dev
     python3 python3-venv python3-pip
-    containernetworking-plugins podman iptables systemd
+    containernetworking-plugins podman iptables systemd mmdebstrap
 )
 
 log() { echo "bootstrap.sh: $*" >&2; }

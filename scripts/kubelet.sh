@@ -53,7 +53,7 @@ APT=$CACHE/apt-kubelet
 KUBELET=$KDIR/bin/kubelet
 
 usage() {
-    echo "usage: $0 {bin|fetch|version|clean}" >&2
+    echo "usage: $0 {bin|fetch|version|clean|cluster|cluster-clean}" >&2
     exit 2
 }
 
@@ -79,19 +79,29 @@ patch_tree() {  # src-dir unpacked-debs-dir
     mv "$mods.new" "$mods"
 }
 
-build() {  # src-dir go-root out
-    local src=$1 goroot=$2 out=$3 gocache=${C2C_GOCACHE:-$4/gocache} ld
+# Go from the unpacked debs, offline, on the vendored tree.
+gocmd() {  # src-dir go-root work-dir go-args...
+    local src=$1 goroot=$2 work=$3
+    shift 3
+    (cd "$src" && env GOROOT="$goroot" PATH="$goroot/bin:$PATH" GOPATH="$work/gopath" \
+        GOCACHE="${C2C_GOCACHE:-$work/gocache}" GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-mod=vendor \
+        GO111MODULE=on nice -n 10 "$goroot/bin/go" "$@") >&2
+}
+
+build() {  # src-dir go-root out work-dir [go build arguments; default ./cmd/kubelet]
+    local src=$1 goroot=$2 out=$3 work=$4 ld
+    shift 4
+    [ $# -gt 0 ] || set -- ./cmd/kubelet
     ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION"
     ld+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=20"
     ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
-    (cd "$src" && env GOROOT="$goroot" PATH="$goroot/bin:$PATH" GOPATH="$4/gopath" \
-        GOCACHE="$gocache" GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-mod=vendor GO111MODULE=on \
-        nice -n 10 "$goroot/bin/go" build -trimpath -ldflags "$ld" -o "$out" ./cmd/kubelet) >&2
+    gocmd "$src" "$goroot" "$work" build -trimpath -ldflags "$ld" -o "$out" "$@"
 }
 
-fetch_build() {
-    local mirror work ver t0
-    t0=$(date +%s)
+# Download the source and Go into a new work directory (printed on stdout), unpack and patch the
+# tree in $work/src, Go in $work/debs; the Debian version goes to $work/version.
+fetch_tree() {
+    local mirror work ver
     command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
         || die "apt-get and dpkg-deb are needed"
     command -v gcc >/dev/null || die "gcc is needed (scripts/bootstrap.sh installs it)"
@@ -102,13 +112,13 @@ fetch_build() {
         echo "deb [signed-by=$KEYRING] $mirror $SUITE main"
         echo "deb-src [signed-by=$KEYRING] $mirror $SUITE main"
     } >"$APT/sources.list"
-    log "building kubelet $KUBE_VERSION from $mirror $SUITE ($SOURCE_PACKAGE, $GO_PACKAGES)"
+    log "fetching $SOURCE_PACKAGE and Go from $mirror $SUITE ($SOURCE_PACKAGE, $GO_PACKAGES ${EXTRA_DEBS:-})"
     aptq apt-get update >&2 || die "apt-get update of the private sources failed"
     rm -rf "$CACHE"/.kubelet.*  # of a build that died (we hold the lock)
     work=$(mktemp -d "$CACHE/.kubelet.XXXXXX")
     mkdir -p "$work/dl" "$work/debs" "$work/src"
     # shellcheck disable=SC2086  # a list of package names
-    (cd "$work/dl" && aptq apt-get download $GO_PACKAGES >&2 \
+    (cd "$work/dl" && aptq apt-get download $GO_PACKAGES ${EXTRA_DEBS:-} >&2 \
         && aptq apt-get source --download-only "$SOURCE_PACKAGE" >&2) \
         || die "downloading $GO_PACKAGES and the $SOURCE_PACKAGE source from $mirror failed"
     ver=$(sed -n 's/^Version: //p' "$work"/dl/"$SOURCE_PACKAGE"_*.dsc)
@@ -122,6 +132,20 @@ fetch_build() {
     rm -rf "$work/dl"
     [ -d "$work/src/vendor" ] || die "the $SOURCE_PACKAGE $ver source has no vendor/"
     patch_tree "$work/src" "$work/debs"
+    echo "$ver" >"$work/version"
+    echo "$work"
+}
+
+drop_tree() {  # work-dir
+    chmod -R u+w "$1" 2>/dev/null || true  # Go's module cache is read-only
+    rm -rf "$1" "$APT/lists" "$APT/cache"
+}
+
+fetch_build() {
+    local work ver t0
+    t0=$(date +%s)
+    work=$(fetch_tree)
+    ver=$(cat "$work/version")
     log "compiling (Go $("$work/debs/$GO_ROOT_IN_DEB/bin/go" env GOVERSION 2>/dev/null))"
     build "$work/src" "$work/debs/$GO_ROOT_IN_DEB" "$work/kubelet" "$work" \
         || die "go build ./cmd/kubelet failed (work tree kept in $work)"
@@ -129,8 +153,7 @@ fetch_build() {
     mkdir -p "$KDIR/bin"
     mv "$work/kubelet" "$KUBELET"
     echo "$ver" >"$KDIR/version"
-    chmod -R u+w "$work" 2>/dev/null || true  # Go's module cache is read-only
-    rm -rf "$work" "$APT/lists" "$APT/cache"
+    drop_tree "$work"
     cached || die "the built kubelet does not run: $("$KUBELET" --version 2>&1)"
     log "kubelet $KUBE_VERSION ($ver) ready in $KDIR ($(( $(date +%s) - t0 )) s)"
 }
@@ -145,11 +168,108 @@ fetch() {
     exec 8>&-
 }
 
+# ---- A whole one-node cluster (tests/cluster): the control plane from the same tree ----------
+#   scripts/kubelet.sh cluster      print the directory holding kube-apiserver,
+#                                   kube-controller-manager, kube-scheduler, kubectl, etcd and
+#                                   kubelet (building them first when they are not cached)
+#   scripts/kubelet.sh cluster-clean  remove them
+# The four Kubernetes binaries (and the kubelet, when it is not cached yet) come from one
+# `go build` of the same patched tree.  Debian's tarball lacks the generated
+# pkg/generated/openapi/zz_generated.openapi.go that kube-apiserver needs: the vendored
+# openapi-gen makes it (GOPATH mode) from the packages carrying a `+k8s:openapi-gen=` tag, and
+# `go build -overlay` adds it without changing the tree.  etcd is bookworm's etcd-server .deb.
+# Cache: .engines/cluster/bin/, .engines/cluster/version.
+CLUSTER_DIR=$CACHE/cluster
+CLUSTER_BINS="kube-apiserver kube-controller-manager kube-scheduler kubectl"
+ETCD_DEB=etcd-server
+ETCD_IN_DEB=usr/bin/etcd
+OPENAPI_PKG=k8s.io/kubernetes/pkg/generated/openapi
+
+cluster_cached() {
+    local b
+    for b in $CLUSTER_BINS etcd kubelet; do [ -x "$CLUSTER_DIR/bin/$b" ] || return 1; done
+    "$CLUSTER_DIR/bin/kube-apiserver" --version 2>/dev/null | grep -q "^Kubernetes $KUBE_VERSION\$"
+}
+
+# The packages openapi-gen reads: every directory of the tree (staging as vendor/k8s.io/...)
+# with a Go file carrying the tag, as upstream's build/root/Makefile.generated_files finds them.
+openapi_dirs() {  # src-dir
+    (cd "$1" && grep -rl --include='*.go' -e '+k8s:openapi-gen=' pkg cmd staging/src vendor \
+        | grep -v -e '^vendor/k8s.io/' -e '_test\.go$' -e '/testdata/' \
+        | xargs -n1 dirname | sort -u \
+        | sed -e 's#^staging/src/#k8s.io/kubernetes/vendor/#' \
+              -e 's#^vendor/#k8s.io/kubernetes/vendor/#' \
+              -e 's#^\(pkg\|cmd\)/#k8s.io/kubernetes/\1/#' \
+        | paste -sd,)
+}
+
+# pkg/generated/openapi/zz_generated.openapi.go in $work/openapi, and the overlay naming it.
+gen_openapi() {  # work-dir
+    local work=$1 src=$1/src goroot=$1/debs/$GO_ROOT_IN_DEB gp=$1/gopath-openapi
+    build "$src" "$goroot" "$work/openapi-gen" "$work" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen \
+        || die "building openapi-gen failed (work tree kept in $work)"
+    mkdir -p "$gp/src/k8s.io" "$work/openapi"
+    ln -sfn "$src" "$gp/src/k8s.io/kubernetes"
+    (cd "$gp/src/k8s.io/kubernetes" && env GOROOT="$goroot" PATH="$goroot/bin:$PATH" GOPATH="$gp" \
+        GO111MODULE=off GOFLAGS= nice -n 10 "$work/openapi-gen" --logtostderr \
+        --input-dirs "$(openapi_dirs "$src")" --output-package "$OPENAPI_PKG" \
+        -O zz_generated.openapi --output-base "$work/openapi" \
+        --go-header-file hack/boilerplate/boilerplate.generatego.txt \
+        --report-filename "$work/openapi-violations.txt") >&2 \
+        || die "openapi-gen failed (work tree kept in $work)"
+    printf '{"Replace": {"%s": "%s"}}\n' \
+        "$src/pkg/generated/openapi/zz_generated.openapi.go" \
+        "$work/openapi/$OPENAPI_PKG/zz_generated.openapi.go" >"$work/overlay.json"
+}
+
+cluster_build() {
+    local work ver t0 b pkgs=()
+    t0=$(date +%s)
+    work=$(EXTRA_DEBS=$ETCD_DEB fetch_tree)
+    ver=$(cat "$work/version")
+    gen_openapi "$work"
+    for b in $CLUSTER_BINS; do pkgs+=("./cmd/$b"); done
+    cached || pkgs+=(./cmd/kubelet)
+    log "compiling ${pkgs[*]}"
+    mkdir -p "$work/out"
+    build "$work/src" "$work/debs/$GO_ROOT_IN_DEB" "$work/out/" "$work" \
+        -overlay "$work/overlay.json" "${pkgs[@]}" \
+        || die "go build ${pkgs[*]} failed (work tree kept in $work)"
+    if [ -x "$work/out/kubelet" ]; then
+        rm -rf "$KDIR"
+        mkdir -p "$KDIR/bin"
+        mv "$work/out/kubelet" "$KUBELET"
+        echo "$ver" >"$KDIR/version"
+    fi
+    rm -rf "$CLUSTER_DIR"
+    mkdir -p "$CLUSTER_DIR/bin"
+    mv "$work"/out/* "$CLUSTER_DIR/bin/"
+    cp "$work/debs/$ETCD_IN_DEB" "$CLUSTER_DIR/bin/etcd"
+    ln -s "$KUBELET" "$CLUSTER_DIR/bin/kubelet"
+    echo "$ver" >"$CLUSTER_DIR/version"
+    drop_tree "$work"
+    cluster_cached || die "the built control plane does not run"
+    log "cluster binaries $KUBE_VERSION ($ver) ready in $CLUSTER_DIR ($(( $(date +%s) - t0 )) s)"
+}
+
+cluster_fetch() {
+    cluster_cached && return 0
+    [ "$(id -u)" = 0 ] || die "must run as root to build the cluster's binaries"
+    mkdir -p "$CACHE"
+    exec 8>"$CACHE/.kubelet-lock"
+    flock 8
+    cluster_cached || cluster_build
+    exec 8>&-
+}
+# ---- end of the cluster block -----------------------------------------------------------------
+
 [ $# -eq 1 ] || usage
 case $1 in
     bin) fetch; echo "$KUBELET" ;;
     fetch) fetch ;;
     version) fetch; "$KUBELET" --version ;;
     clean) rm -rf "$KDIR" "$APT" ;;
+    cluster) cluster_fetch; echo "$CLUSTER_DIR/bin" ;;
+    cluster-clean) rm -rf "$CLUSTER_DIR" ;;
     *) usage ;;
 esac

@@ -122,12 +122,22 @@ def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_vers
                    "the Python plugin beside it as cni2cnm-python: requests skip Python's "
                    "start-up (auto: the shim this installation carries in cni2cnm/_shim/, "
                    "if any; none: no shim)")
+@click.option("--shim-only", is_flag=True,
+              help="place the shim without the Python plugin file beside it (a node served "
+                   "by a daemon it cannot run itself, e.g. a DaemonSet's pod)")
+@click.option("--cni-version", default="1.0.0", show_default=True,
+              help="the conflist's cniVersion (0.4.0 for runtimes whose libcni knows no 1.0, "
+                   "e.g. kubelet 1.20's dockershim)")
+@click.option("--daemon-mode", type=click.Choice(["auto", "manual", "off"]), default="auto",
+              show_default=True,
+              help="the conflist's \"daemon\" key (manual: use the daemon, never start one)")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @base.common_options
 @click.pass_context
 def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None, force: bool,
             uninstall: bool, systemd: str, daemon_socket: str | None, shim: str,
+            shim_only: bool, cni_version: str, daemon_mode: str,
             output: str, docker_host: str, state_dir: str) -> None:
     """Install this cni2cnm as a CNI plugin on this node (or --uninstall it).
 
@@ -165,14 +175,15 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
         actions += ops.uninstall(s.state_dir, bin_dir, conf_dir, network)
         actions += _uninstall_units(s.state_dir)
     else:
-        planned = ops.plugin_files(bin_dir, _shim(shim))
+        planned = ops.plugin_files(bin_dir, _shim(shim), python=not shim_only)
         if network:
             from cni2cnm.ops import conflist as cl
 
             engine = base.make_engine(s.docker_host)
             try:
                 doc = cl.for_network(engine, network, docker_host=s.docker_host,
-                                     state_dir=s.state_dir, daemon_socket=daemon_socket)
+                                     state_dir=s.state_dir, daemon_socket=daemon_socket,
+                                     daemon=daemon_mode, cni_version=cni_version)
             finally:
                 engine.close()
             planned.append(ops.Planned(ops.conflist_path(conf_dir, network), cl.render(doc),

@@ -15,8 +15,8 @@
 
 `args.cni2cnm` is a note of what the engine said when the file was made (the spec lets
 `args` carry arbitrary data; the plugin reads only `args.cni`). `dockerHost`, `stateDir` and
-`daemonSocket` are written only when they differ from the plugin's defaults (an empty
-`daemonSocket`: no daemon). The result is parsed back
+`daemonSocket` and `daemon` are written only when they differ from the plugin's defaults (an
+empty `daemonSocket`: no daemon). The result is parsed back
 through the protocol layer before it is printed or written.
 """
 
@@ -74,8 +74,8 @@ def engine_note(network: Network) -> dict[str, Any]:
 
 def build(network: Network, *, name: str | None = None, cni_version: str = "1.0.0",
           chain: Sequence[str] = (), docker_host: str = DEFAULT_HOST,
-          state_dir: str = DEFAULT_STATE_DIR, daemon_socket: str = DEFAULT_SOCKET
-          ) -> dict[str, Any]:
+          state_dir: str = DEFAULT_STATE_DIR, daemon_socket: str = DEFAULT_SOCKET,
+          daemon: str = "auto") -> dict[str, Any]:
     name = name or network.name
     caps = {"ips": True, "mac": True, "aliases": True}
     if "portmap" in chain:
@@ -87,6 +87,8 @@ def build(network: Network, *, name: str | None = None, cni_version: str = "1.0.
         entry["stateDir"] = state_dir
     if daemon_socket != DEFAULT_SOCKET:
         entry["daemonSocket"] = daemon_socket
+    if daemon != "auto":
+        entry["daemon"] = daemon
     entry["capabilities"] = caps
     entry["args"] = {PLUGIN_TYPE: engine_note(network)}
     plugins = [entry] + [{"type": t, **json.loads(json.dumps(CHAIN_ENTRIES.get(t, {})))}

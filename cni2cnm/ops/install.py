@@ -167,11 +167,18 @@ def read_shim(path: str) -> bytes:
     return content
 
 
-def plugin_files(bin_dir: str, shim: str | None) -> list[Planned]:
-    """The plugin file; with a shim, the shim there and the Python plugin beside it."""
+def plugin_files(bin_dir: str, shim: str | None, *, python: bool = True) -> list[Planned]:
+    """The plugin file; with a shim, the shim there and the Python plugin beside it (not
+    with python=False: a node whose only cni2cnm is a daemon elsewhere, e.g. a DaemonSet's
+    pod, whose Python the node cannot run)."""
     plugin = plugin_path(bin_dir)
     if shim is None:
+        if not python:
+            raise OpError("--shim-only needs a shim (--shim PATH, or build one with "
+                          "scripts/shim.sh)")
         return [Planned(plugin, wrapper_text(), 0o755)]
+    if not python:
+        return [Planned(plugin, read_shim(shim), 0o755)]
     # the Python plugin first: a shim placed before it would have nothing to fall back to
     return [Planned(os.path.join(os.path.dirname(plugin), SHIM_FALLBACK), wrapper_text(),
                     0o755),
@@ -285,6 +292,9 @@ def uninstall(state_dir: str, bin_dir: str, conf_dir: str, network: str | None) 
         else:
             actions.append(Action(path, KEPT, "changed since cni2cnm installed it; remove it "
                                   "by hand if it is no longer needed"))
-    if actions:
+    if actions and manifest:
         write_manifest(state_dir, manifest)
+    elif actions:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_manifest_path(state_dir))  # nothing of install is left, nor its record
     return actions

@@ -66,6 +66,12 @@ def test_conflist_daemon_socket_only_when_not_the_default() -> None:
     assert cl.build(NETWORK, daemon_socket="")["plugins"][0]["daemonSocket"] == ""  # no daemon
 
 
+def test_conflist_daemon_mode() -> None:
+    assert "daemon" not in cl.build(NETWORK, daemon="auto")["plugins"][0]
+    [entry] = cl.build(NETWORK, daemon="manual")["plugins"]
+    assert entry["daemon"] == "manual"
+
+
 @pytest.mark.parametrize("chain", [["cni2cnm"], ["bad name"], ["../x"]])
 def test_conflist_bad_chain(chain: list[str]) -> None:
     with pytest.raises(OpError):
@@ -250,6 +256,26 @@ def test_install_refuses_a_symlinked_state_dir(tmp_path: Path) -> None:
     with pytest.raises(OpError, match=r"state directory: .*state is a symbolic link"):
         inst.install(planned, str(tmp_path / "state"), False)
     assert list(real.iterdir()) == [] and not (tmp_path / "bin").exists()
+
+
+def test_shim_only_places_the_shim_alone(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inst, "read_shim", lambda path: b"\x7fELF shim " + path.encode())
+    [only] = inst.plugin_files(str(tmp_path), "/s", python=False)
+    assert only.path == inst.plugin_path(str(tmp_path)) and only.content == b"\x7fELF shim /s"
+    assert len(inst.plugin_files(str(tmp_path), "/s")) == 2  # the Python plugin beside it
+    with pytest.raises(OpError, match="--shim-only needs a shim"):
+        inst.plugin_files(str(tmp_path), None, python=False)
+
+
+def test_uninstalling_everything_removes_the_manifest(tmp_path: Path) -> None:
+    state, bin_dir = tmp_path / "state", tmp_path / "bin"
+    planned = [inst.Planned(inst.plugin_path(str(bin_dir)), inst.wrapper_text(), 0o755)]
+    inst.install(planned, str(state), False)
+    assert (state / inst.MANIFEST).exists()
+    assert [a.action for a in inst.uninstall(str(state), str(bin_dir), str(tmp_path), None)] \
+        == ["removed"]
+    assert not (state / inst.MANIFEST).exists()
 
 
 def test_uninstall_without_manifest_recognises_the_wrapper(tmp_path: Path) -> None:
