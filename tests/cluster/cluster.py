@@ -225,16 +225,17 @@ class ClusterNode(KubeNode):
 
 
 def cluster_bin_dir() -> str:
-    proc = subprocess.run(["bash", str(SCRIPTS / "kubelet.sh"), "cluster"], capture_output=True,
-                          text=True, timeout=3600, check=False)
-    if proc.returncode != 0:
-        raise NodeError(f"scripts/kubelet.sh cluster failed: {proc.stderr[-2000:]}")
-    return proc.stdout.strip()
+    return script_answer("kubelet.sh", "cluster", timeout=3600)
 
 
 def image_tarball() -> str:
-    proc = subprocess.run(["bash", str(SCRIPTS / "image.sh"), "tar"], capture_output=True,
-                          text=True, timeout=1800, check=False)
+    return script_answer("image.sh", "tar", timeout=1800)
+
+
+def script_answer(script: str, command: str, timeout: float) -> str:
+    """What `scripts/SCRIPT COMMAND` prints (a path): it builds first when nothing is cached."""
+    proc = subprocess.run(["bash", str(SCRIPTS / script), command], capture_output=True,
+                          text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
-        raise NodeError(f"scripts/image.sh tar failed: {proc.stderr[-2000:]}")
+        raise NodeError(f"scripts/{script} {command} failed: {proc.stderr[-2000:]}")
     return proc.stdout.strip()
