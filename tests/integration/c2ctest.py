@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -393,3 +393,31 @@ def netns_exec(
         check=check,
         timeout=timeout,
     )
+
+
+LIBCNI_STATE = Path("/var/lib/cni")  # libcni's result cache and host-local's leases
+
+
+@contextlib.contextmanager
+def libcni_state_left_as_found() -> Iterator[None]:
+    """podman's CNI backend writes into the node's /var/lib/cni (libcni's result cache under
+    results/, host-local leases of the networks it creates under networks/) and has no option
+    to move them: whatever appears there while the block runs is removed afterwards, and
+    nothing that was there before is touched."""
+    def entries() -> set[Path]:
+        found = {LIBCNI_STATE} if LIBCNI_STATE.exists() else set()
+        for sub in ("networks", "results"):
+            d = LIBCNI_STATE / sub
+            if d.is_dir():
+                found |= {d, *d.iterdir()}
+        return found
+
+    before = entries()
+    try:
+        yield
+    finally:
+        for path in sorted(entries() - before, key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)

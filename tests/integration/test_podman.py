@@ -14,7 +14,7 @@ from typing import Any
 
 import docker
 import pytest
-from c2ctest import busybox_container, unavailable
+from c2ctest import busybox_container, libcni_state_left_as_found, unavailable
 from pluginrun import Plugin, plugin_executable
 
 REFERENCE_PLUGINS = "/usr/lib/cni"
@@ -81,7 +81,9 @@ def podman(docker_host: str, resources: Any) -> Iterator[Podman]:
     assert os.access(root / "bin" / "cni2cnm", os.X_OK)
     pm = Podman(root, docker_host)
     try:
-        yield pm
+        with libcni_state_left_as_found():
+            yield pm
+            pm("rm", "--all", "--force", "--time", "0", check=False)
     finally:
         pm("rm", "--all", "--force", "--time", "0", check=False)
         for fn in pm.cleanups:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from c2ctest import PREFIX, SCRIPTS, unavailable, unique_name
+from c2ctest import PREFIX, SCRIPTS, libcni_state_left_as_found, unavailable, unique_name
 from pluginrun import Plugin
 
 # The engine is podman's service of this module: the daemon-mode pass (which targets
@@ -142,7 +142,7 @@ def pme() -> Iterator[PodmanService]:
     for tool in ("podman", "gcc", "nsenter"):
         if shutil.which(tool) is None:
             unavailable(f"{tool} is missing: run scripts/bootstrap.sh")
-    with podman_service() as svc:
+    with libcni_state_left_as_found(), podman_service() as svc:
         yield svc
 
 
