@@ -88,6 +88,7 @@ def test_daemonset_installs_the_shim_and_conflist(cluster: ClusterNode) -> None:
     [conflist] = cluster.cni_conf.glob("*.conflist")
     entry = json.loads(conflist.read_text())["plugins"][0]
     assert entry["type"] == "cni2cnm" and entry["daemon"] == "manual"
+    assert "daemonSocket" not in entry  # the default socket, where the pod's serve listens
     wait_for("the node Ready", lambda: any(
         c["type"] == "Ready" and c["status"] == "True"
         for n in cluster.get("nodes")["items"] for c in n["status"]["conditions"]), 60, 1)

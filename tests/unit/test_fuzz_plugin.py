@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tempfile
 from typing import Any
 
@@ -24,6 +25,10 @@ from .fakes import ALL_VERSIONS, KNOWN_CODES, one_document
 FUZZ = settings(deadline=None, derandomize=True, database=None, max_examples=400,
                 suppress_health_check=[HealthCheck.too_slow])
 STATE = tempfile.mkdtemp(prefix="c2c-fuzz-")
+
+
+def teardown_module() -> None:
+    shutil.rmtree(STATE, ignore_errors=True)
 
 
 class DownEngine:
