@@ -13,8 +13,10 @@
 # C2C_VENV (default .venv) and C2C_CONSTRAINTS pick the virtualenv and its constraints files
 # (see scripts/bootstrap.sh); C2C_DAEMON_TESTS (pytest arguments) runs the daemon-mode pass on
 # those tests, also when pytest arguments are given (scripts/floors.sh does both).
-# Exit status: pytest's; a ruff failure, a run with no tests (pytest exit 5) or unit coverage of
-# cni2cnm/plugin below 85% also fails.
+# Exit status: pytest's; a ruff failure, a mypy failure (strict, pyproject.toml; skipped only
+# when C2C_TYPECHECK=0, as scripts/floors.sh sets: the types are checked against the pinned
+# newest dependencies), a run with no tests (pytest exit 5) or unit coverage of cni2cnm/plugin
+# below 95% also fails.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -83,18 +85,25 @@ ruff_rc=0
 if [ "$ruff_rc" != 0 ]; then
     log "ruff check failed (exit $ruff_rc)"
 fi
+mypy_rc=0
+if [ "${C2C_TYPECHECK:-1}" != 0 ]; then
+    "$PY" -m mypy || mypy_rc=$?
+    if [ "$mypy_rc" != 0 ]; then
+        log "mypy failed (exit $mypy_rc)"
+    fi
+fi
 
 # The translation must be testable without an engine: the plugin's unit tests alone (fake
-# engine, fake namespaces; no DOCKER_HOST, no daemon) must cover >= 85% of cni2cnm/plugin.
+# engine, fake namespaces; no DOCKER_HOST, no daemon) must cover >= 95% of cni2cnm/plugin.
 # They are a subset of tests/unit, so the whole unit suite covers at least as much.
 cov_rc=0
 cov_file=$(mktemp -u /tmp/c2c-cov.XXXX)
 env -u DOCKER_HOST -u CNI2CNM_TEST_DAEMON_SOCKET COVERAGE_FILE="$cov_file" \
     "$PY" -m pytest -q -p no:cacheprovider tests/unit/plugin --cov=cni2cnm.plugin \
-    --cov-report=term --cov-fail-under=85 || cov_rc=$?
+    --cov-report=term --cov-fail-under=95 || cov_rc=$?
 rm -f "$cov_file"*
 if [ "$cov_rc" != 0 ]; then
-    log "unit coverage of cni2cnm/plugin below 85% or unit tests failed (exit $cov_rc)"
+    log "unit coverage of cni2cnm/plugin below 95% or unit tests failed (exit $cov_rc)"
 fi
 
 # No test may leave (or start) the warm daemon on the node's default socket: a plugin process
@@ -155,7 +164,7 @@ fi
 if [ "$pytest_rc" != 0 ]; then
     exit "$pytest_rc"
 fi
-if [ "$ruff_rc" != 0 ] || [ "$cov_rc" != 0 ]; then
+if [ "$ruff_rc" != 0 ] || [ "$mypy_rc" != 0 ] || [ "$cov_rc" != 0 ]; then
     exit 1
 fi
 exit 0
