@@ -65,6 +65,11 @@ def pin(path: str) -> Pinned:
         raise
 
 
+def of_pid(pid: int) -> str:
+    """The path of process `pid`'s network namespace (a container's, through its init's pid)."""
+    return f"/proc/{pid}/ns/net"
+
+
 def identity(target: Target) -> tuple[int, int] | None:
     """(st_dev, st_ino) of a namespace; equal for the same kernel namespace.
 

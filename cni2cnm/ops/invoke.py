@@ -260,7 +260,7 @@ class Target:
 
 
 def _live_netns(c: Container) -> str:
-    return f"/proc/{c.pid}/ns/net" if c.running and c.pid else ""
+    return netns.of_pid(c.pid) if c.running and c.pid else ""
 
 
 def resolve_for_add(engine: Engine, ref: str) -> Target:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from cni2cnm import netns
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.plugin import proxy
 from cni2cnm.plugin.attach import (
@@ -56,7 +57,7 @@ def name_an_exited_sandbox(ctx: AddContext, att: Attachment, settle: float = 3.0
         if sandbox is None:
             return
         proxy.refuse_exited(sandbox, ctx.conf.sandboxImage)
-        alive = sandbox.pid and ctx.namespaces.is_namespace(f"/proc/{sandbox.pid}/ns/net")
+        alive = sandbox.pid and ctx.namespaces.is_namespace(netns.of_pid(sandbox.pid))
         if alive or time.monotonic() >= deadline:
             return
         time.sleep(0.1)

@@ -80,7 +80,7 @@ def find_container(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv,
             raise CNIError(Code.UNKNOWN_CONTAINER, "container not running",
                            f"Docker container {c.name} ({c.short_id}) is {c.status or 'stopped'}"
                            "; it must run before it can be attached")
-        if wanted is not None and namespaces.identity(f"/proc/{c.pid}/ns/net") != wanted:
+        if wanted is not None and namespaces.identity(netns.of_pid(c.pid)) != wanted:
             raise CNIError(Code.INVALID_ENVIRONMENT, "CNI_NETNS is not the container's namespace",
                            f"CNI_NETNS={env.netns} is not the network namespace of Docker "
                            f"container {c.name} ({c.short_id}, pid {c.pid})")
@@ -89,7 +89,7 @@ def find_container(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv,
         looked.append(f"a running container whose network namespace is {env.netns}")
         for cid in engine.running_container_ids():
             c = engine.container(cid)
-            if c is not None and c.pid and namespaces.identity(f"/proc/{c.pid}/ns/net") == wanted:
+            if c is not None and c.pid and namespaces.identity(netns.of_pid(c.pid)) == wanted:
                 return c, looked
     elif env.netns:
         looked.append(f"CNI_NETNS {env.netns} (it does not exist)")

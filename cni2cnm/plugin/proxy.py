@@ -102,8 +102,8 @@ def move_in(namespaces: netns.Namespaces, sandbox: Container, mac: str, addresse
             target: netns.Pinned, ifname: str) -> Moved:
     """Move the endpoint's interface from the sandbox into `target` (CNI_NETNS as ADD opened
     it) as `ifname`."""
-    tmp = "c2c" + secrets.token_hex(5)
-    with namespaces.open(f"/proc/{sandbox.pid}/ns/net") as src:
+    tmp = _transit_name()
+    with namespaces.open(netns.of_pid(sandbox.pid)) as src:
         link = netns.find_link(src.links(), mac, addresses)
         if link is None:
             raise ProxyError(f"no interface with MAC {mac} in sandbox {sandbox.name}")
@@ -142,17 +142,22 @@ def move_back(namespaces: netns.Namespaces, path: str, mac: str, sandbox: Contai
 
 def _move_back_from(namespaces: netns.Namespaces, target: netns.Pinned, mac: str,
                     sandbox: Container, sandbox_ifname: str) -> bool:
-    tmp = "c2c" + secrets.token_hex(5)
+    tmp = _transit_name()
     with namespaces.open(target) as src:
         link = next((lk for lk in src.links() if lk.mac == mac), None)
         if link is None:
             return False
-        src.move_link(link, f"/proc/{sandbox.pid}/ns/net", tmp)
-    with namespaces.open(f"/proc/{sandbox.pid}/ns/net") as dst:
+        src.move_link(link, netns.of_pid(sandbox.pid), tmp)
+    with namespaces.open(netns.of_pid(sandbox.pid)) as dst:
         back = dst.link_named(tmp)
         if back is not None:
             dst.rename_link(back, sandbox_ifname or "eth0")
     return True
+
+
+def _transit_name() -> str:
+    """A name no interface in either namespace has, for the moment an interface is moved."""
+    return "c2c" + secrets.token_hex(5)
 
 
 def is_ours(sandbox: Container, att: Attachment) -> bool:

@@ -50,7 +50,7 @@ def delete_unrecorded(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIE
         return
     container = named_container(engine, env)
     if container is None or not container.running or \
-            namespaces.identity(f"/proc/{container.pid}/ns/net") != namespaces.identity(env.netns):
+            namespaces.identity(netns.of_pid(container.pid)) != namespaces.identity(env.netns):
         log.warning("DEL without the store: no running Docker container named %s runs in %s; "
                     "nothing detached", " or ".join(container_refs(env)) or "by the request",
                     env.netns)

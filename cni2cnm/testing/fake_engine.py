@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 from typing import Any, TypeVar
 
+from cni2cnm import netns
 from cni2cnm.engine import (
     CONTAINER_NAME,
     IFNAME_OPTION,
@@ -147,12 +148,12 @@ class FakeEngine(Faults):
         """The container runs: a new process, a new namespace, its endpoints made."""
         c = self._container(ref)
         c.pid, c.state, c.exit, c.next_eth = self.namespaces.new_pid(), "running", None, 0
-        proc = f"/proc/{c.pid}/ns/net"
+        proc = netns.of_pid(c.pid)
         if c.network_mode == "host":
             c.ns = self.namespaces.bind(proc, self.daemon_netns)
         elif c.network_mode.startswith("container:"):
             owner = self._container(c.network_mode.split(":", 1)[1])
-            c.ns = self.namespaces.bind(proc, f"/proc/{owner.pid}/ns/net")
+            c.ns = self.namespaces.bind(proc, netns.of_pid(owner.pid))
         else:
             c.ns = self.namespaces.create(proc, self.sandbox_key(c))
         try:
@@ -175,7 +176,7 @@ class FakeEngine(Faults):
             c.endpoints[name] = FakeEndpoint(network_id=ep.network_id, config=ep.config)
         remove_interface(self.namespaces, c.gwbridge_mac)
         c.gwbridge_mac = ""
-        self.namespaces.unlink(f"/proc/{c.pid}/ns/net")
+        self.namespaces.unlink(netns.of_pid(c.pid))
         self.namespaces.unlink(self.sandbox_key(c))
         c.state, c.pid, c.ns = "exited", 0, None
         c.exit = ContainerExit(exit_code=exit_code, error=error, oom_killed=oom)
@@ -190,7 +191,7 @@ class FakeEngine(Faults):
         for name, ep in c.endpoints.items():
             if ep.endpoint_id and name not in ("none", "host"):
                 self.networks[ep.network_id].orphans[c.name] = ep
-        self.namespaces.unlink(f"/proc/{c.pid}/ns/net")
+        self.namespaces.unlink(netns.of_pid(c.pid))
         del self.containers[c.id]
 
     def sandbox_key(self, c: FakeContainer) -> str:
