@@ -10,30 +10,36 @@ hang pods on a node. The hook fires only when ALL of these hold:
    `tests/integration/`), not from an installed wheel;
 3. `CNI2CNM_TEST_HOOKS` is the absolute path of a regular file (not a symbolic link) owned
    by root, not writable by group or others, whose content is exactly `ARMED`: only root
-   can make one, and only a test does (`armed_hooks` in tests/integration/test_faults.py).
+   can make one, and only a test does (`armed_hooks` in tests/integration/pluginrun.py).
 
-Outside the tests, 1 costs one dictionary lookup and nothing else is looked at.
+Outside the tests, 1 costs one dictionary lookup and nothing else is looked at. STOP_AT_ENV is
+the one spelling of the variable: the executable's forwarding path (daemon/wire.py, standard
+library only) imports it from here, so this module imports nothing more at its top than `os`
+and `stat` (which `os` has loaded already).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import stat
-from collections.abc import Mapping
+
+TYPE_CHECKING = False  # collections.abc would cost the executable's forwarding path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 STOP_AT_ENV = "CNI2CNM_TEST_STOP_AT"
 ARMED_ENV = "CNI2CNM_TEST_HOOKS"
 ARMED = b"cni2cnm test hooks armed\n"
-
-log = logging.getLogger("cni2cnm.testhook")
 
 
 def stop_point(environ: Mapping[str, str], name: str) -> None:
     """Stop this process at test point `name` when a test armed the hook (see above)."""
     if environ.get(STOP_AT_ENV) != name:
         return
+    import logging
+    import signal
+
+    log = logging.getLogger("cni2cnm.testhook")
     if not armed(environ):
         log.warning("%s=%s ignored: test hooks are not armed in this installation",
                     STOP_AT_ENV, name)

@@ -8,7 +8,7 @@ as libcni's JSON decoding is: "true" or "45" in quotes are errors, not coerced.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import (
     BaseModel,
@@ -22,7 +22,6 @@ from pydantic import (
 
 from cni2cnm.cni import version as cniversion
 from cni2cnm.cni.errors import CNIError, Code
-from cni2cnm.cni.jsondoc import decode_json_object as decode_json_object
 from cni2cnm.cni.names import name_problem
 
 # A config key is read by its JSON name only: a field's alias when it has one (NetConf's
@@ -143,9 +142,18 @@ def check_version_field(doc: dict[str, Any]) -> str:
     return cniversion.require_supported(v)
 
 
-def parse_netconf(doc: dict[str, Any], model: type[ConfT] = NetConf) -> ConfT:  # type: ignore[assignment]
+@overload
+def parse_netconf(doc: dict[str, Any]) -> NetConf: ...
+@overload
+def parse_netconf(doc: dict[str, Any], model: type[ConfT]) -> ConfT: ...
+def parse_netconf(doc: dict[str, Any], model: type[NetConf] = NetConf) -> NetConf:
     """The config as `model` (NetConf or a plugin's subclass of it); errors 1 and 7."""
     check_version_field(doc)
+    return validate_netconf(doc, model)
+
+
+def validate_netconf(doc: dict[str, Any], model: type[ConfT]) -> ConfT:
+    """The config as `model`, its cniVersion already checked (check_version_field); error 7."""
     try:
         return model.model_validate(doc)
     except ValidationError as e:

@@ -7,37 +7,40 @@ import logging
 import os
 import stat
 import sys
-from typing import TextIO
+from typing import Literal, TextIO, get_args
 
 from cni2cnm.cni.errors import CNIError, Code
 
 LOGGER_NAME = "cni2cnm"
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
-_FORMAT = "%(asctime)s cni2cnm[%(process)d] %(levelname)s %(name)s: %(message)s"
+# The levels a config's logLevel, CNI2CNM_LOG_LEVEL and `serve --log-level` name.
+LogLevel = Literal["debug", "info", "warning", "error"]
+LEVELS: dict[str, int] = {name: logging.getLevelNamesMapping()[name.upper()]
+                          for name in get_args(LogLevel)}
+FORMAT = "%(asctime)s cni2cnm[%(process)d] %(levelname)s %(name)s: %(message)s"
+DEFAULT_LEVEL = logging.WARNING  # without CNI2CNM_LOG_LEVEL and logLevel
 
-def _level(name: str | None, default: int) -> int:
-    return LEVELS.get((name or "").lower(), default)
+
+def level(name: str | None) -> int | None:
+    """The logging level `name` (any case) names; None for no name or an unknown one."""
+    return LEVELS.get((name or "").lower())
 
 
 def setup(log_file: str | None = None, log_level: str | None = None) -> logging.Logger:
     """Configure the package logger. CNI2CNM_LOG_LEVEL overrides the config's level. A
     logFile that cannot be used safely is a CNIError (code 7), logged to stderr."""
     logger = logging.getLogger(LOGGER_NAME)
-    level = _level(os.environ.get("CNI2CNM_LOG_LEVEL") or log_level, logging.WARNING)
-    logger.setLevel(level)
+    logger.setLevel(level(os.environ.get("CNI2CNM_LOG_LEVEL") or log_level) or DEFAULT_LEVEL)
     logger.propagate = False
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
-    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = _formatted(logging.StreamHandler(sys.stderr))
     refused: CNIError | None = None
     if log_file:
         try:
-            handler = _LogFileHandler(open_log(log_file))
+            handler = file_handler(log_file)
         except (OSError, ValueError) as e:
             refused = log_file_error(log_file, e)
-    handler.setFormatter(logging.Formatter(_FORMAT))
     logger.addHandler(handler)
     if refused is not None:
         raise refused
@@ -45,7 +48,7 @@ def setup(log_file: str | None = None, log_level: str | None = None) -> logging.
 
 
 def log_file_error(path: str, e: BaseException) -> CNIError:
-    """The CNI error for a logFile open_log refused or could not open."""
+    """The CNI error for a logFile file_handler refused or could not open."""
     reason = "a symbolic link" if getattr(e, "errno", None) == errno.ELOOP else (
         getattr(e, "strerror", None) or str(e))
     return CNIError(Code.INVALID_CONFIG, "unusable logFile",
@@ -54,14 +57,16 @@ def log_file_error(path: str, e: BaseException) -> CNIError:
                     "(it is created 0600 when missing)")
 
 
-class _LogFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A handler on a file open_log opened; closing it closes the file (a long-running
+class _LogFileHandler(logging.StreamHandler[TextIO]):
+    """A handler on a file open_append opened; closing it closes the file (a long-running
     daemon sets logging up again for every request)."""
 
     def close(self) -> None:
         self.acquire()
         try:
-            stream = self.stream
+            stream: TextIO | None = self.stream
+            # None: a flush() after the close does nothing (it skips a None stream) instead of
+            # failing on a closed file; typeshed types the attribute without None.
             self.stream = None  # type: ignore[assignment]
             if stream is not None:
                 stream.close()
@@ -71,14 +76,17 @@ class _LogFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def file_handler(path: str) -> logging.Handler:
-    """A handler appending to the log file `path`, opened as open_log does."""
-    handler = _LogFileHandler(open_log(path))
-    handler.setFormatter(logging.Formatter(_FORMAT))
+    """A handler in FORMAT appending to the log file `path`, opened as open_append opens it:
+    the one way a log file is opened."""
+    return _formatted(_LogFileHandler(_open_text(path)))
+
+
+def _formatted(handler: logging.Handler) -> logging.Handler:
+    handler.setFormatter(logging.Formatter(FORMAT))
     return handler
 
 
-def open_log(path: str) -> TextIO:
-    """The log file `path`, open for appending as open_append opens it."""
+def _open_text(path: str) -> TextIO:
     return os.fdopen(open_append(path), "a", encoding="utf-8", errors="backslashreplace")
 
 

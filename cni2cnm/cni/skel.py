@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from cni2cnm.cni import env as cnienv
 from cni2cnm.cni import version as cniversion
 from cni2cnm.cni.errors import CNIError, Code
-from cni2cnm.cni.jsondoc import decode_json_object
+from cni2cnm.cni.jsondoc import json_object, require_object
 
 if TYPE_CHECKING:
     from cni2cnm.cni.config import NetConf
@@ -52,14 +52,16 @@ def dispatch(
             data = stdin.read()
         except (OSError, ValueError) as e:
             raise CNIError(Code.IO_FAILURE, "cannot read stdin", str(e)) from None
-        peek = _peek_version(data)
+        doc, undecodable = json_object(data)  # the one decoding of stdin
+        peek = doc.get("cniVersion") if doc is not None else None
         if peek in cniversion.SUPPORTED_VERSIONS:
             version_for_errors = peek
         env = cnienv.parse_env(environ)
         if env.command == "VERSION":
-            _emit(stdout, _version_info(data))
+            _emit(stdout, _version_info(data, doc, undecodable))
             return 0
-        return _run(load_plugin, env, data, stdout, on_config)
+        conf_doc = require_object(doc, undecodable, "network config")
+        return _run(load_plugin, env, conf_doc, stdout, on_config)
     except CNIError as e:
         log.warning("%s failed: %s (code %d)", environ.get("CNI_COMMAND", "?"), e, e.code)
         _emit_error(stdout, e, environ, version_for_errors)
@@ -77,14 +79,13 @@ def _emit_error(stdout: IO[str], e: CNIError, environ: Mapping[str, str], versio
     _emit(stdout, e.to_dict(version))
 
 
-def _run(load_plugin: Callable[[], Plugin], env: cnienv.CNIEnv, data: bytes,
+def _run(load_plugin: Callable[[], Plugin], env: cnienv.CNIEnv, doc: dict[str, Any],
          stdout: IO[str], on_config: Callable[[NetConf], None] | None) -> int:
-    from cni2cnm.cni.config import NetConf, check_version_field, parse_netconf
+    from cni2cnm.cni.config import NetConf, check_version_field, validate_netconf
 
-    doc = decode_json_object(data)
     check_version_field(doc)
     plugin = load_plugin()
-    conf = parse_netconf(doc, getattr(plugin, "config_model", NetConf))
+    conf = validate_netconf(doc, getattr(plugin, "config_model", NetConf))
     if on_config is not None:
         on_config(conf)
     _require_command_version(env.command, conf.cniVersion)
@@ -113,20 +114,13 @@ def _require_command_version(command: str, version: str) -> None:
                        f"{command} needs cniVersion >= 1.1.0, config is {version}")
 
 
-def _peek_version(data: bytes) -> str | None:
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    v = doc.get("cniVersion") if isinstance(doc, dict) else None
-    return v if isinstance(v, str) else None
-
-
-def _version_info(data: bytes) -> dict[str, Any]:
-    """VERSION: echo the request's cniVersion, list what we support."""
+def _version_info(data: bytes, doc: dict[str, Any] | None, undecodable: str
+                  ) -> dict[str, Any]:
+    """VERSION: echo the request's cniVersion, list what we support. An empty stdin asks
+    nothing; anything else must be a JSON object (json_object decoded it)."""
     requested = cniversion.LATEST
     if data.strip():
-        doc = decode_json_object(data, "VERSION request")
+        doc = require_object(doc, undecodable, "VERSION request")
         if isinstance(doc.get("cniVersion"), str):
             requested = doc["cniVersion"]
     return {"cniVersion": requested, "supportedVersions": list(cniversion.SUPPORTED_VERSIONS)}

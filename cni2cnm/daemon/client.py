@@ -5,11 +5,13 @@ request must run in-process instead. A missing daemon is not an error (info); a 
 refuses, a daemon that does not greet within HELLO_TIMEOUT, that is not root's or that runs
 another version of cni2cnm are warnings. None of these has started the request.
 
-With `daemon: auto` (the default) and no daemon answering on the socket, the executable starts
-one (starter.py) and runs this request in-process without waiting for it; the next requests
-go to it. A daemon of another version or installation that the executable started on demand
-is stopped (SIGTERM to the pid its socket's SO_PEERCRED names) and replaced the same way; one
-started by hand or by systemd is only bypassed, with a warning.
+In the daemon mode "auto" (the default; wire.py lists the three), with no daemon answering on
+the socket, the executable starts one (starter.py) and runs this request in-process without
+waiting for it; the next requests go to it. A daemon of another version or installation that
+the executable started on demand is stopped (SIGTERM to the pid its socket's SO_PEERCRED
+names) and replaced the same way; one started by hand or by systemd is only bypassed, with a
+warning. In "manual" the executable uses a daemon that answers and never starts or stops one;
+in "off" it never uses one.
 
 Once the request is sent the daemon runs it. If the daemon then dies, or does not reply
 within the reply timeout, the request runs again in-process: DEL, CHECK, GC and STATUS are
@@ -36,6 +38,8 @@ TYPE_CHECKING = False  # typing and collections.abc would cost the executable ~9
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
+
+    from cni2cnm.plugin.config import DaemonMode
 
 CONNECT_TIMEOUT = 1.0  # seconds to connect to the socket
 HELLO_TIMEOUT = 2.0  # seconds for the daemon's hello after connecting
@@ -85,13 +89,15 @@ def socket_path(environ: Mapping[str, str], data: bytes) -> str | None:
     return wire.DEFAULT_SOCKET
 
 
-def daemon_mode(environ: Mapping[str, str], data: bytes) -> str:
-    """CNI2CNM_DAEMON, else the config's `daemon` key: "auto" (the default: use the daemon,
-    start one on demand), "manual" (use one that runs, never start one) or "off" (never use
-    one). A value the config model rejects counts as "manual" here: the daemon, or the
-    in-process run, reports it."""
-    mode = environ.get(wire.MODE_ENV) or wire.config_value(data, wire.MODE_KEY) or "auto"
-    return mode if mode in ("auto", "manual", "off") else "manual"
+def daemon_mode(environ: Mapping[str, str], data: bytes) -> DaemonMode:
+    """CNI2CNM_DAEMON, else the config's `daemon` key, else wire.MODE_AUTO. A value the config
+    model rejects counts as wire.MODE_MANUAL here: the daemon, or the in-process run, reports
+    it."""
+    mode = environ.get(wire.MODE_ENV) or wire.config_value(data, wire.MODE_KEY) or wire.MODE_AUTO
+    for known in (wire.MODE_AUTO, wire.MODE_OFF):
+        if mode == known:
+            return known
+    return wire.MODE_MANUAL
 
 
 def reply_timeout(data: bytes) -> float:
@@ -106,8 +112,8 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
             start: Callable[[str, bool], str] | None = None) -> Reply | Fallback:
     """Run the request (this environment, `data` as stdin) in the daemon, if there is one.
     `start(path, replacing)` starts a daemon on demand (starter.start), says what it did."""
-    if "CNI2CNM_TEST_STOP_AT" in environ:
-        return Fallback("CNI2CNM_TEST_STOP_AT is set: running in-process, so that the test "
+    if wire.STOP_AT_ENV in environ:
+        return Fallback(f"{wire.STOP_AT_ENV} is set: running in-process, so that the test "
                         "point stops this process and not the daemon", warn=False)
     path = socket_path(environ, data)
     if path is None:
@@ -116,12 +122,12 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
         return Fallback(f"daemon socket path {path!r} is unusable (NUL or undecodable "
                         "characters): running in-process", warn=True)
     mode = daemon_mode(environ, data)
-    if mode == "off":
-        return Fallback("daemon off (daemon: \"off\"): running in-process", warn=False)
+    if mode == wire.MODE_OFF:
+        return Fallback(f"daemon off (daemon: \"{mode}\"): running in-process", warn=False)
     outcome = _converse(path, environ, data, connect_timeout, hello_timeout, reply_timeout_s,
-                        replace=mode == "auto")
+                        replace=mode == wire.MODE_AUTO)
     if isinstance(outcome, Fallback) and outcome.kind:
-        if mode == "auto" and outcome.kind in ("absent", "refused", "replace"):
+        if mode == wire.MODE_AUTO and outcome.kind in ("absent", "refused", "replace"):
             if start is None:
                 from cni2cnm.daemon.starter import start
             outcome.reason += f"; {start(path, outcome.kind == 'replace')}"

@@ -1,4 +1,6 @@
-"""The click command `cni2cnm serve` (registered on the CLI with `cli.add_command(serve)`)."""
+"""The click command `cni2cnm serve` (cni2cnm.cli registers it; `python -m cni2cnm.daemon` and
+the daemons the plugin and systemd start run it alone). Its errors end as every CLI command's
+do (cli.base.Failure)."""
 
 from __future__ import annotations
 
@@ -7,14 +9,7 @@ import sys
 import click
 
 from cni2cnm.cni.logs import LEVELS
-from cni2cnm.daemon.wire import DEFAULT_SOCKET, MANUAL, ON_DEMAND, SOCKET_ENV
-
-
-class _CannotServe(click.ClickException):
-    exit_code = 2
-
-    def show(self, file: object = None) -> None:
-        click.echo(f"cni2cnm: error: {self.format_message()}", err=True)
+from cni2cnm.daemon.wire import DEFAULT_SOCKET, MANUAL, ON_DEMAND
 
 
 @click.command("serve")
@@ -68,8 +63,7 @@ def serve(socket_path: str, log_level: str, log_file: str | None, idle_timeout: 
                    lock_fd=lock_fd, log_file=log_file, metrics_address=metrics_address,
                    priority=priority)
     except DaemonError as e:
-        raise _CannotServe(str(e)) from None
+        from cni2cnm.cli.base import Failure  # not before: the CLI imports this module
+
+        raise Failure(str(e)) from None
     sys.exit(code)
-
-
-__all__ = ["SOCKET_ENV", "serve"]

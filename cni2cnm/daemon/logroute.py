@@ -21,23 +21,22 @@ from contextvars import ContextVar
 
 from cni2cnm.cni import logs
 
-_LEVELS = logs.LEVELS
-_FORMAT = logging.Formatter(logs._FORMAT)
+_FORMAT = logging.Formatter(logs.FORMAT)
 
 
 class RequestLog:
     """One request's log: a buffer for its stderr, or its logFile; and its level."""
 
     def __init__(self, forced_level: str | None) -> None:
-        self.forced = _LEVELS.get((forced_level or "").lower())
-        self.level = self.forced if self.forced is not None else logging.WARNING
+        self.forced = logs.level(forced_level)
+        self.level = self.forced or logs.DEFAULT_LEVEL
         self.stream = io.StringIO()
         self.file: logging.Handler | None = None
 
     def configure(self, log_file: str | None, log_level: str | None) -> None:
         """logs.setup() for this request."""
         if self.forced is None:
-            self.level = _LEVELS.get((log_level or "").lower(), logging.WARNING)
+            self.level = logs.level(log_level) or logs.DEFAULT_LEVEL
         self.close_file()
         if log_file:
             try:

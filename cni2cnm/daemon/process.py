@@ -35,7 +35,7 @@ REPLACE_WAIT = 10.0  # seconds an on-demand daemon waits for the one it replaces
 
 WARM_MODULES = ("docker", "docker.transport", "requests", "cni2cnm.netns", "cni2cnm.rtnl",
                 "cni2cnm.plugin.handlers", "cni2cnm.plugin.config", "cni2cnm.cni.result",
-                "cni2cnm.cni.skel", "cni2cnm.entry")
+                "cni2cnm.cni.skel")
 
 
 def warm_up() -> None:
@@ -206,7 +206,7 @@ def _stop_on_demand(path: str) -> bool:
 
 
 def _setup_daemon_log(level: str, log_file: str | None) -> None:
-    log.setLevel(logs.LEVELS.get(level.lower(), logging.INFO))
+    log.setLevel(logs.level(level) or logging.INFO)
     log.propagate = False
     if not log.handlers:
         handler: logging.Handler

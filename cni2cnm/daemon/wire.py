@@ -19,9 +19,12 @@ to stdout, its exit status, and what the request logged to stderr.
 
 The hello's `build` names the installation the daemon runs (its package directory): a daemon
 of the same version number but another installation (another venv, an editable checkout) is
-another version too. `started` says how the daemon was started (on-demand, systemd, manual):
-only a daemon the plugin started on demand is ever replaced by the plugin. `metrics` is the
-daemon's --metrics-address, or empty.
+another version too. `started` says how the daemon was started (ON_DEMAND, SYSTEMD, or MANUAL:
+by hand): only a daemon the plugin started on demand is ever replaced by the plugin. `metrics`
+is the daemon's --metrics-address, or empty.
+
+The executable's daemon mode (the config's `daemon` key, CNI2CNM_DAEMON) is one of MODE_AUTO,
+MODE_MANUAL and MODE_OFF.
 
 Limits: a request's environment is at most MAX_ENV bytes and its stdin MAX_STDIN; a bigger
 request is not sent (it runs in-process). No frame is longer than MAX_FRAME.
@@ -31,23 +34,33 @@ from __future__ import annotations
 
 import struct
 
+from cni2cnm.testhook import STOP_AT_ENV
+
 TYPE_CHECKING = False  # typing and collections.abc would cost the executable ~9 ms
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
+
+    from cni2cnm.plugin.config import DaemonMode
 
 PROTOCOL = 3
 MAGIC = b"cni2cnm"
 DEFAULT_SOCKET = "/run/cni2cnm/cni2cnm.sock"
 SOCKET_ENV = "CNI2CNM_DAEMON_SOCKET"  # overrides the config's key; empty: no daemon
 SOCKET_KEY = "daemonSocket"  # config key; empty: no daemon
-MODE_ENV = "CNI2CNM_DAEMON"  # overrides the config's key: "auto" or "off"
-MODE_KEY = "daemon"  # config key: "auto" (default: use one, start one on demand) or "off"
+MODE_ENV = "CNI2CNM_DAEMON"  # overrides the config's key
+MODE_KEY = "daemon"  # config key: one of the modes below (the config model's DaemonMode)
+# The daemon modes: how the executable uses a daemon. The config model's DaemonMode lists
+# them (the type checker holds these names to it); the executable reads a value it rejects
+# as MODE_MANUAL and lets the daemon, or the in-process run, report it.
+MODE_AUTO: DaemonMode = "auto"  # the default: use the daemon, start one on demand
+MODE_MANUAL: DaemonMode = "manual"  # use a daemon that runs, never start one
+MODE_OFF: DaemonMode = "off"  # never use a daemon
 MAX_ENV = 64 << 10
 MAX_STDIN = 1 << 20
 MAX_FRAME = 2 << 20  # a request is at most 4 + MAX_ENV + MAX_STDIN bytes; replies are cut
 
-# How a daemon was started, as its hello says.
+# How a daemon was started, as its hello says (not to be confused with the modes above).
 ON_DEMAND = "on-demand"
 SYSTEMD = "systemd"
 MANUAL = "manual"
@@ -56,7 +69,7 @@ MANUAL = "manual"
 FORWARDED_COMMANDS = frozenset({"ADD", "DEL", "CHECK", "GC", "STATUS"})
 # Variables that concern the executable's own process, never forwarded: the test stop point
 # SIGSTOPs the process that runs the plugin, which must not be the daemon.
-LOCAL_ONLY_ENV = frozenset({"CNI2CNM_TEST_STOP_AT", SOCKET_ENV, MODE_ENV})
+LOCAL_ONLY_ENV = frozenset({STOP_AT_ENV, SOCKET_ENV, MODE_ENV})
 
 _HEADER = struct.Struct(">I")
 _REPLY = struct.Struct(">BI")

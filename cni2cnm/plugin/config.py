@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from cni2cnm.cni.config import BY_KEY_ONLY, NetConf
+from cni2cnm.cni.logs import LogLevel
 from cni2cnm.cni.names import encodable
 
 DEFAULT_STATE_DIR = "/var/lib/cni/cni2cnm"
@@ -15,8 +16,8 @@ DEFAULT_SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
 DEFAULT_SANDBOX_PIDS = 16
 DEFAULT_SANDBOX_MEMORY_MIB = 16
 MIN_SANDBOX_MEMORY_MIB = 6  # dockerd refuses less ("Minimum memory limit allowed is 6MB")
-LogLevel = Literal["debug", "info", "warning", "error"]
-LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+# How the executable uses a daemon (daemon/wire.py's MODE_* name and describe each).
+DaemonMode = Literal["auto", "manual", "off"]
 
 
 class TLS(BaseModel):
@@ -44,8 +45,7 @@ class PluginConf(NetConf):
     sandboxPidsLimit: int = Field(default=DEFAULT_SANDBOX_PIDS, ge=0, strict=True)
     sandboxMemoryMiB: int = Field(default=DEFAULT_SANDBOX_MEMORY_MIB, ge=0, strict=True)
     daemonSocket: str | None = None  # read by the executable before this model (entry.py)
-    # auto: use the daemon, start one on demand; manual: use one, never start; off: never use
-    daemon: Literal["auto", "manual", "off"] = "auto"  # read by the executable too
+    daemon: DaemonMode = "auto"  # read by the executable too (daemon/client.py)
     detachNone: StrictBool = True
     aliases: list[str] = Field(default_factory=list)
     driverOpts: dict[str, str] = Field(default_factory=dict)

@@ -7,14 +7,9 @@ from typing import Any, get_args
 import pytest
 from pydantic import BaseModel
 
-from cni2cnm.cni.config import (
-    Attachment,
-    NetConf,
-    RuntimeConfig,
-    decode_json_object,
-    parse_netconf,
-)
+from cni2cnm.cni.config import Attachment, NetConf, RuntimeConfig, parse_netconf
 from cni2cnm.cni.errors import CNIError
+from cni2cnm.cni.jsondoc import json_object, require_object
 from cni2cnm.plugin.config import DEFAULT_DOCKER_TIMEOUT, DEFAULT_STATE_DIR, TLS, PluginConf
 
 from .fakes import netconf
@@ -39,18 +34,18 @@ def rejected(**extra: Any) -> CNIError:
     return ei.value
 
 
-# ---- decode_json_object -------------------------------------------------------------------
+# ---- json_object, require_object ------------------------------------------------------------
 
-def test_decode_json_object() -> None:
-    assert decode_json_object(b'{"a": 1}') == {"a": 1}
-    assert decode_json_object(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}  # UTF-8 BOM
+def test_json_object() -> None:
+    assert json_object(b'{"a": 1}') == ({"a": 1}, "")
+    assert json_object(b'\xef\xbb\xbf{"a": 1}') == ({"a": 1}, "")  # UTF-8 BOM
 
 
 @pytest.mark.parametrize("data", [b"", b"[]", b'"x"', b"1", b"null", b"{", b"\xff"])
-def test_decode_json_object_rejects_with_6(data: bytes) -> None:
+def test_anything_but_a_json_object_is_code_6(data: bytes) -> None:
     with pytest.raises(CNIError) as ei:
-        decode_json_object(data)
-    assert ei.value.code == 6
+        require_object(*json_object(data), "network config")
+    assert ei.value.code == 6 and ei.value.msg == "cannot decode network config"
 
 
 # ---- well-known keys ----------------------------------------------------------------------
@@ -302,10 +297,3 @@ def test_malformed_attachments_are_code_7(key: str, value: Any) -> None:
     err = rejected(**{key: value})
     assert key in err.details
 
-
-def test_one_table_of_log_levels() -> None:
-    """The config's logLevel values are exactly the levels the loggers know."""
-    from cni2cnm.cni.logs import LEVELS
-    from cni2cnm.plugin.config import LOG_LEVELS
-
-    assert set(LOG_LEVELS) == set(LEVELS)
