@@ -15,9 +15,9 @@ import sys
 TYPE_CHECKING = False  # not `from typing import Any, ...`: typing costs the client path 7 ms
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import IO, NoReturn
+    from typing import NoReturn
 
-    from cni2cnm.cni.skel import Plugin
+    from cni2cnm.cni.skel import Plugin, Stdin
     from cni2cnm.daemon.client import Fallback, Reply
     from cni2cnm.plugin.config import PluginConf
 
@@ -67,7 +67,7 @@ def enable_site() -> None:
 
 def run_plugin() -> int:
     """Plugin mode: reads no argv; stdin in, exactly one JSON document on stdout."""
-    stdin: IO[bytes] = sys.stdin.buffer
+    stdin: Stdin = sys.stdin.buffer
     fallback: Fallback | None = None
     if os.environ.get("CNI_COMMAND", "VERSION") != "VERSION":
         from cni2cnm.daemon import client
@@ -103,7 +103,7 @@ def exit_now(status: int) -> NoReturn:
     os._exit(status)
 
 
-def run_in_process(stdin: IO[bytes], fallback: Fallback | None = None) -> int:
+def run_in_process(stdin: Stdin, fallback: Fallback | None = None) -> int:
     enable_site()
     import logging
 
@@ -129,7 +129,7 @@ def log_as_configured(conf: PluginConf) -> None:
     logs.setup(conf.logFile, conf.logLevel)
 
 
-def load_plugin(environ: Mapping[str, str]) -> Plugin:
+def load_plugin(environ: Mapping[str, str]) -> Plugin[PluginConf]:
     """The plugin for one request; the daemon builds it the same way, with the request's
     environment (the plugin reads DOCKER_HOST and its test stop point from it)."""
     from cni2cnm.plugin.handlers import DockerPlugin

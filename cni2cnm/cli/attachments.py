@@ -9,8 +9,6 @@ from typing import Any, NoReturn
 import click
 
 from cni2cnm.cli.base import (
-    DEFAULT_CACHE_DIRS_HELP,
-    EXIT_ERROR,
     F,
     Failure,
     cli,
@@ -23,8 +21,13 @@ from cni2cnm.cli.base import (
     settings,
 )
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
+from cni2cnm.ops import EXIT_ERROR
+from cni2cnm.ops.resultcache import default_cache_dirs
 
 log = logging.getLogger("cni2cnm.cli")
+
+*_LIBCNI_DIRS, _CLI_DIR = default_cache_dirs("<state-dir>")
+DEFAULT_CACHE_DIRS_HELP = f"{', '.join(_LIBCNI_DIRS)} and {_CLI_DIR}"
 
 
 # ==== inspect ===============================================================================
@@ -79,7 +82,7 @@ def inspect_cmd(ctx: click.Context, target: str | None, network: str | None, out
     from cni2cnm.ops import inspect as ops
 
     s = settings(ctx, docker_host, state_dir)
-    dirs = list(cache_dirs) or ops.default_cache_dirs(s.state_dir)
+    dirs = list(cache_dirs) or default_cache_dirs(s.state_dir)
     engine = make_engine(s.docker_host)
     try:
         report = ops.inspect(s.state_dir, engine, dirs, network=network, target=target)
@@ -121,7 +124,9 @@ def inspect_cmd(ctx: click.Context, target: str | None, network: str | None, out
 
 def attachment_options(with_request: bool) -> Callable[[F], F]:
     def deco(f: F) -> F:
-        opts = [
+        # click's decorators, common_options and pass_context: each takes the command
+        # function and returns it decorated (pass_context changes its signature)
+        opts: list[Callable[[Any], Any]] = [
             click.argument("container"),
             click.option("-n", "--network", metavar="NAME",
                          help="CNI network name; also the Docker network unless the config's "

@@ -26,7 +26,7 @@ from click.core import ParameterSource
 
 from cni2cnm.cni.errors import CNIError
 from cni2cnm.engine import DEFAULT_HOST, EngineError
-from cni2cnm.ops import OpError
+from cni2cnm.ops import EXIT_ERROR, OpError
 from cni2cnm.plugin.config import DEFAULT_STATE_DIR
 from cni2cnm.store import StoreError
 
@@ -34,20 +34,19 @@ log = logging.getLogger("cni2cnm.cli")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_FOUND, EXIT_ERROR = 1, 2
-DEFAULT_CACHE_DIRS_HELP = ("/var/lib/cni/results, /var/lib/cni/cache/results and "
-                           "<state-dir>/cli-results")
 
 
 # ==== the error edge ========================================================================
 
 
 class Failure(click.ClickException):
-    """One line on stderr, a non-zero exit status."""
+    """The command could not do its job: one line on stderr, exit status EXIT_ERROR. The one
+    error edge of every command, `serve` included."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
-        self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
         click.echo(f"cni2cnm: error: {self.format_message()}", err=True, color=use_color())
@@ -65,7 +64,7 @@ class Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except OpError as e:
-            raise Failure(str(e), e.exit_code) from None
+            raise Failure(str(e)) from None
         except CNIError as e:
             raise Failure(f"{e} (CNI error {e.code})") from None
         except EngineError as e:

@@ -14,6 +14,7 @@ from cni2cnm.cli import base
 from cni2cnm.cli.base import cli
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
 from cni2cnm.daemon.wire import DEFAULT_SOCKET
+from cni2cnm.ops import EXIT_FOUND
 from cni2cnm.ops.install import DEFAULT_BIN_DIR, DEFAULT_CONF_DIR
 
 log = logging.getLogger("cni2cnm.cli")
@@ -209,7 +210,7 @@ def install(ctx: click.Context, bin_dir: str, conf_dir: str, network: str | None
             base.echo(f"{click.style(a.action, fg=colors.get(a.action))} {a.path}{note}")
         if not actions:
             base.echo("nothing to uninstall", err=True)
-    base.finish(base.EXIT_FOUND if any(a.action == ops.KEPT for a in actions) else 0)
+    base.finish(EXIT_FOUND if any(a.action == ops.KEPT for a in actions) else 0)
 
 
 def _daemon_socket(given: str | None) -> str:
@@ -320,4 +321,4 @@ def doctor(ctx: click.Context, network: str | None, bin_dir: str, conf_dir: str,
             fix = f"  -> {c.fix}" if c.fix and c.status != ops.OK else ""
             label = click.style(f"{c.status:<4}", fg=base.STATUS_COLORS[c.status], bold=True)
             base.echo(f"{label}  {c.name:<9}  {c.message}{fix}")
-    base.finish(base.EXIT_FOUND if failed else 0)
+    base.finish(EXIT_FOUND if failed else 0)

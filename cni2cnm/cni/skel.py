@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from cni2cnm.cni import env as cnienv
 from cni2cnm.cni import version as cniversion
@@ -23,23 +23,38 @@ if TYPE_CHECKING:
 log = logging.getLogger("cni2cnm.skel")
 
 
-class Plugin(Protocol):
-    """What a plugin implements; each method raises CNIError on failure. A plugin with keys
-    of its own names its NetConf subclass in `config_model` (NetConf when it has none)."""
+# The config model of a plugin: NetConf, or its subclass with the plugin's own keys. A string
+# bound: this module must not import pydantic (cni.config) before a config is parsed.
+ConfT = TypeVar("ConfT", bound="NetConf")
 
-    def add(self, env: cnienv.CNIEnv, conf: NetConf) -> Result: ...
-    def delete(self, env: cnienv.CNIEnv, conf: NetConf) -> None: ...
-    def check(self, env: cnienv.CNIEnv, conf: NetConf) -> None: ...
-    def gc(self, env: cnienv.CNIEnv, conf: NetConf) -> None: ...
-    def status(self, env: cnienv.CNIEnv, conf: NetConf) -> None: ...
+
+class Plugin(Protocol[ConfT]):
+    """What a plugin implements; each method raises CNIError on failure. `config_model` is the
+    model its config is parsed into (NetConf, or its subclass with the plugin's own keys), and
+    what each method gets."""
+
+    @property
+    def config_model(self) -> type[ConfT]: ...
+
+    def add(self, env: cnienv.CNIEnv, conf: ConfT) -> Result: ...
+    def delete(self, env: cnienv.CNIEnv, conf: ConfT) -> None: ...
+    def check(self, env: cnienv.CNIEnv, conf: ConfT) -> None: ...
+    def gc(self, env: cnienv.CNIEnv, conf: ConfT) -> None: ...
+    def status(self, env: cnienv.CNIEnv, conf: ConfT) -> None: ...
+
+
+class Stdin(Protocol):
+    """What dispatch reads the request from: all of it, at once."""
+
+    def read(self) -> bytes: ...
 
 
 def dispatch(
-    load_plugin: Callable[[], Plugin],
+    load_plugin: Callable[[], Plugin[ConfT]],
     environ: Mapping[str, str],
-    stdin: IO[bytes],
+    stdin: Stdin,
     stdout: IO[str],
-    on_config: Callable[[NetConf], None] | None = None,
+    on_config: Callable[[ConfT], None] | None = None,
 ) -> int:
     """Run one CNI operation. Returns the process exit status (0 or 1).
 
@@ -79,13 +94,13 @@ def _emit_error(stdout: IO[str], e: CNIError, environ: Mapping[str, str], versio
     _emit(stdout, e.to_dict(version))
 
 
-def _run(load_plugin: Callable[[], Plugin], env: cnienv.CNIEnv, doc: dict[str, Any],
-         stdout: IO[str], on_config: Callable[[NetConf], None] | None) -> int:
-    from cni2cnm.cni.config import NetConf, check_version_field, validate_netconf
+def _run(load_plugin: Callable[[], Plugin[ConfT]], env: cnienv.CNIEnv, doc: dict[str, Any],
+         stdout: IO[str], on_config: Callable[[ConfT], None] | None) -> int:
+    from cni2cnm.cni.config import check_version_field, validate_netconf
 
     check_version_field(doc)
     plugin = load_plugin()
-    conf = validate_netconf(doc, getattr(plugin, "config_model", NetConf))
+    conf = validate_netconf(doc, plugin.config_model)
     if on_config is not None:
         on_config(conf)
     _require_command_version(env.command, conf.cniVersion)

@@ -33,6 +33,7 @@ import struct
 
 from cni2cnm import __version__
 from cni2cnm.daemon import wire
+from cni2cnm.testhook import STOP_AT_ENV
 
 TYPE_CHECKING = False  # typing and collections.abc would cost the executable ~9 ms
 if TYPE_CHECKING:
@@ -112,8 +113,8 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
             start: Callable[[str, bool], str] | None = None) -> Reply | Fallback:
     """Run the request (this environment, `data` as stdin) in the daemon, if there is one.
     `start(path, replacing)` starts a daemon on demand (starter.start), says what it did."""
-    if wire.STOP_AT_ENV in environ:
-        return Fallback(f"{wire.STOP_AT_ENV} is set: running in-process, so that the test "
+    if STOP_AT_ENV in environ:
+        return Fallback(f"{STOP_AT_ENV} is set: running in-process, so that the test "
                         "point stops this process and not the daemon", warn=False)
     path = socket_path(environ, data)
     if path is None:
@@ -129,7 +130,9 @@ def forward(environ: Mapping[str, str], data: bytes, *, connect_timeout: float =
     if isinstance(outcome, Fallback) and outcome.kind:
         if mode == wire.MODE_AUTO and outcome.kind in ("absent", "refused", "replace"):
             if start is None:
-                from cni2cnm.daemon.starter import start
+                from cni2cnm.daemon import starter
+
+                start = starter.start
             outcome.reason += f"; {start(path, outcome.kind == 'replace')}"
         count_fallback(path, outcome.kind)
     return outcome

@@ -126,7 +126,7 @@ class Keeper:
         return left
 
     def _reconcile(self, conf: PluginConf, environ: dict[str, str]) -> int:
-        from cni2cnm.plugin import DockerPlugin
+        from cni2cnm.plugin.handlers import DockerPlugin
         from cni2cnm.store import ATTACHED, Store, StoreError
 
         plugin = DockerPlugin(environ=environ)

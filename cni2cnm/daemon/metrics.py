@@ -144,8 +144,9 @@ class MetricsServer:
         host, port = parse_address(address)
         handler = _handler(metrics, healthy, deadline, request_max)
         self.httpd = _BoundedHTTPServer((host, port), handler, max_connections)
-        host, port = self.httpd.server_address[:2]
-        self.address = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        bound_host, bound_port = self.httpd.server_address[:2]  # the port 0 chose
+        shown = str(bound_host)  # a str for AF_INET and AF_INET6
+        self.address = f"[{shown}]:{bound_port}" if ":" in shown else f"{shown}:{bound_port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics",
                                         daemon=True)
 

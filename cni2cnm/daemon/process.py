@@ -101,6 +101,7 @@ def _serve(path: str, log_level: str, started: str, idle_timeout: float,
     from cni2cnm.daemon.runner import Runner
     from cni2cnm.engine import ClientPool
 
+    server: Server  # made below, once the exporter's address is known; /healthz asks it
     metrics, exporter = None, None
     if metrics_address:
         from cni2cnm.daemon.client import FALLBACKS

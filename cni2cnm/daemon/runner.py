@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from cni2cnm.daemon import logroute
 
 if TYPE_CHECKING:
-    from cni2cnm.cni.config import NetConf
     from cni2cnm.cni.skel import Plugin
     from cni2cnm.daemon.keeper import Keeper
     from cni2cnm.engine import Engine
@@ -37,7 +36,7 @@ class Runner:
         out = io.StringIO()
         keeper = self.keeper
 
-        def on_config(conf: NetConf) -> None:
+        def on_config(conf: PluginConf) -> None:
             rlog.configure(conf.logFile, conf.logLevel)
             if keeper is not None:
                 keeper.remember(conf, env)
@@ -47,8 +46,8 @@ class Runner:
                                    on_config=on_config)
         return status, out.getvalue(), rlog.stream.getvalue()
 
-    def plugin(self, env: Mapping[str, str]) -> Plugin:
-        from cni2cnm.plugin import DockerPlugin
+    def plugin(self, env: Mapping[str, str]) -> Plugin[PluginConf]:
+        from cni2cnm.plugin.handlers import DockerPlugin
 
         reconciles = self.keeper is None
         if self.engine_factory is None:

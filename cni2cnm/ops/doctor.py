@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cni2cnm import safedirs
+from cni2cnm import PLUGIN_TYPE, safedirs
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
 from cni2cnm.daemon.wire import DEFAULT_SOCKET
 from cni2cnm.engine import API_IFNAME, API_MAC_ON_CONNECT, Engine, EngineError, redact
 from cni2cnm.ops import OpError, trust
-from cni2cnm.ops.conflist import PLUGIN_TYPE, validate
+from cni2cnm.ops.conflist import validate
 from cni2cnm.ops.files import read_json_object
 from cni2cnm.plugin.handlers import MIN_API
 from cni2cnm.store import Store
@@ -280,8 +280,9 @@ def check_conf_dir(conf_dir: str, network: str | None, docker_host: str = "") ->
         except OpError as e:
             out.append(Check("conf", WARN, f"{e}; runtimes skip it", f"fix or remove {path}"))
             continue
-        plugins = doc.get("plugins") if isinstance(doc.get("plugins"), list) else []
-        ours = [p for p in plugins if isinstance(p, dict) and p.get("type") == PLUGIN_TYPE]
+        plugins = doc.get("plugins")
+        ours = [p for p in plugins if isinstance(p, dict) and p.get("type") == PLUGIN_TYPE
+                ] if isinstance(plugins, list) else []
         try:
             parsed = validate(doc, path)
         except OpError as e:

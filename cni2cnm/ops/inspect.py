@@ -2,7 +2,7 @@
 
 Every recorded attachment (one row of the store) is joined with the engine's live state
 (the Docker container, the network, the container's endpoint in it), with the network
-namespace, and with the runtime's result cache when one exists (libcni's
+namespace, and with the runtime's result cache when one exists (resultcache.py: libcni's
 `/var/lib/cni/results`, `/var/lib/cni/cache/results`, and the CLI's own
 `<state-dir>/cli-results`). Each row lists its drift: every way in which they disagree.
 
@@ -13,10 +13,7 @@ the model `inspect_rows.InspectRow` (`describe_rows()` prints it; the README lis
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import os
 import time
@@ -25,151 +22,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cni2cnm import PLUGIN_TYPE, netns
+from cni2cnm import netns
 from cni2cnm.engine import Container, Engine, EngineError, EngineUnavailable, Network
-from cni2cnm.ops import netns_container_id
-from cni2cnm.ops.inspect_rows import DRIFT_KINDS as KINDS
+from cni2cnm.ops import EXIT_ERROR, EXIT_FOUND, EXIT_OK, netns_container_id
 from cni2cnm.ops.inspect_rows import (
+    CONTAINER_GONE,
+    DRIFT_KINDS,
+    ENGINE_UNREACHABLE,
+    INCOMPLETE,
+    IPS_DIFFER,
+    NETNS_GONE,
+    NETWORK_GONE,
+    RECORDED_NOT_ATTACHED,
+    RUNTIME_DIFFERS,
+    RUNTIME_ONLY,
     DockerContainerView,
     DockerNetworkView,
     EngineView,
     InspectRow,
     RuntimeView,
 )
-from cni2cnm.plugin.config import DEFAULT_STATE_DIR
+from cni2cnm.ops.resultcache import CacheEntry, read_runtime_cache
 from cni2cnm.store import ATTACHED, Attachment, Store
 
 log = logging.getLogger("cni2cnm.cli")
-
-LIBCNI_CACHE_DIRS = ("/var/lib/cni/results", "/var/lib/cni/cache/results")
-CLI_RESULTS_DIR = "cli-results"
-CACHE_KIND = "cniCacheV1"
-
-INCOMPLETE = "incomplete"
-ENGINE_UNREACHABLE = "engine-unreachable"
-NETWORK_GONE = "network-gone"
-CONTAINER_GONE = "container-gone"
-RECORDED_NOT_ATTACHED = "recorded-not-attached"
-IPS_DIFFER = "ips-differ"
-NETNS_GONE = "netns-gone"
-RUNTIME_DIFFERS = "runtime-differs"
-RUNTIME_ONLY = "runtime-only"
-
-DRIFT_KINDS = tuple(KINDS)
-assert DRIFT_KINDS == (INCOMPLETE, ENGINE_UNREACHABLE, NETWORK_GONE, CONTAINER_GONE,
-                       RECORDED_NOT_ATTACHED, IPS_DIFFER, NETNS_GONE, RUNTIME_DIFFERS,
-                       RUNTIME_ONLY)
-
-EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
-
-
-def default_cache_dirs(state_dir: str) -> list[str]:
-    return [*LIBCNI_CACHE_DIRS, os.path.join(state_dir, CLI_RESULTS_DIR)]
-
-
-# ==== the runtime's result cache =============================================================
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One libcni cache file (kind cniCacheV1): what the runtime believes it attached."""
-
-    path: str
-    network: str
-    container_id: str
-    ifname: str
-    netns: str
-    ips: tuple[str, ...]
-    mac: str
-    uses_cni2cnm: bool  # the cached config has a cni2cnm plugin entry
-    state_dir: str  # that entry's stateDir ("" when it has none)
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.network, self.container_id, self.ifname)
-
-
-def read_runtime_cache(dirs: Iterable[str]) -> tuple[list[CacheEntry], list[str]]:
-    """Every cniCacheV1 file in the directories; files of other kinds are skipped, files that
-    cannot be read are reported as warnings (not errors: the cache is the runtime's)."""
-    entries: list[CacheEntry] = []
-    warnings: list[str] = []
-    for d in dict.fromkeys(dirs):
-        try:
-            names = sorted(os.listdir(d))
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            warnings.append(f"cannot list runtime cache {d}: {e.strerror}")
-            continue
-        for name in names:
-            path = os.path.join(d, name)
-            if name.startswith(".") or not os.path.isfile(path):
-                continue
-            try:
-                with open(path, encoding="utf-8") as f:
-                    doc = json.loads(f.read(8 << 20))
-            except (OSError, ValueError) as e:
-                warnings.append(f"cannot read runtime cache file {path}: {e}")
-                continue
-            entry = parse_cache_entry(path, doc)
-            if entry is not None:
-                entries.append(entry)
-    return entries, warnings
-
-
-def parse_cache_entry(path: str, doc: Any) -> CacheEntry | None:
-    if not isinstance(doc, dict) or doc.get("kind") != CACHE_KIND:
-        return None
-    network, cid, ifname = (doc.get(k) for k in ("networkName", "containerId", "ifName"))
-    if not all(isinstance(v, str) and v for v in (network, cid, ifname)):
-        return None
-    ips, mac = result_view(doc.get("result"), str(ifname))
-    uses, state_dir = _cni2cnm_entry(doc.get("config"))
-    netns_path = doc.get("netns")
-    return CacheEntry(path=path, network=str(network), container_id=str(cid),
-                      ifname=str(ifname), netns=netns_path if isinstance(netns_path, str) else "",
-                      ips=tuple(ips), mac=mac, uses_cni2cnm=uses, state_dir=state_dir)
-
-
-def result_view(result: Any, ifname: str) -> tuple[list[str], str]:
-    """The addresses and MAC a CNI result (any version) gives the interface `ifname`."""
-    if not isinstance(result, dict):
-        return [], ""
-    if isinstance(result.get("ips"), list):
-        ifaces = [i if isinstance(i, dict) else {} for i in result.get("interfaces") or []]
-        named = [n for n, i in enumerate(ifaces) if i.get("name") == ifname]
-        ours = [n for n in named if ifaces[n].get("sandbox")] or named
-        mac = str(ifaces[ours[0]].get("mac") or "").lower() if ours else ""
-        ips = []
-        for ip in result["ips"]:
-            if not isinstance(ip, dict) or not isinstance(ip.get("address"), str):
-                continue
-            index = ip.get("interface")
-            if (index in ours) if ifaces else index is None:
-                ips.append(ip["address"])
-        return ips, mac
-    ips = [b["ip"] for b in (result.get("ip4"), result.get("ip6"))
-           if isinstance(b, dict) and isinstance(b.get("ip"), str)]
-    return ips, ""
-
-
-def _cni2cnm_entry(config: Any) -> tuple[bool, str]:
-    """Whether the cached (base64) config uses cni2cnm, and that entry's stateDir."""
-    if not isinstance(config, str):
-        return False, ""
-    try:
-        doc = json.loads(base64.b64decode(config, validate=True))
-    except (binascii.Error, ValueError):
-        return False, ""
-    if not isinstance(doc, dict):
-        return False, ""
-    plugins = doc.get("plugins") if isinstance(doc.get("plugins"), list) else [doc]
-    for p in plugins:
-        if isinstance(p, dict) and p.get("type") == PLUGIN_TYPE:
-            state_dir = p.get("stateDir")
-            return True, state_dir if isinstance(state_dir, str) else DEFAULT_STATE_DIR
-    return False, ""
 
 
 # ==== the engine, asked once per object ===================================================
@@ -225,7 +101,7 @@ class Report:
         if self.engine_down or any(r["error"] for r in self.rows):
             return EXIT_ERROR
         if any(r["drift"] for r in self.rows):
-            return EXIT_DRIFT
+            return EXIT_FOUND
         return EXIT_OK
 
 

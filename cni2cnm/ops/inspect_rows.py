@@ -10,20 +10,31 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The drift kinds (names for inspect.py) and DRIFT_KINDS, what each means, in their fixed order.
+INCOMPLETE = "incomplete"
+ENGINE_UNREACHABLE = "engine-unreachable"
+NETWORK_GONE = "network-gone"
+CONTAINER_GONE = "container-gone"
+RECORDED_NOT_ATTACHED = "recorded-not-attached"
+IPS_DIFFER = "ips-differ"
+NETNS_GONE = "netns-gone"
+RUNTIME_DIFFERS = "runtime-differs"
+RUNTIME_ONLY = "runtime-only"
+
 DRIFT_KINDS: dict[str, str] = {
-    "incomplete": "state \"adding\" (an ADD was interrupted: DEL or GC finishes it), "
+    INCOMPLETE: "state \"adding\" (an ADD was interrupted: DEL or GC finishes it), "
                   "\"deleting\" (a DEL the engine did not answer: cni2cnm finishes it) or "
                   "\"sandbox-gone\" (a proxy sandbox ended: the pod's interface was removed; "
                   "DEL or GC finishes it)",
-    "engine-unreachable": "the engine did not answer; only the store's view is shown",
-    "network-gone": "the recorded Docker network no longer exists",
-    "container-gone": "the recorded Docker container no longer exists",
-    "recorded-not-attached": "container and network exist, the container has no endpoint in it",
-    "ips-differ": "attached, but with other addresses than recorded",
-    "netns-gone": "the recorded namespace path is no longer that namespace (an empty "
+    ENGINE_UNREACHABLE: "the engine did not answer; only the store's view is shown",
+    NETWORK_GONE: "the recorded Docker network no longer exists",
+    CONTAINER_GONE: "the recorded Docker container no longer exists",
+    RECORDED_NOT_ATTACHED: "container and network exist, the container has no endpoint in it",
+    IPS_DIFFER: "attached, but with other addresses than recorded",
+    NETNS_GONE: "the recorded namespace path is no longer that namespace (an empty "
                   "recorded netns is not drift)",
-    "runtime-differs": "the runtime's cached result has other addresses than recorded",
-    "runtime-only": "the runtime's cache holds a cni2cnm attachment (of this state dir) that "
+    RUNTIME_DIFFERS: "the runtime's cached result has other addresses than recorded",
+    RUNTIME_ONLY: "the runtime's cache holds a cni2cnm attachment (of this state dir) that "
                     "the store does not know",
 }
 

@@ -7,16 +7,14 @@ them to `cni2cnm.cni.skel.dispatch` with the plugin: the same code path, validat
 store as a runtime's exec of the plugin. The plugin's stdout and exit status come back
 unchanged.
 
-Like cnitool, the CLI keeps the ADD result in a small cache,
-`<stateDir>/cli-results/<network>-<containerId>-<ifname>.json` (libcni's cniCacheV1
-format, so `cni2cnm inspect` reads it as the runtime's view), written by ADD, read by CHECK
-and DEL, removed by a successful DEL. Only the cni2cnm entry of a conflist runs: chained
+Like cnitool, the CLI keeps the ADD result in a small cache (resultcache.py: libcni's format,
+so `cni2cnm inspect` reads it as the runtime's view), written by ADD, read by CHECK and DEL,
+removed by a successful DEL or GC. Only the cni2cnm entry of a conflist runs: chained
 plugins are not executed.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import json
@@ -29,10 +27,9 @@ from typing import Any
 
 from cni2cnm import PLUGIN_TYPE, netns
 from cni2cnm.engine import Container, Engine, EngineUnavailable
-from cni2cnm.ops import OpError, netns_container_id
-from cni2cnm.ops.files import atomic_write, read_json_object
-from cni2cnm.ops.inspect import CACHE_KIND, CLI_RESULTS_DIR, read_records
-from cni2cnm.safedirs import UnsafeDir, ensure_dir
+from cni2cnm.ops import OpError, netns_container_id, resultcache
+from cni2cnm.ops.files import read_json_object
+from cni2cnm.ops.inspect import read_records
 from cni2cnm.store import Attachment
 
 DEFAULT_CNI_VERSION = "1.0.0"
@@ -203,41 +200,7 @@ def dispatch(command: str, conf: dict[str, Any], environ: dict[str, str]) -> Out
     return Outcome(command, rc, out.getvalue())
 
 
-# ==== the CLI's result cache ===============================================================
-
-
-def cache_path(state_dir: str, network: str, container_id: str, ifname: str) -> str:
-    return os.path.join(state_dir, CLI_RESULTS_DIR, f"{network}-{container_id}-{ifname}.json")
-
-
-def write_cache(path: str, conf: dict[str, Any], container_id: str, ifname: str,
-                netns_path: str, result: dict[str, Any]) -> None:
-    sent = {k: v for k, v in conf.items() if k not in ("runtimeConfig", "prevResult")
-            and not k.startswith("_")}
-    doc = {
-        "kind": CACHE_KIND,
-        "containerId": container_id,
-        "config": base64.b64encode(json.dumps(sent).encode()).decode(),
-        "ifName": ifname,
-        "networkName": conf["name"],
-        "netns": netns_path,
-        "cniArgs": [["IgnoreUnknown", "1"]],
-        "capabilityArgs": conf.get("runtimeConfig") or {},
-        "result": result,
-    }
-    try:
-        ensure_dir(os.path.dirname(path), 0o700)  # in stateDir: no link, root's alone
-    except UnsafeDir as e:
-        raise OpError(str(e)) from None
-    atomic_write(path, json.dumps(doc, indent=2) + "\n", mode=0o600)
-
-
-def cached_result(path: str) -> dict[str, Any] | None:
-    if not os.path.exists(path):
-        return None
-    doc = read_json_object(path)
-    result = doc.get("result")
-    return result if isinstance(result, dict) else None
+# ==== the cached ADD result as a prevResult ===============================================
 
 
 def as_version(result: dict[str, Any], version: str) -> dict[str, Any]:
@@ -345,12 +308,12 @@ def attachment_op(command: str, settings: Settings, ref: str, *, network: str | 
             target = resolve_recorded(engine, ref, name, ifname, state_dir)
     finally:
         engine.close()
-    path = cache_path(state_dir, name, target.container_id, ifname)
+    path = resultcache.cli_path(state_dir, name, target.container_id, ifname)
     notes = []
     if command == "CHECK" and conf.get("_disableCheck"):
         return Outcome(command, 0, "", [f"CHECK skipped: {conf_file} sets disableCheck"])
     if command in ("CHECK", "DEL"):
-        prev = cached_result(path)
+        prev = resultcache.cached_result(path)
         if prev is not None:
             conf["prevResult"] = as_version(prev, conf["cniVersion"])
         elif command == "CHECK":
@@ -360,7 +323,8 @@ def attachment_op(command: str, settings: Settings, ref: str, *, network: str | 
     outcome = dispatch(command, conf, environ)
     outcome.notes[:0] = notes
     if outcome.rc == 0 and command == "ADD" and outcome.doc is not None:
-        write_cache(path, conf, target.container_id, ifname, target.netns, outcome.doc)
+        resultcache.write_cli_result(path, conf, target.container_id, ifname, target.netns,
+                                     CNI_ARGS, outcome.doc)
     elif outcome.rc == 0 and command == "DEL":
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -386,27 +350,7 @@ def network_op(command: str, settings: Settings, *, network: str | None,
         conf["cni.dev/valid-attachments"] = list(keep)
     outcome = dispatch(command, conf, plugin_environ(settings, command))
     if command == "GC" and outcome.rc == 0:
-        prune_cache(str(conf["stateDir"]), str(conf.get("name") or ""))
+        state_dir = str(conf["stateDir"])
+        resultcache.prune_cli_results(state_dir, str(conf.get("name") or ""),
+                                      (a.key for a in read_records(state_dir)))
     return outcome
-
-
-def prune_cache(state_dir: str, network: str) -> None:
-    """Drop the CLI's cached results of a network whose attachments GC removed."""
-    d = os.path.join(state_dir, CLI_RESULTS_DIR)
-    try:
-        names = os.listdir(d)
-    except OSError:
-        return
-    kept = {cache_path(state_dir, a.network, a.container_id, a.ifname)
-            for a in read_records(state_dir)}
-    for name in names:
-        path = os.path.join(d, name)
-        if not name.startswith(f"{network}-") or path in kept:
-            continue
-        try:
-            doc = read_json_object(path)
-        except OpError:
-            continue
-        if doc.get("networkName") == network:
-            with contextlib.suppress(OSError):
-                os.unlink(path)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cni2cnm.cni import skel
+from cni2cnm.cni.config import NetConf
 from cni2cnm.cni.errors import CNIError
 from cni2cnm.cni.result import Result
 
@@ -69,6 +70,8 @@ def golden(version: str) -> dict[str, Any]:
 
 class FakePlugin:
     """Records calls; `add` returns `result`; a method listed in `fail` raises its exception."""
+
+    config_model = NetConf  # no keys of its own
 
     def __init__(self, result: Result | None = None,
                  fail: Mapping[str, BaseException] | None = None) -> None:

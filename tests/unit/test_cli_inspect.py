@@ -14,6 +14,7 @@ import pytest
 from cni2cnm import netns
 from cni2cnm.engine import InvalidRequest
 from cni2cnm.ops import inspect as ops
+from cni2cnm.ops import resultcache
 from cni2cnm.ops.inspect_rows import table_rows
 from cni2cnm.store import ADDING, ATTACHED, Attachment, Store, StoreError
 from cni2cnm.testing import FakeEngine
@@ -194,7 +195,7 @@ def test_unreadable_and_foreign_cache_files(tmp_path: Path) -> None:
     d.mkdir()
     (d / "garbage").write_text("{not json")
     (d / "other").write_text(json.dumps({"kind": "somethingElse"}))
-    entries, warnings = ops.read_runtime_cache([str(d), str(tmp_path / "missing")])
+    entries, warnings = resultcache.read_runtime_cache([str(d), str(tmp_path / "missing")])
     assert entries == [] and len(warnings) == 1 and "garbage" in warnings[0]
 
 
@@ -226,13 +227,14 @@ def test_filter_by_network(tmp_path: Path) -> None:
 
 def test_result_view_versions() -> None:
     r020 = {"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/24"}, "ip6": {"ip": "fd00::2/64"}}
-    assert ops.result_view(r020, "eth0") == (["10.0.0.2/24", "fd00::2/64"], "")
+    assert resultcache.result_view(r020, "eth0") == (["10.0.0.2/24", "fd00::2/64"], "")
     chained = {"interfaces": [{"name": "eth0"}, {"name": "eth0", "sandbox": "/x", "mac": "AA"}],
                "ips": [{"address": "10.0.0.1/24", "interface": 0},
                        {"address": "10.0.0.2/24", "interface": 1}]}
-    assert ops.result_view(chained, "eth0") == (["10.0.0.2/24"], "aa")
-    assert ops.result_view({"ips": [{"address": "10.0.0.3/24"}]}, "eth0") == (["10.0.0.3/24"], "")
-    assert ops.result_view(None, "eth0") == ([], "")
+    assert resultcache.result_view(chained, "eth0") == (["10.0.0.2/24"], "aa")
+    bare = {"ips": [{"address": "10.0.0.3/24"}]}
+    assert resultcache.result_view(bare, "eth0") == (["10.0.0.3/24"], "")
+    assert resultcache.result_view(None, "eth0") == ([], "")
 
 
 def test_table_rows() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from cni2cnm.cli import cli
 from cni2cnm.engine import Network, Subnet
-from cni2cnm.ops import OpError, invoke
+from cni2cnm.ops import OpError, invoke, resultcache
 from cni2cnm.ops import conflist as cl
 from cni2cnm.ops import install as inst
 from cni2cnm.testing.cli_runner import cli_runner
@@ -159,15 +159,14 @@ def test_result_cache_round_trip(tmp_path: Path) -> None:
             "runtimeConfig": {"ips": ["10.0.0.2"]}}
     result = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
               "ips": [{"address": "10.0.0.2/24", "interface": 0}], "dns": {}}
-    path = invoke.cache_path(str(tmp_path), "pods", "cid", "eth0")
-    invoke.write_cache(path, conf, "cid", "eth0", "/x", result)
+    path = resultcache.cli_path(str(tmp_path), "pods", "cid", "eth0")
+    resultcache.write_cli_result(path, conf, "cid", "eth0", "/x", invoke.CNI_ARGS, result)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert invoke.cached_result(path) == result
+    assert json.loads(Path(path).read_text())["cniArgs"] == [["IgnoreUnknown", "1"]]
+    assert resultcache.cached_result(path) == result
     as040 = invoke.as_version(result, "0.4.0")
     assert as040["cniVersion"] == "0.4.0" and as040["ips"][0]["version"] == "4"
-    from cni2cnm.ops.inspect import read_runtime_cache
-
-    [entry], _ = read_runtime_cache([os.path.dirname(path)])
+    [entry], _ = resultcache.read_runtime_cache([os.path.dirname(path)])
     assert entry.key == ("pods", "cid", "eth0") and entry.uses_cni2cnm
     assert entry.state_dir == str(tmp_path) and entry.ips == ("10.0.0.2/24",)
 

@@ -150,7 +150,6 @@ def test_require_trusted_names_the_path_and_the_fix(base: Path) -> None:
     os.chown(base / "venv", NOBODY, NOBODY)
     with pytest.raises(OpError) as info:
         trust.require_trusted(installation)
-    assert info.value.exit_code == 2
     text = str(info.value)
     assert "refusing to install" in text and str(base / "venv") in text
     assert f"chown root:root {base / 'venv'}" in text
