@@ -1,8 +1,9 @@
 """The one executable: a CNI plugin when CNI_COMMAND is set, a click CLI otherwise.
 
 As a plugin it forwards ADD, DEL, CHECK, GC and STATUS to a running `cni2cnm serve` when
-there is one (cni2cnm.daemon.client, standard library only) and prints the daemon's answer
-verbatim; otherwise, and for VERSION, it runs the request in this process. Both paths run
+there is one (cni2cnm.daemon.client, standard library only; in the daemon mode "auto" it
+starts one for the next requests when none answers) and prints the daemon's answer verbatim;
+otherwise, and for VERSION, it runs the request in this process. Both paths run
 cni2cnm.cni.skel.dispatch with the same environment and stdin, so their output is the same.
 """
 

@@ -1,4 +1,7 @@
-"""Looking inside network namespaces and moving links between them (rtnetlink, no shell)."""
+"""Network namespaces: pinning one, telling what a path is (a namespace, which one, the host's),
+looking inside and moving links between them (rtnetlink, no shell). `of_pid` is the one place
+a process's namespace path is spelled; `Namespaces` is what the plugin is given (tests give it
+cni2cnm.testing's fake)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Files in the state directory, as root must handle them: a private directory, lock files
-opened without following links and waited for with a deadline, durable renames."""
+"""Files in the state directory, as root must handle them: the store's errors (StoreError,
+StoreBusy), lock files opened without following links, waited for with a deadline and removed
+only while nobody holds them, and the directory fsync that makes a rename durable."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -13,9 +13,10 @@ from cni2cnm import __version__
 from cni2cnm.cli import base
 from cni2cnm.cli.base import cli
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
-from cni2cnm.daemon.wire import DEFAULT_SOCKET
+from cni2cnm.daemon.wire import DEFAULT_SOCKET, MODE_AUTO
 from cni2cnm.ops import EXIT_FOUND
 from cni2cnm.ops.install import DEFAULT_BIN_DIR, DEFAULT_CONF_DIR
+from cni2cnm.plugin.config import DaemonMode
 
 log = logging.getLogger("cni2cnm.cli")
 
@@ -129,7 +130,7 @@ def conflist(ctx: click.Context, docker_network: str, name: str | None, cni_vers
 @click.option("--cni-version", default="1.0.0", show_default=True,
               help="the conflist's cniVersion (0.4.0 for runtimes whose libcni knows no 1.0, "
                    "e.g. kubelet 1.20's dockershim)")
-@click.option("--daemon-mode", type=click.Choice(["auto", "manual", "off"]), default="auto",
+@click.option("--daemon-mode", type=click.Choice(get_args(DaemonMode)), default=MODE_AUTO,
               show_default=True,
               help="the conflist's \"daemon\" key (manual: use the daemon, never start one)")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",

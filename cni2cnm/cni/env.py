@@ -1,4 +1,5 @@
-"""The CNI_* environment: which variables each command needs, and their rules."""
+"""The CNI_* environment: which variables each command needs, and their rules. CNI_PATH is
+accepted and not read: this plugin never executes delegated plugins."""
 
 from __future__ import annotations
 
@@ -44,7 +45,6 @@ class CNIEnv:
     netns: str = ""
     ifname: str = ""
     args: dict[str, str] = field(default_factory=dict)
-    path: tuple[str, ...] = ()
 
 
 def validate_container_id(value: str) -> str | None:
@@ -129,12 +129,4 @@ def parse_env(environ: Mapping[str, str]) -> CNIEnv:
     if infra and (why := validate_container_id(infra)):
         raise CNIError(Code.INVALID_ENVIRONMENT, "invalid CNI_ARGS",
                        f"CNI_ARGS: K8S_POD_INFRA_CONTAINER_ID={infra!r} {why}")
-    path = tuple(p for p in environ.get("CNI_PATH", "").split(":") if p)
-    return CNIEnv(
-        command=command,
-        container_id=cid,
-        netns=netns,
-        ifname=ifname,
-        args=args,
-        path=path,
-    )
+    return CNIEnv(command=command, container_id=cid, netns=netns, ifname=ifname, args=args)

@@ -14,10 +14,10 @@
     }
 
 `args.cni2cnm` is a note of what the engine said when the file was made (the spec lets
-`args` carry arbitrary data; the plugin reads only `args.cni`). `dockerHost`, `stateDir` and
+`args` carry arbitrary data; the plugin reads only `args.cni`). `dockerHost`, `stateDir`,
 `daemonSocket` and `daemon` are written only when they differ from the plugin's defaults (an
-empty `daemonSocket`: no daemon). The result is parsed back
-through the protocol layer before it is printed or written.
+empty `daemonSocket`: no daemon). The result is parsed back through the protocol layer before
+it is printed or written.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from cni2cnm import PLUGIN_TYPE
 from cni2cnm.cni.config import NetConf, parse_netconf
 from cni2cnm.cni.errors import CNIError
 from cni2cnm.cni.names import NAME_RE
-from cni2cnm.daemon.wire import DEFAULT_SOCKET
+from cni2cnm.daemon.wire import DEFAULT_SOCKET, MODE_AUTO
 from cni2cnm.engine import DEFAULT_HOST, Engine, Network
 from cni2cnm.ops import OpError
-from cni2cnm.plugin.config import DEFAULT_STATE_DIR, PluginConf
+from cni2cnm.plugin.config import DEFAULT_STATE_DIR, DaemonMode, PluginConf
 
 # Chained plugins that take a capability: their minimal entries declare it.
 CHAIN_ENTRIES: dict[str, dict[str, Any]] = {
@@ -75,7 +75,7 @@ def engine_note(network: Network) -> dict[str, Any]:
 def build(network: Network, *, name: str | None = None, cni_version: str = "1.0.0",
           chain: Sequence[str] = (), docker_host: str = DEFAULT_HOST,
           state_dir: str = DEFAULT_STATE_DIR, daemon_socket: str = DEFAULT_SOCKET,
-          daemon: str = "auto") -> dict[str, Any]:
+          daemon: DaemonMode = MODE_AUTO) -> dict[str, Any]:
     name = name or network.name
     caps = {"ips": True, "mac": True, "aliases": True}
     if "portmap" in chain:
@@ -87,7 +87,7 @@ def build(network: Network, *, name: str | None = None, cni_version: str = "1.0.
         entry["stateDir"] = state_dir
     if daemon_socket != DEFAULT_SOCKET:
         entry["daemonSocket"] = daemon_socket
-    if daemon != "auto":
+    if daemon != MODE_AUTO:
         entry["daemon"] = daemon
     entry["capabilities"] = caps
     entry["args"] = {PLUGIN_TYPE: engine_note(network)}

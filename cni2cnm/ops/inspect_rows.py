@@ -1,6 +1,7 @@
 """The rows `cni2cnm inspect -o json` prints, as a typed model: the one source of the JSON
-schema. Its documentation (the module docstring of inspect.py, `inspect --help`, the README)
-is generated from the field descriptions here, and a unit test keeps the README in step."""
+schema and of the drift kinds. `cni2cnm inspect --schema` prints it from the field
+descriptions here (describe_rows), a unit test keeps the README's copy in step; and the
+table (-o table, -o wide) made from the rows."""
 
 from __future__ import annotations
 

@@ -69,7 +69,6 @@ def test_complete_environment_is_parsed(command: str) -> None:
     assert env.container_id == "0123456789abcdef"
     assert env.ifname == "eth0"
     assert env.netns == "/var/run/netns/cni-1234"
-    assert env.path == ("/opt/cni/bin", "/usr/lib/cni")
 
 
 def test_libcni_version_probe_is_accepted() -> None:
