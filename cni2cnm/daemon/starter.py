@@ -91,12 +91,22 @@ def start(path: str, replacing: bool = False) -> str:
         os.close(fd)  # the daemon holds the lock through its own descriptor
 
 
-def daemon_argv(path: str, lock_fd: int, directory: str, priority: int = 0) -> list[str]:
+def serve_code(package_parent: str) -> str:
+    """The `python -I -c` program that runs `cni2cnm serve` from the cni2cnm package in
+    `package_parent` (the daemon the plugin starts, and the one systemd starts)."""
+    return (f"import sys; sys.path.insert(0, {package_parent!r}); "
+            "from cni2cnm.daemon.command import serve; serve(prog_name='cni2cnm serve')")
+
+
+def package_parent() -> str:
+    """The directory holding this installation's cni2cnm package."""
     import cni2cnm
 
-    package_parent = os.path.dirname(cni2cnm.__path__[0])
-    code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
-            "from cni2cnm.daemon.command import serve; serve(prog_name='cni2cnm serve')")
+    return os.path.dirname(cni2cnm.__path__[0])
+
+
+def daemon_argv(path: str, lock_fd: int, directory: str, priority: int = 0) -> list[str]:
+    code = serve_code(package_parent())
     return [sys.executable, "-I", "-c", code, "--socket", path, "--started", "on-demand",
             "--idle-timeout", str(IDLE_TIMEOUT), "--lock-fd", str(lock_fd),
             "--log-file", os.path.join(directory, SERVE_LOG), "--priority", str(priority)]

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni2cnm import PLUGIN_TYPE
+from cni2cnm.daemon.starter import package_parent
 from cni2cnm.ops import OpError, trust
 from cni2cnm.ops.files import atomic_write, read_text, sha256_of, sha256_text
 from cni2cnm.safedirs import UnsafeDir, ensure_dir
@@ -102,9 +103,7 @@ def wrapper_text(python: str | None = None, package_dir: str | None = None) -> s
         return (f"#!/bin/sh\n{header}umask 022\n"
                 f"exec {shlex.quote(python)} -I -m cni2cnm \"$@\"\n")
     if package_dir is None:
-        import cni2cnm
-
-        package_dir = os.path.dirname(os.path.dirname(os.path.abspath(cni2cnm.__file__)))
+        package_dir = package_parent()
     return (f"#!{python} -IS\n{header}"
             "# -I: the runtime's environment cannot choose the code run here; -S: site-packages\n"
             "# is added only when a request needs more than the standard library.\n"

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cni2cnm.daemon import starter
 from cni2cnm.daemon.wire import DEFAULT_SOCKET
 
 UNIT_DIR = "/etc/systemd/system"
@@ -40,12 +41,7 @@ class Unit:
 def units(socket_path: str = DEFAULT_SOCKET, unit_dir: str = UNIT_DIR,
           python: str | None = None, package_parent: str | None = None) -> list[Unit]:
     python = os.path.abspath(python or sys.executable)
-    if package_parent is None:
-        import cni2cnm
-
-        package_parent = os.path.dirname(cni2cnm.__path__[0])
-    code = (f"import sys; sys.path.insert(0, '{package_parent}'); "
-            "from cni2cnm.daemon.command import serve; serve(prog_name='cni2cnm serve')")
+    code = starter.serve_code(package_parent or starter.package_parent())
     socket_unit = f"""\
 # Written by `cni2cnm install`: the socket of cni2cnm's warm daemon (root only).
 [Unit]
