@@ -9,7 +9,7 @@ status, stdout, stderr) for the reply. Nothing process-wide is changed per reque
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from cni2cnm.daemon import logroute
@@ -18,10 +18,7 @@ if TYPE_CHECKING:
     from cni2cnm.cni.config import NetConf
     from cni2cnm.cni.skel import Plugin
     from cni2cnm.daemon.keeper import Keeper
-    from cni2cnm.engine import Engine
-    from cni2cnm.plugin.config import PluginConf
-
-EngineFactory = Callable[["PluginConf", Mapping[str, str]], "Engine"]
+    from cni2cnm.engine import EngineFactory
 
 
 class Runner:
@@ -48,7 +45,7 @@ class Runner:
         return status, out.getvalue(), rlog.stream.getvalue()
 
     def plugin(self, env: Mapping[str, str]) -> Plugin:
-        from cni2cnm.plugin import DockerPlugin
+        from cni2cnm.plugin.handlers import DockerPlugin
 
         reconciles = self.keeper is None
         if self.engine_factory is None:

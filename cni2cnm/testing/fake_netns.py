@@ -161,7 +161,7 @@ class FakeNamespaces(netns.Namespaces):
     def is_host(self, target: netns.Target) -> bool:
         return self.resolve(target) is self.host
 
-    def open(self, target: netns.Target) -> FakeNetns:  # type: ignore[override]
+    def open(self, target: netns.Target) -> FakeNetns:
         return FakeNetns(self, target)
 
 
