@@ -10,20 +10,15 @@ loopback plugin) makes them skip, or FAIL under CI=true.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from c2ctest import unavailable
 
 HERE = Path(__file__).resolve().parent
-for p in (HERE, HERE.parent / "kubelet", HERE.parent / "integration"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from c2ctest import unavailable  # noqa: E402
 
 if TYPE_CHECKING:
     from cluster import ClusterNode

@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # so tests can `import c2ctest` under any import mode
-    sys.path.insert(0, str(HERE))
-
-from c2ctest import (  # noqa: E402
+from c2ctest import (
     SCRIPTS,
     Engine,
     Images,
@@ -34,7 +28,9 @@ from c2ctest import (  # noqa: E402
     sweep_session,
     unavailable,
 )
-from pluginrun import Plugin  # noqa: E402
+from pluginrun import Plugin
+
+HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,19 +9,14 @@ nsenter, the reference loopback plugin) makes them skip, or FAIL under CI=true.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from c2ctest import unavailable
+from kubenode import MODES, REFERENCE_PLUGINS, SCRIPTS, KubeNode, kube_node
 
 HERE = Path(__file__).resolve().parent
-for p in (HERE, HERE.parent / "integration"):  # kubenode, and pluginrun / c2ctest
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from c2ctest import unavailable  # noqa: E402
-from kubenode import MODES, REFERENCE_PLUGINS, SCRIPTS, KubeNode, kube_node  # noqa: E402
 
 # Step -> seconds, per mode, printed at the end of the run.
 TIMINGS: dict[str, dict[str, float | int]] = {}
