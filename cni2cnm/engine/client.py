@@ -423,9 +423,7 @@ def _container(raw: dict[str, Any]) -> Container:
         status=state.get("Status") or "",
         pid=int(state.get("Pid") or 0),
         network_mode=(raw.get("HostConfig") or {}).get("NetworkMode") or "",
-        sandbox_key=settings.get("SandboxKey") or "",
         endpoints=endpoints,
-        image=config.get("Image") or "",
         exit=exited,
         labels=dict(config.get("Labels") or {}),
     )

@@ -87,9 +87,7 @@ class Container:
     status: str
     pid: int
     network_mode: str
-    sandbox_key: str
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # by network name
-    image: str = ""
     exit: ContainerExit | None = None  # set once it has stopped
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -145,9 +143,6 @@ class Network:
     @property
     def ref(self) -> str:
         return self.id or self.name
-
-    def member(self, container_id: str) -> Member | None:
-        return next((m for m in self.members if m.container_id == container_id), None)
 
 
 @dataclass(frozen=True)

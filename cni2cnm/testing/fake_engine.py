@@ -147,7 +147,7 @@ class FakeEngine(Faults):
             raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use by '
                                 f'container "{other.id}". You have to remove (or rename) that '
                                 "container to be able to reuse that name.", 409)
-        c = FakeContainer(id=id or self._hex(), name=name, image=image, network_mode=network_mode,
+        c = FakeContainer(id=id or self._hex(), name=name, network_mode=network_mode,
                           labels=dict(labels or {}))
         self.images.add(image)
         if not network_mode.startswith("container:"):
@@ -259,7 +259,7 @@ class FakeEngine(Faults):
     @api
     def container(self, ref: str) -> Container | None:
         c = self._lookup(ref)
-        return to_container(c, self.networks, self.sandbox_key(c)) if c is not None else None
+        return to_container(c, self.networks) if c is not None else None
 
     @api
     def running_container_ids(self) -> list[str]:

@@ -116,7 +116,6 @@ class FakeEndpoint:
 class FakeContainer:
     id: str
     name: str
-    image: str
     network_mode: str
     labels: dict[str, str]
     state: str = "created"

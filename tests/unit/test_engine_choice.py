@@ -8,18 +8,12 @@ import pytest
 
 from cni2cnm.engine import (
     DEFAULT_HOST,
-    ClientPool,
-    Counted,
     Engine,
-    EngineSettings,
-    EngineUnavailable,
     TLSSettings,
     choose_engine,
 )
 from cni2cnm.plugin import engine_settings
 from cni2cnm.plugin.config import PluginConf
-
-UNREACHABLE = "unix:///run/cni2cnm-test-no-engine.sock"
 
 
 def conf(**kw: object) -> PluginConf:
@@ -52,21 +46,3 @@ def test_tls_and_timeout_come_from_the_config() -> None:
     assert isinstance(engine, Engine) and engine.timeout == 5.0
     assert engine.tls == TLSSettings(ca="/ca.pem", cert="/c.pem", key="/k.pem", verify=False)
 
-
-def test_the_pool_and_the_counter() -> None:
-    calls: list[tuple[str, str | None]] = []
-
-    class Counter:
-        def engine_call(self, method: str, error: str | None) -> None:
-            calls.append((method, error))
-
-    pool = ClientPool()
-    made = choose_engine(EngineSettings(timeout=7), {"DOCKER_HOST": UNREACHABLE}, pool=pool,
-                         counter=Counter())
-    assert isinstance(made, Counted)
-    assert made.pool is pool and made.base_url == UNREACHABLE and made.timeout == 7
-    with pytest.raises(EngineUnavailable):
-        made.container("x")
-    assert calls == [("container", "EngineUnavailable")]
-    plain = choose_engine(EngineSettings(), {}, pool=pool)
-    assert isinstance(plain, Engine) and plain.pool is pool

@@ -164,8 +164,9 @@ def test_created_container_gets_its_endpoint_on_start() -> None:
     assert not engine.container(cid).endpoints["pods"].attached  # type: ignore[union-attr]
     engine.start(cid)
     c = engine.container(cid)
-    assert c is not None and c.endpoints["pods"].ipv4 == "10.240.0.2/24" and c.sandbox_key
-    assert engine.namespaces.identity(c.sandbox_key) == engine.namespaces.identity(
+    assert c is not None and c.endpoints["pods"].ipv4 == "10.240.0.2/24"
+    key = engine.sandbox_key(engine.containers[cid])
+    assert engine.namespaces.identity(key) == engine.namespaces.identity(
         f"/proc/{c.pid}/ns/net")
 
 
