@@ -2,20 +2,24 @@
 
 Networks allocate addresses, containers hold endpoints and live in fake namespaces
 (fake_netns.FakeNamespaces) where a connect makes the interface, and every refusal is the
-typed error the real adapter makes of dockerd's answer (see /work/shared/reference and
-cni2cnm.engine.errors). The engine flavour follows the API version it speaks:
+typed error the real adapter makes of dockerd's answer, in dockerd's words. The engine
+flavour follows the API version it speaks (the boundaries, and the releases it imitates,
+RELEASES, are cni2cnm.engine.versions', the adapter's own):
 
-    before API_RANDOM_MAC      MAC derived from the IPv4 address (02:42:<ip>);
+    before API_RANDOM_MAC      MAC derived from the IPv4 address (02:42:<ip>)
     before API_IFNAME          interfaces eth0, eth1, ... in connect order, never reused;
                                the ifname driver option ignored
-    before API_CONNECT_VALIDATES_IP  a FAILED connect leaves a stale Networks entry with an
-                               empty EndpointID
+    from API_IFNAME            the ifname option honoured by built-in drivers, else the first
+                               ethN not in use
+    a FAILED connect           leaves a stale Networks entry with an empty EndpointID: for an
+                               address in use, and for anything before
+                               API_CONNECT_VALIDATES_IP (from it, addresses outside the
+                               subnet are refused first, "invalid endpoint settings")
     from API_MAC_AT_CREATE     a MAC given at container create (sandboxes) is applied
     from API_RANDOM_MAC        random MACs
-    from API_IFNAME            the ifname option honoured by built-in drivers
     from API_MAC_ON_CONNECT    the MAC given on connect is applied
 
-(the boundaries and the releases, RELEASES, are cni2cnm.engine.versions': the adapter's).
+tests/integration/test_engine_contract.py runs the same suite against it and against dockerd.
 
 Test controls: `down` (every call raises EngineUnavailable), `fail(...)` (the Nth call of
 a method raises an error, optionally counting only after a call of another method),
@@ -24,6 +28,7 @@ a method raises an error, optionally counting only after a call of another metho
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any, TypeVar
 
@@ -37,11 +42,13 @@ from cni2cnm.engine import (
     CONTAINER_NAME,
     IFNAME_OPTION,
     RELEASES,
+    AddressInUse,
     AlreadyExists,
     Container,
     ContainerExit,
     EngineAPI,
     EngineError,
+    InvalidRequest,
     Labelled,
     Network,
     NotAttachable,
@@ -54,7 +61,13 @@ from cni2cnm.engine import (
 )
 from cni2cnm.testing.fake_faults import Faults, api
 from cni2cnm.testing.fake_netns import FakeNamespaces
-from cni2cnm.testing.fake_state import FakeContainer, FakeEndpoint, FakeNetwork, allocate
+from cni2cnm.testing.fake_state import (
+    FakeContainer,
+    FakeEndpoint,
+    FakeNetwork,
+    allocate,
+    invalid_settings,
+)
 from cni2cnm.testing.fake_views import make_interface, remove_interface, to_container, to_network
 
 NONE_MODE = ("container cannot be connected to multiple networks with one of the networks in "
@@ -349,12 +362,13 @@ class FakeEngine(Faults):
         if not c.running:  # recorded only; made when the container starts
             c.endpoints[net.name] = ep
             return
+        if self.api >= API_CONNECT_VALIDATES_IP and (bad := invalid_settings(net, ipv4, ipv6)):
+            raise InvalidRequest(bad, 400)  # checked first: no entry is left behind
         try:
             self._realise(c, net, ep)
-        except EngineError:
-            # 20.10: the failed endpoint's entry stays behind (later engines validate the
-            # addresses first; the fake models no other refusal that leaves one there)
-            if self.api < API_CONNECT_VALIDATES_IP:
+        except EngineError as e:
+            # the failed endpoint's entry stays behind (20.10: whatever failed)
+            if self.api < API_CONNECT_VALIDATES_IP or isinstance(e, AddressInUse):
                 c.endpoints[net.name] = FakeEndpoint(network_id=net.id, config=config)
             raise
         c.endpoints[net.name] = ep
@@ -396,8 +410,12 @@ class FakeEngine(Faults):
             return
         assert c.ns is not None
         wanted: str = (cfg.get("driver_opts") or {}).get(IFNAME_OPTION) or ""
-        honoured = bool(wanted) and self.api >= API_IFNAME and net.builtin
-        ifname = wanted if honoured else f"eth{c.next_eth}"
+        if wanted and self.api >= API_IFNAME and net.builtin:
+            ifname = wanted
+        elif self.api >= API_IFNAME:  # the first name not in use
+            ifname = next(f"eth{n}" for n in itertools.count() if not c.ns.named(f"eth{n}"))
+        else:  # in connect order, never reused
+            ifname = f"eth{c.next_eth}"
         if c.ns.named(ifname) is not None:
             raise Rejected(f"failed to add interface to sandbox: error renaming interface to "
                            f"{ifname}: file exists", 500)
