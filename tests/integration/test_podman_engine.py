@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -36,7 +35,7 @@ from c2ctest import (
     require,
     unique_name,
 )
-from machine import unmount_under
+from machine import stop_pid, unmount_under
 from pluginrun import Plugin
 
 # The engine is podman's service of this module: the daemon-mode pass (which targets
@@ -127,12 +126,8 @@ def podman_service() -> Iterator[PodmanService]:
                         n.remove()
             client.close()
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
+            stop_pid(proc.pid, 30)
+            proc.wait(30)
         unmount_under(root)
         if os.path.exists(f"/run/netns/{ns}"):
             subprocess.run(["ip", "netns", "delete", ns], check=False, capture_output=True)
