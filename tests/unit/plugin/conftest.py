@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cni2cnm.cni import skel
-from cni2cnm.engine import Container, EngineAPI, EngineSettings, engine_host
+from cni2cnm.engine import RELEASES, Container, EngineAPI, EngineSettings, engine_host
 from cni2cnm.plugin import DockerPlugin
 from cni2cnm.store import Attachment, Store
 from cni2cnm.testing import FakeEngine, FakeNamespaces
@@ -21,7 +21,7 @@ from cni2cnm.testing import FakeEngine, FakeNamespaces
 HOST = "unix:///fake/docker.sock"
 DEAD = "unix:///run/no-engine.sock"
 POD_ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web"
-FLAVOURS = {"20.10": (1, 41), "28": (1, 51), "29.3": (1, 54)}
+FLAVOURS = {name: release.api for name, release in RELEASES.items()}
 
 
 @dataclass
