@@ -34,80 +34,20 @@ ADDRESS_POOL=base=10.232.0.0/16,size=24
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 
 PROG=dockerd.sh
+USAGE="{start|stop|restart|kill|status} DIR"
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() {
-    echo "usage: $0 {start|stop|restart|kill|status} DIR" >&2
-    exit 2
-}
+command_and_dir "start restart" 70 "$@"
 
-{ [ $# -eq 2 ] && [ -n "$2" ]; } || usage
-cmd=$1
-[ "$(id -u)" = 0 ] || die "must run as root"
-case $cmd in
-    start|restart) DIR=$(resolve_dir "$2" create) ;;
-    *) DIR=$(resolve_dir "$2") ;;
-esac
-
-HOST="unix://$DIR/docker.sock"
+HOST=$(engine_host "$DIR")
 NS="c2c-$(printf '%s' "$DIR" | sha256sum | cut -c1-10)"
-CGROUP_PARENT="/$NS"
 PIDFILE="$DIR/dockerd.pid"
 LOGFILE="$DIR/dockerd.log"
 
-if [ ${#DIR} -gt 70 ]; then
-    die "DIR '$DIR' is too long (${#DIR} chars); unix socket paths are limited to 108 bytes"
-fi
-
 dk() { timeout 20 "$DOCKER" -H "$HOST" "$@"; }
 
-answers() {
-    [ -S "$DIR/docker.sock" ] || return 1
-    timeout 10 "$DOCKER" -H "$HOST" info --format '{{.ServerVersion}}' >/dev/null 2>&1
-}
-
-# Does PID belong to a dockerd of this DIR?
-is_our_dockerd() {
-    local pid=$1 args
-    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-    args=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
-    case " $args " in
-        *dockerd*" -H $HOST "*) return 0 ;;
-    esac
-    return 1
-}
-
-daemon_pid() {
-    local pid=""
-    if [ -f "$PIDFILE" ]; then
-        pid=$(cat "$PIDFILE" 2>/dev/null || true)
-        if is_our_dockerd "$pid"; then
-            echo "$pid"
-            return 0
-        fi
-    fi
-    # Pidfile lost: look for a dockerd serving our socket.
-    for pid in $(pids_mentioning 'dockerd' "$DIR"); do
-        if is_our_dockerd "$pid"; then
-            echo "$pid"
-            return 0
-        fi
-    done
-    return 1
-}
-
-wait_gone() {  # pid timeout_seconds
-    local pid=$1 deadline=$(( $(date +%s) + $2 ))
-    while [ -d "/proc/$pid" ]; do
-        # A zombie child of ours counts as gone.
-        if [ "$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" = Z ]; then
-            return 0
-        fi
-        [ "$(date +%s)" -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
-}
+answers() { engine_answers "$DIR"; }
 
 ensure_netns() {
     if [ ! -e "/run/netns/$NS" ]; then
@@ -115,13 +55,6 @@ ensure_netns() {
     fi
     ip -n "$NS" link set lo up
     echo "$NS" >"$DIR/netns"
-}
-
-# Is PID a running (not zombie) process?
-running() {
-    local state
-    state=$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
-    [ -n "$state" ] && [ "$state" != Z ]
 }
 
 # dockerd reuses the managed containerd named in exec/containerd/containerd.pid while that PID
@@ -140,63 +73,13 @@ forget_dead_containerd() {
 # Start dockerd with the given storage driver and wait until it answers.  Returns non-zero
 # (daemon killed) when it exits or does not answer in time.
 launch() {
-    local driver=$1 pid deadline engine
-    local -a extra=()
-    if [ -s "$DIR/extra-args" ]; then
-        read -r -a extra <"$DIR/extra-args"
-    fi
-    engine=$(cat "$DIR/engine")
-    rm -f "$DIR/docker.sock" "$DIR/docker.pid"
+    local driver=$1
+    ENGINE=$(cat "$DIR/engine")
+    read_extra_args "$DIR/extra-args"
     forget_dead_containerd
-    mkdir -p "$DIR/data" "$DIR/exec"
-    [ -f "$DIR/daemon.json" ] || echo '{}' >"$DIR/daemon.json"
-    {
-        echo "===== $(date -u '+%Y-%m-%dT%H:%M:%SZ') starting dockerd $engine (storage driver" \
-            "$driver, netns $NS, PATH $ENGINE_PATH, extra args: ${extra[*]+${extra[*]}})"
-    } >>"$LOGFILE"
-    # setsid: own session, so a Ctrl-C on the caller's terminal does not reach the daemon.
-    # In a non-interactive script the background child is not a process-group leader, so
-    # setsid does not fork and $! is the dockerd PID (nsenter execs too).
-    PATH=$ENGINE_PATH setsid nsenter --net="/run/netns/$NS" dockerd \
-        --config-file "$DIR/daemon.json" \
-        --data-root "$DIR/data" \
-        --exec-root "$DIR/exec" \
-        --pidfile "$DIR/docker.pid" \
-        -H "$HOST" \
-        --storage-driver "$driver" \
-        --bip "$BIP" \
-        --default-address-pool "$ADDRESS_POOL" \
-        --cgroup-parent "$CGROUP_PARENT" \
-        ${extra[@]+"${extra[@]}"} \
-        </dev/null >>"$LOGFILE" 2>&1 &
-    pid=$!
-    echo "$pid" >"$PIDFILE"
-    deadline=$(( $(date +%s) + START_TIMEOUT ))
-    while :; do
-        if ! running "$pid"; then
-            wait "$pid" 2>/dev/null || true
-            log "dockerd ($driver) exited during start-up"
-            return 1
-        fi
-        if answers; then
-            break
-        fi
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            log "dockerd ($driver) did not answer within ${START_TIMEOUT}s"
-            kill -KILL "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-            return 1
-        fi
-        sleep 0.2
-    done
-    # Trust dockerd's own pidfile over $! should a wrapper ever fork.
-    local real
-    real=$(cat "$DIR/docker.pid" 2>/dev/null || true)
-    if [ -n "$real" ] && [ "$real" != "$pid" ] && is_our_dockerd "$real"; then
-        echo "$real" >"$PIDFILE"
-    fi
+    launch_dockerd "$DIR" "$NS" "$driver" "$BIP" "$ADDRESS_POOL"
+    wait_dockerd "$DIR" "dockerd ($driver)" || return 1
     echo "$driver" >"$DIR/storage-driver"
-    return 0
 }
 
 do_start() {
@@ -210,7 +93,7 @@ do_start() {
         echo "$HOST"
         return 0
     fi
-    if pid=$(daemon_pid); then
+    if pid=$(dockerd_pid "$DIR"); then
         log "dockerd $pid of $DIR is running but does not answer; waiting"
         local deadline=$(( $(date +%s) + START_TIMEOUT ))
         while [ "$(date +%s)" -lt "$deadline" ] && running "$pid"; do
@@ -266,74 +149,15 @@ do_start() {
     echo "$HOST"
 }
 
-# SIGTERM the daemon, wait, SIGKILL.
-stop_daemon() {
-    local pid
-    if ! pid=$(daemon_pid); then
-        return 0
-    fi
-    log "stopping dockerd $pid"
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
-        log "dockerd $pid still running after ${STOP_TIMEOUT}s: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 5 || log "warning: dockerd $pid did not die"
-    fi
-}
-
-# The cgroups named after our cgroup parent, in every hierarchy (NUL-separated).
-our_cgroups() {
-    find /sys/fs/cgroup -maxdepth 3 -type d -name "$NS" -print0 2>/dev/null || true
-}
-
-# Kill whatever the daemon left behind: containerd, shims, container processes, and anything
-# still in the engine's netns (docker-proxy).
-kill_leftovers() {
-    local pids p
-    # containerd (managed by dockerd) and containerd-shim*: their command lines name DIR/exec.
-    pids=$(pids_mentioning 'containerd*' "$DIR")
-    # Processes of containers: they sit in cgroups below our cgroup parent.
-    pids="$pids $(our_cgroups | while IFS= read -r -d '' cg; do
-        find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null || true
-    done)"
-    # Anything still inside the engine's netns (only once the daemon is gone).
-    if [ -e "/run/netns/$NS" ]; then
-        pids="$pids $(ip netns pids "$NS" 2>/dev/null || true)"
-    fi
-    pids=$(echo "$pids" | tr ' ' '\n' | grep -E '^[0-9]+$' | sort -u | grep -v -x -e "$$" || true)
-    if [ -n "$pids" ]; then
-        log "killing leftover processes: $(echo "$pids" | tr '\n' ' ')"
-        for p in $pids; do
-            kill -KILL "$p" 2>/dev/null || true
-        done
-        for p in $pids; do
-            wait_gone "$p" 5 || true
-        done
-    fi
-    # Remove the (now empty) cgroups, deepest first.
-    our_cgroups | while IFS= read -r -d '' cg; do
-        find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    done
-}
-
 do_stop() {
+    remove_containers "$DIR"
     if answers; then
-        local ids
-        ids=$(dk ps -aq 2>/dev/null || true)
-        if [ -n "$ids" ]; then
-            log "removing containers: $(echo "$ids" | tr '\n' ' ')"
-            # shellcheck disable=SC2086
-            timeout 120 "$DOCKER" -H "$HOST" rm -f $ids >/dev/null 2>&1 \
-                || log "warning: docker rm -f failed"
-        fi
         dk network prune -f >/dev/null 2>&1 || log "warning: docker network prune failed"
     fi
-    stop_daemon
-    kill_leftovers
+    stop_dockerd "$DIR" dockerd
+    kill_leftovers "$DIR" "$NS"
     unmount_under "$DIR"
-    if [ -e "/run/netns/$NS" ]; then
-        ip netns delete "$NS" 2>/dev/null || log "warning: could not delete netns $NS"
-    fi
+    delete_netns "$NS"
     rm -f "$PIDFILE" "$DIR/docker.sock" "$DIR/docker.pid"
     log "stopped engine of $DIR"
 }
@@ -341,14 +165,14 @@ do_stop() {
 do_restart() {
     local t0
     t0=$(date +%s.%N)
-    stop_daemon
+    stop_dockerd "$DIR" dockerd
     do_start
     log "restart took $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"
 }
 
 do_kill() {
     local pid
-    if pid=$(daemon_pid); then
+    if pid=$(dockerd_pid "$DIR"); then
         log "SIGKILL dockerd $pid"
         kill -KILL "$pid" 2>/dev/null || true
         wait_gone "$pid" 5 || true

@@ -31,13 +31,9 @@ KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 SUITES="sid testing"
 
 PROG=engine.sh
+USAGE="{bin|fetch|version|clean} [20.10|28]"
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
-usage() {
-    echo "usage: $0 {bin|fetch|version|clean} [20.10|28]" >&2
-    exit 2
-}
 
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 cmd=$1

@@ -27,13 +27,9 @@ SUITE=bookworm
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 SITE=usr/local/lib/python3.11/dist-packages
 PROG=image.sh
+USAGE="{tar|docker [TAG]|clean}"
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
-usage() {
-    echo "usage: $0 {tar|docker [TAG]|clean}" >&2
-    exit 2
-}
 
 version() { sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$ROOT/cni2cnm/__init__.py"; }
 

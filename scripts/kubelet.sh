@@ -45,17 +45,13 @@ REFLECT2_NEW=v1.0.2
 KUBE_VERSION=v1.20.2
 
 PROG=kubelet.sh
+USAGE="{bin|fetch|version|clean|cluster|cluster-clean}"
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KDIR=$CACHE/kubelet
 APT=$CACHE/apt-kubelet
 KUBELET=$KDIR/bin/kubelet
-
-usage() {
-    echo "usage: $0 {bin|fetch|version|clean|cluster|cluster-clean}" >&2
-    exit 2
-}
 
 cached() {
     [ -x "$KUBELET" ] && "$KUBELET" --version 2>/dev/null | grep -q "^Kubernetes $KUBE_VERSION\$"

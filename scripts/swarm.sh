@@ -61,24 +61,11 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH DOCKER_HOST
 
 PROG=swarm.sh
+USAGE="{up|down|status} DIR"
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() {
-    echo "usage: $0 {up|down|status} DIR" >&2
-    exit 2
-}
-
-{ [ $# -eq 2 ] && [ -n "$2" ]; } || usage
-cmd=$1
-[ "$(id -u)" = 0 ] || die "must run as root"
-case $cmd in
-    up) DIR=$(resolve_dir "$2" create) ;;
-    *) DIR=$(resolve_dir "$2") ;;
-esac
-if [ ${#DIR} -gt 80 ]; then
-    die "DIR '$DIR' is too long (${#DIR} chars); unix socket paths are limited to 108 bytes"
-fi
+command_and_dir up 80 "$@"
 case $DIR in
     / | /tmp | /root | /var | /run | /home) die "refusing DIR '$DIR'" ;;
 esac
@@ -88,7 +75,7 @@ FACTS="$DIR/swarm.env"
 
 # Per-node settings: node_var NODE KEY
 ns_of() { echo "c2s-$HASH-$1"; }
-host_of() { echo "unix://$DIR/$1/docker.sock"; }
+host_of() { engine_host "$DIR/$1"; }
 name_of() { echo "c2s-$1-${HASH:0:6}"; }
 addr_of() { if [ "$1" = a ]; then echo "$ADDR_A"; else echo "$ADDR_B"; fi; }
 
@@ -101,55 +88,7 @@ dk() {  # node args...
     timeout 30 "$DOCKER" -H "$(host_of "$node")" "$@"
 }
 
-answers() {
-    [ -S "$DIR/$1/docker.sock" ] || return 1
-    timeout 10 "$DOCKER" -H "$(host_of "$1")" info --format '{{.ServerVersion}}' \
-        >/dev/null 2>&1
-}
-
-running() {
-    local state
-    state=$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
-    [ -n "$state" ] && [ "$state" != Z ]
-}
-
-wait_gone() {  # pid timeout_seconds (integer)
-    local pid=$1 n=$(( $2 * 10 ))
-    while running "$pid"; do
-        [ "$n" -gt 0 ] || return 1
-        n=$(( n - 1 ))
-        sleep 0.1
-    done
-}
-
-# Is PID the dockerd of NODE?
-is_our_dockerd() {  # pid node
-    local pid=$1 args
-    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-    args=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
-    case " $args " in
-        *dockerd*" -H $(host_of "$2") "*) return 0 ;;
-    esac
-    return 1
-}
-
-daemon_pid() {  # node
-    local node=$1 pid=""
-    if [ -f "$DIR/$node/dockerd.pid" ]; then
-        pid=$(cat "$DIR/$node/dockerd.pid" 2>/dev/null || true)
-        if is_our_dockerd "$pid" "$node"; then
-            echo "$pid"
-            return 0
-        fi
-    fi
-    for pid in $(pids_mentioning 'dockerd' "$DIR/$node"); do
-        if is_our_dockerd "$pid" "$node"; then
-            echo "$pid"
-            return 0
-        fi
-    done
-    return 1
-}
+answers() { engine_answers "$DIR/$1"; }  # node
 
 mounted_under() {
     awk -v root="$1" '$2 == root || index($2, root "/") == 1 {n++} END {exit !n}' /proc/mounts
@@ -176,61 +115,17 @@ make_link() {
     done
 }
 
-# Start the dockerd of NODE in the background; its PID goes to DIR/NODE/dockerd.pid.
+# Start the dockerd of NODE in the background (hostname: the node's name); non-zero (the daemon
+# killed) unless it answers in time.
 launch() {  # node driver
-    local node=$1 driver=$2 d="$DIR/$1" bip pool pid
+    local node=$1 driver=$2 bip pool
     local -a EXTRA_ARGS
     read_extra_args
     if [ "$node" = a ]; then bip=$BIP_A pool=$POOL_A; else bip=$BIP_B pool=$POOL_B; fi
-    mkdir -p "$d/data" "$d/exec"
-    rm -f "$d/docker.sock" "$d/docker.pid"
-    echo '{}' >"$d/daemon.json"
-    echo "===== $(date -u '+%Y-%m-%dT%H:%M:%SZ') starting dockerd (node $node, storage" \
-        "driver $driver, netns $(ns_of "$node"), engine $ENGINE, PATH $ENGINE_PATH, extra" \
-        "args: ${EXTRA_ARGS[*]+${EXTRA_ARGS[*]}})" >>"$d/dockerd.log"
-    # nsenter and unshare exec (no fork), sh sets the hostname of the new UTS namespace and
-    # execs dockerd: $! is the dockerd PID.  setsid keeps terminal signals away; fd 9 (our lock)
-    # must not leak into the daemon.
-    # shellcheck disable=SC2016
-    PATH=$ENGINE_PATH setsid nsenter --net="/run/netns/$(ns_of "$node")" \
-        unshare --uts -- \
-        sh -c 'hostname "$1" && shift && exec "$@"' sh "$(name_of "$node")" \
-        dockerd \
-        --config-file "$d/daemon.json" \
-        --data-root "$d/data" \
-        --exec-root "$d/exec" \
-        --pidfile "$d/docker.pid" \
-        -H "$(host_of "$node")" \
-        --storage-driver "$driver" \
-        --bip "$bip" \
-        --default-address-pool "$pool" \
-        --cgroup-parent "/$(ns_of "$node")" \
-        ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"} \
-        </dev/null >>"$d/dockerd.log" 2>&1 9>&- &
-    pid=$!
-    echo "$pid" >"$d/dockerd.pid"
+    launch_dockerd "$DIR/$node" "$(ns_of "$node")" "$driver" "$bip" "$pool" "$(name_of "$node")"
 }
 
-# Wait until NODE answers; non-zero (daemon killed) if it exits or does not answer in time.
-wait_ready() {  # node
-    local node=$1 pid deadline
-    pid=$(cat "$DIR/$node/dockerd.pid")
-    deadline=$(( $(date +%s) + START_TIMEOUT ))
-    while :; do
-        if ! running "$pid"; then
-            log "dockerd of node $node exited during start-up"
-            return 1
-        fi
-        answers "$node" && return 0
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            log "dockerd of node $node did not answer within ${START_TIMEOUT}s"
-            kill -KILL "$pid" 2>/dev/null || true
-            wait_gone "$pid" 5 || true
-            return 1
-        fi
-        sleep 0.1
-    done
-}
+wait_ready() { wait_dockerd "$DIR/$1" "dockerd of node $1"; }  # node
 
 start_nodes() {
     local driver=${C2S_STORAGE_DRIVER:-overlay2} node ok=1
@@ -240,8 +135,8 @@ start_nodes() {
         log "start with overlay2 failed; last log lines:"
         tail -n 15 "$DIR/a/dockerd.log" "$DIR/b/dockerd.log" >&2 || true
         log "retrying with the vfs storage driver"
-        for node in a b; do stop_daemon "$node"; done
-        kill_leftovers
+        for node in a b; do stop_dockerd "$DIR/$node" "dockerd of node $node"; done
+        kill_leftovers "$DIR" "$(ns_of a)" "$(ns_of b)"
         unmount_under "$DIR"
         driver=vfs ok=1
         for node in a b; do launch "$node" "$driver"; done
@@ -306,7 +201,7 @@ do_up() {
     ENGINE_PATH=$(engine_path "$ENGINE")
     command -v "$DOCKER" >/dev/null || die "docker client '$DOCKER' not found"
     if [ -e "/run/netns/$(ns_of a)" ] || [ -e "/run/netns/$(ns_of b)" ] \
-        || daemon_pid a >/dev/null || daemon_pid b >/dev/null; then
+        || dockerd_pid "$DIR/a" >/dev/null || dockerd_pid "$DIR/b" >/dev/null; then
         log "leftovers of an earlier swarm in $DIR: tearing them down first"
         do_down
     fi
@@ -386,72 +281,17 @@ do_up() {
 # down
 # ---------------------------------------------------------------------------------------------
 
-stop_daemon() {  # node
-    local node=$1 pid
-    pid=$(daemon_pid "$node") || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
-        log "dockerd $pid (node $node) still stopping after ${STOP_TIMEOUT}s: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 5 || log "warning: dockerd $pid did not die"
-    fi
-}
-
-# Remove the node's containers (SIGKILL: busybox sleep ignores SIGTERM, and a daemon stopping
-# with running containers waits for each), then stop the daemon.
+# Remove the node's containers, then stop the daemon.
 stop_node() {  # node
-    local node=$1 ids t
+    local node=$1 t
     t=$(now)
-    if answers "$node"; then
-        ids=$(dk "$node" ps -aq 2>/dev/null || true)
-        if [ -n "$ids" ]; then
-            # shellcheck disable=SC2086
-            timeout 60 "$DOCKER" -H "$(host_of "$node")" rm -f $ids >/dev/null 2>&1 \
-                || log "warning: docker rm -f failed on node $node"
-            log "node $node: removed $(echo "$ids" | wc -w) containers in $(since "$t") s"
-        fi
-    fi
-    if daemon_pid "$node" >/dev/null; then
-        t=$(now)
-        stop_daemon "$node"
-        log "node $node: dockerd stopped in $(since "$t") s"
-    fi
-}
-
-our_cgroups() {
-    local node
-    for node in a b; do
-        find /sys/fs/cgroup -maxdepth 3 -type d -name "$(ns_of "$node")" -print0 2>/dev/null \
-            || true
-    done
-}
-
-# Kill what the daemons left behind: containerd and shims (their arguments name DIR),
-# container processes (in cgroups below our cgroup parents), anything in our netns.
-kill_leftovers() {
-    local pids p node
-    pids="$(pids_mentioning 'dockerd' "$DIR") $(pids_mentioning 'containerd*' "$DIR")"
-    pids="$pids $(our_cgroups | while IFS= read -r -d '' cg; do
-        find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null || true
-    done)"
-    for node in a b; do
-        if [ -e "/run/netns/$(ns_of "$node")" ]; then
-            pids="$pids $(ip netns pids "$(ns_of "$node")" 2>/dev/null || true)"
-        fi
-    done
-    pids=$(echo "$pids" | tr ' ' '\n' | grep -E '^[0-9]+$' | sort -u | grep -v -x -e "$$" || true)
-    if [ -n "$pids" ]; then
-        log "killing leftover processes: $(echo "$pids" | tr '\n' ' ')"
-        for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
-        for p in $pids; do wait_gone "$p" 5 || log "warning: $p did not die"; done
-    fi
-    our_cgroups | while IFS= read -r -d '' cg; do
-        find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    done
+    remove_containers "$DIR/$node"
+    stop_dockerd "$DIR/$node" "dockerd of node $node"
+    log "node $node: stopped in $(since "$t") s"
 }
 
 do_down() {
-    local t0 node ns
+    local t0 node
     t0=$(now)
     rm -f "$FACTS" "$DIR/engine"
     # Both nodes at once (a manager and a worker stopping in turn each wait for the other).
@@ -462,14 +302,9 @@ do_down() {
     wait "$pa" || true
     wait "$pb" || true
     log "phase stop nodes: $(since "$t0") s"
-    kill_leftovers
+    kill_leftovers "$DIR" "$(ns_of a)" "$(ns_of b)"
     unmount_under "$DIR"
-    for node in a b; do
-        ns=$(ns_of "$node")
-        if [ -e "/run/netns/$ns" ]; then
-            ip netns delete "$ns" 2>/dev/null || log "warning: could not delete netns $ns"
-        fi
-    done
+    delete_netns "$(ns_of a)" "$(ns_of b)"
     if mounted_under "$DIR"; then
         log "warning: mounts remain under $DIR; keeping its data"
     else

@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
 from cni2cnm.daemon import logroute
 
 if TYPE_CHECKING:
     from cni2cnm import netns
-    from cni2cnm.engine import EngineAPI
+    from cni2cnm.engine import EngineFactory
     from cni2cnm.plugin.config import PluginConf
 
 log = logging.getLogger("cni2cnm-serve")
@@ -33,8 +33,6 @@ INTERVAL = 1.0  # seconds between passes
 ENGINE_TIMEOUT = 3.0  # seconds per engine call in a pass at most: one that hangs (a dockerd
 # shutting down) must not hold the pass that follows its restart; what it did not finish
 # waits for the next pass
-
-EngineFactory = Callable[["PluginConf", Mapping[str, str]], "EngineAPI"]
 
 
 class Keeper:

@@ -9,7 +9,7 @@ status, stdout, stderr) for the reply. Nothing process-wide is changed per reque
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from cni2cnm.daemon import logroute
@@ -17,10 +17,8 @@ from cni2cnm.daemon import logroute
 if TYPE_CHECKING:
     from cni2cnm.cni.skel import Plugin
     from cni2cnm.daemon.keeper import Keeper
-    from cni2cnm.engine import Engine
+    from cni2cnm.engine import EngineFactory
     from cni2cnm.plugin.config import PluginConf
-
-EngineFactory = Callable[["PluginConf", Mapping[str, str]], "Engine"]
 
 
 class Runner:

@@ -21,9 +21,8 @@ from cni2cnm.engine.errors import (
     classify,
 )
 from cni2cnm.engine.models import (
-    API_IFNAME,
-    API_MAC_ON_CONNECT,
     DEFAULT_HOST,
+    DEFAULT_TIMEOUT,
     Container,
     ContainerExit,
     Endpoint,
@@ -35,6 +34,8 @@ from cni2cnm.engine.models import (
     TLSSettings,
 )
 from cni2cnm.engine.pool import ClientPool
+from cni2cnm.engine.protocol import EngineAPI
+from cni2cnm.engine.versions import API_IFNAME, API_MAC_ON_CONNECT
 
 log = logging.getLogger("cni2cnm.engine")
 
@@ -45,7 +46,7 @@ _PLACEHOLDER_API = "1.24"  # the SDK's minimum; replaced by the engine's own bef
 class Engine:
     """A thin, typed view of the Docker API calls cni2cnm needs."""
 
-    def __init__(self, base_url: str = DEFAULT_HOST, timeout: float = 45.0,
+    def __init__(self, base_url: str = DEFAULT_HOST, timeout: float = DEFAULT_TIMEOUT,
                  tls: TLSSettings | None = None, pool: ClientPool | None = None) -> None:
         check_address(base_url)
         self.base_url = base_url
@@ -78,7 +79,10 @@ class Engine:
                 # DockerException.
                 client = docker.APIClient(
                     base_url=self.base_url, version=known or _PLACEHOLDER_API,
-                    timeout=self.timeout, tls=tls_config,
+                    # the stubs say int; the SDK hands it to requests, which takes seconds
+                    # as a float (dockerTimeout may be 0.5)
+                    timeout=self.timeout,  # type: ignore[arg-type]
+                    tls=tls_config,
                 )
             # The config decides how the engine is reached, never the environment: with
             # trust_env, requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE replace the
@@ -91,7 +95,8 @@ class Engine:
                         api = client.version(api_version=False).get("ApiVersion")
                     if not api:
                         raise EngineUnavailable(f"{self.shown} did not say its API version")
-                    client._version = str(api)
+                    # the SDK has no public way to set the version it speaks
+                    client._version = str(api)  # type: ignore[attr-defined]
                 except BaseException:
                     client.close()
                     raise
@@ -418,9 +423,7 @@ def _container(raw: dict[str, Any]) -> Container:
         status=state.get("Status") or "",
         pid=int(state.get("Pid") or 0),
         network_mode=(raw.get("HostConfig") or {}).get("NetworkMode") or "",
-        sandbox_key=settings.get("SandboxKey") or "",
         endpoints=endpoints,
-        image=config.get("Image") or "",
         exit=exited,
         labels=dict(config.get("Labels") or {}),
     )
@@ -446,3 +449,6 @@ def _network(raw: dict[str, Any]) -> Network:
         members=members,
         options=dict(raw.get("Options") or {}),
     )
+
+
+_CONFORMS: type[EngineAPI] = Engine  # mypy checks the adapter against the protocol

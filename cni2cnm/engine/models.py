@@ -9,10 +9,9 @@ import re
 from dataclasses import dataclass, field
 
 __all__ = [
-    "API_IFNAME",
-    "API_MAC_ON_CONNECT",
     "CONTAINER_NAME",
     "DEFAULT_HOST",
+    "DEFAULT_TIMEOUT",
     "IFNAME_OPTION",
     "Container",
     "ContainerExit",
@@ -26,9 +25,8 @@ __all__ = [
 ]
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+DEFAULT_TIMEOUT = 45.0  # seconds per engine call
 IFNAME_OPTION = "com.docker.network.endpoint.ifname"
-API_IFNAME = (1, 48)  # Docker 28.0: the ifname driver option
-API_MAC_ON_CONNECT = (1, 54)  # Docker 29.3: mac_address honoured on connect
 # The names dockerd accepts for a container (its RestrictedNameChars), "/" prefix optional.
 CONTAINER_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+", re.ASCII)
 
@@ -89,9 +87,7 @@ class Container:
     status: str
     pid: int
     network_mode: str
-    sandbox_key: str
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # by network name
-    image: str = ""
     exit: ContainerExit | None = None  # set once it has stopped
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -147,9 +143,6 @@ class Network:
     @property
     def ref(self) -> str:
         return self.id or self.name
-
-    def member(self, container_id: str) -> Member | None:
-        return next((m for m in self.members if m.container_id == container_id), None)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,17 @@ from typing import Any
 from cni2cnm import PLUGIN_TYPE, safedirs
 from cni2cnm.cni.version import SUPPORTED_VERSIONS
 from cni2cnm.daemon.wire import DEFAULT_SOCKET
-from cni2cnm.engine import API_IFNAME, API_MAC_ON_CONNECT, Engine, EngineError, redact
+from cni2cnm.engine import (
+    API_IFNAME,
+    API_MAC_ON_CONNECT,
+    MIN_API,
+    Engine,
+    EngineError,
+    redact,
+)
 from cni2cnm.ops import OpError, trust
 from cni2cnm.ops.conflist import validate
 from cni2cnm.ops.files import read_json_object
-from cni2cnm.plugin.handlers import MIN_API
 from cni2cnm.store import Store
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cni2cnm import PLUGIN_TYPE, netns
-from cni2cnm.engine import Container, Engine, EngineUnavailable
+from cni2cnm.engine import Container, EngineAPI, EngineUnavailable
 from cni2cnm.ops import OpError, netns_container_id, resultcache
 from cni2cnm.ops.files import read_json_object
 from cni2cnm.ops.inspect import read_records
@@ -143,20 +143,21 @@ def add_runtime_config(conf: dict[str, Any], conf_file: str | None, ips: Sequenc
         conf["runtimeConfig"] = {**(conf.get("runtimeConfig") or {}), **runtime}
 
 
-def engine_for_conf(conf: dict[str, Any], environ: Mapping[str, str]) -> Engine:
+def engine_for_conf(conf: dict[str, Any], environ: Mapping[str, str]) -> EngineAPI:
     """The engine the plugin will use for this config (dockerHost, TLS, timeout). For a
     config the plugin will refuse, the plain DOCKER_HOST: the plugin reports the problem."""
     from cni2cnm.cni.config import parse_netconf
     from cni2cnm.cni.errors import CNIError
-    from cni2cnm.engine import DEFAULT_HOST
+    from cni2cnm.engine import EngineSettings, choose_engine
     from cni2cnm.plugin.config import PluginConf
-    from cni2cnm.plugin.handlers import engine_for
+    from cni2cnm.plugin.handlers import engine_settings
 
     clean = {k: v for k, v in conf.items() if not k.startswith("_")}
     try:
-        return engine_for(parse_netconf(clean, PluginConf), environ)
+        settings = engine_settings(parse_netconf(clean, PluginConf))
     except CNIError:
-        return Engine(environ.get("DOCKER_HOST") or DEFAULT_HOST)
+        settings = EngineSettings()
+    return choose_engine(settings, environ)
 
 
 # ==== running the plugin ===================================================================
@@ -226,7 +227,7 @@ def _live_netns(c: Container) -> str:
     return netns.of_pid(c.pid) if c.running and c.pid else ""
 
 
-def resolve_for_add(engine: Engine, ref: str) -> Target:
+def resolve_for_add(engine: EngineAPI, ref: str) -> Target:
     if "/" in ref:
         path = os.path.abspath(ref)
         return Target(netns_container_id(path), path)
@@ -240,7 +241,7 @@ def resolve_for_add(engine: Engine, ref: str) -> Target:
     return Target(c.id, _live_netns(c))
 
 
-def resolve_recorded(engine: Engine, ref: str, network: str, ifname: str,
+def resolve_recorded(engine: EngineAPI, ref: str, network: str, ifname: str,
                      state_dir: str) -> Target:
     """CHECK and DEL: the attachment the store recorded for this container (so a container
     attached through its namespace path is found by its name), else what the engine says."""

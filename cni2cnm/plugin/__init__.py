@@ -16,11 +16,11 @@
 
 from typing import Any
 
-__all__ = ["MIN_API", "DockerPlugin", "engine_for"]
+__all__ = ["DockerPlugin", "engine_settings"]
 
 
 def __getattr__(name: str) -> Any:
-    """DockerPlugin, engine_for and MIN_API, imported on first use: `cni2cnm.plugin.config`
+    """DockerPlugin and engine_settings, imported on first use: `cni2cnm.plugin.config`
     alone must not pull in the handlers (and with them the Docker SDK)."""
     if name in __all__:
         from cni2cnm.plugin import handlers

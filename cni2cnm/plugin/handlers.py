@@ -25,13 +25,15 @@ from cni2cnm.cni.env import CNIEnv
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.cni.result import Result, parse_result
 from cni2cnm.engine import (
-    DEFAULT_HOST,
-    Engine,
+    MIN_API,
     EngineAPI,
     EngineConfigError,
     EngineError,
+    EngineFactory,
+    EngineSettings,
     EngineUnavailable,
     TLSSettings,
+    choose_engine,
 )
 from cni2cnm.plugin import preflight, proxy
 from cni2cnm.plugin.attach import add_container, detach, rollback
@@ -49,18 +51,14 @@ from cni2cnm.store import ATTACHED, DELETING, SANDBOX_GONE, Attachment, Store, S
 
 log = logging.getLogger("cni2cnm.plugin")
 
-MIN_API = (1, 40)
 
-EngineFactory = Callable[[PluginConf, Mapping[str, str]], EngineAPI]
-
-
-def engine_for(conf: PluginConf, environ: Mapping[str, str]) -> EngineAPI:
-    host = conf.dockerHost or environ.get("DOCKER_HOST") or DEFAULT_HOST
+def engine_settings(conf: PluginConf) -> EngineSettings:
+    """What the config says about its engine, for engine.choose_engine (which decides)."""
     tls = None
     if conf.tls is not None:
         tls = TLSSettings(ca=conf.tls.ca, cert=conf.tls.cert, key=conf.tls.key,
                           verify=conf.tls.verify)
-    return Engine(host, timeout=conf.dockerTimeout, tls=tls)
+    return EngineSettings(host=conf.dockerHost or "", timeout=conf.dockerTimeout, tls=tls)
 
 
 class DockerPlugin:
@@ -71,7 +69,7 @@ class DockerPlugin:
     def __init__(
         self,
         environ: Mapping[str, str] | None = None,
-        engine_factory: EngineFactory = engine_for,
+        engine_factory: EngineFactory = choose_engine,
         namespaces: netns.Namespaces = netns.SYSTEM,
         reconciles: bool = True,
     ) -> None:
@@ -82,13 +80,9 @@ class DockerPlugin:
 
     @contextlib.contextmanager
     def engine(self, conf: PluginConf, recorded: str = "") -> Iterator[EngineAPI]:
-        """The engine to ask: the config's dockerHost, else the engine the attachment was
-        made on (runtimes do not always give DEL the environment ADD had: podman's cleanup
-        process drops DOCKER_HOST), else DOCKER_HOST, else the local socket."""
-        environ = self.environ
-        if recorded and not conf.dockerHost:
-            environ = {**environ, "DOCKER_HOST": recorded}
-        engine = self.engine_factory(conf, environ)
+        """The engine to ask (engine.choice): the config's dockerHost, else `recorded` (the
+        engine the attachment was made on), else DOCKER_HOST, else the local socket."""
+        engine = self.engine_factory(engine_settings(conf), self.environ, recorded)
         try:
             yield engine
         finally:

@@ -2,16 +2,24 @@
 
 Networks allocate addresses, containers hold endpoints and live in fake namespaces
 (fake_netns.FakeNamespaces) where a connect makes the interface, and every refusal is the
-typed error the real adapter makes of dockerd's answer (see /work/shared/reference and
-cni2cnm.engine.errors). The engine flavour follows the API version it speaks:
+typed error the real adapter makes of dockerd's answer, in dockerd's words. The engine
+flavour follows the API version it speaks (the boundaries, and the releases it imitates,
+RELEASES, are cni2cnm.engine.versions', the adapter's own):
 
-    api < 1.48 (Docker 20.10)  MAC derived from the IPv4 address (02:42:<ip>); interfaces
-                               eth0, eth1, ... in connect order, never reused; the ifname
-                               driver option ignored; a FAILED connect leaves a stale
-                               Networks entry with an empty EndpointID
-    api >= 1.44                a MAC given at container create (sandboxes) is applied
-    api >= 1.48 (Docker 28)    random MACs; the ifname option honoured by built-in drivers
-    api >= 1.54 (Docker 29.3)  the MAC given on connect is applied
+    before API_RANDOM_MAC      MAC derived from the IPv4 address (02:42:<ip>)
+    before API_IFNAME          interfaces eth0, eth1, ... in connect order, never reused;
+                               the ifname driver option ignored
+    from API_IFNAME            the ifname option honoured by built-in drivers, else the first
+                               ethN not in use
+    a FAILED connect           leaves a stale Networks entry with an empty EndpointID: for an
+                               address in use, and for anything before
+                               API_CONNECT_VALIDATES_IP (from it, addresses outside the
+                               subnet are refused first, "invalid endpoint settings")
+    from API_MAC_AT_CREATE     a MAC given at container create (sandboxes) is applied
+    from API_RANDOM_MAC        random MACs
+    from API_MAC_ON_CONNECT    the MAC given on connect is applied
+
+tests/integration/test_engine_contract.py runs the same suite against it and against dockerd.
 
 Test controls: `down` (every call raises EngineUnavailable), `fail(...)` (the Nth call of
 a method raises an error, optionally counting only after a call of another method),
@@ -20,17 +28,27 @@ a method raises an error, optionally counting only after a call of another metho
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any, TypeVar
 
 from cni2cnm import netns
 from cni2cnm.engine import (
+    API_CONNECT_VALIDATES_IP,
+    API_IFNAME,
+    API_MAC_AT_CREATE,
+    API_MAC_ON_CONNECT,
+    API_RANDOM_MAC,
     CONTAINER_NAME,
     IFNAME_OPTION,
+    RELEASES,
+    AddressInUse,
     AlreadyExists,
     Container,
     ContainerExit,
+    EngineAPI,
     EngineError,
+    InvalidRequest,
     Labelled,
     Network,
     NotAttachable,
@@ -39,10 +57,17 @@ from cni2cnm.engine import (
     Rejected,
     SandboxSpec,
     redact,
+    release_of,
 )
 from cni2cnm.testing.fake_faults import Faults, api
 from cni2cnm.testing.fake_netns import FakeNamespaces
-from cni2cnm.testing.fake_state import FakeContainer, FakeEndpoint, FakeNetwork, allocate
+from cni2cnm.testing.fake_state import (
+    FakeContainer,
+    FakeEndpoint,
+    FakeNetwork,
+    allocate,
+    invalid_settings,
+)
 from cni2cnm.testing.fake_views import make_interface, remove_interface, to_container, to_network
 
 NONE_MODE = ("container cannot be connected to multiple networks with one of the networks in "
@@ -57,8 +82,8 @@ Named = TypeVar("Named", FakeContainer, FakeNetwork)
 
 def _by_ref(objs: list[Named], ref: str) -> Named | None:
     """dockerd's lookup: the full ID, else the name, else a unique ID prefix."""
-    for match in (lambda o: o.id == ref, lambda o: o.name == ref):
-        found = [o for o in objs if match(o)]
+    for key in ("id", "name"):
+        found = [o for o in objs if getattr(o, key) == ref]
         if found:
             return found[0]
     prefixed = [o for o in objs if ref and o.id.startswith(ref)]
@@ -66,9 +91,11 @@ def _by_ref(objs: list[Named], ref: str) -> Named | None:
 
 
 class FakeEngine(Faults):
-    """One dockerd, in memory. `FakeEngine(api=(1, 41))` is 20.10, `(1, 51)` is 28."""
+    """One dockerd, in memory, speaking `api`: RELEASES["20.10"].api (the default),
+    RELEASES["28"].api, ..."""
 
-    def __init__(self, namespaces: FakeNamespaces | None = None, api: tuple[int, int] = (1, 41),
+    def __init__(self, namespaces: FakeNamespaces | None = None,
+                 api: tuple[int, int] = RELEASES["20.10"].api,
                  base_url: str = "unix:///fake/docker.sock", down: bool = False,
                  seed: int = 1) -> None:
         self.namespaces = namespaces if namespaces is not None else FakeNamespaces()
@@ -133,7 +160,7 @@ class FakeEngine(Faults):
             raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use by '
                                 f'container "{other.id}". You have to remove (or rename) that '
                                 "container to be able to reuse that name.", 409)
-        c = FakeContainer(id=id or self._hex(), name=name, image=image, network_mode=network_mode,
+        c = FakeContainer(id=id or self._hex(), name=name, network_mode=network_mode,
                           labels=dict(labels or {}))
         self.images.add(image)
         if not network_mode.startswith("container:"):
@@ -227,16 +254,16 @@ class FakeEngine(Faults):
         return self.api
 
     def supports_ifname(self) -> bool:
-        return self.api_version() >= (1, 48)
+        return self.api_version() >= API_IFNAME
 
     def supports_mac_on_connect(self) -> bool:
-        return self.api_version() >= (1, 54)
+        return self.api_version() >= API_MAC_ON_CONNECT
 
     @api
     def version(self) -> dict[str, Any]:
-        engine = "28.5.2" if self.api >= (1, 48) else "20.10.24"
-        return {"Version": engine, "ApiVersion": f"{self.api[0]}.{self.api[1]}",
-                "MinAPIVersion": "1.12" if self.api < (1, 48) else "1.24"}
+        release = release_of(self.api)
+        return {"Version": release.version, "ApiVersion": _dotted(self.api),
+                "MinAPIVersion": _dotted(release.min_api)}
 
     @api
     def swarm_role(self) -> str | None:
@@ -245,7 +272,7 @@ class FakeEngine(Faults):
     @api
     def container(self, ref: str) -> Container | None:
         c = self._lookup(ref)
-        return to_container(c, self.networks, self.sandbox_key(c)) if c is not None else None
+        return to_container(c, self.networks) if c is not None else None
 
     @api
     def running_container_ids(self) -> list[str]:
@@ -262,7 +289,7 @@ class FakeEngine(Faults):
     def run_sandbox(self, spec: SandboxSpec) -> str:
         self.ensure_image(spec.image)
         net = self._network(spec.network)
-        mac = spec.mac if self.api >= (1, 44) else None
+        mac = spec.mac if self.api >= API_MAC_AT_CREATE else None
         cid = self.create_container(spec.name, spec.image, net.name, spec.labels, start=False)
         c = self.containers[cid]
         c.limits = {"pids": spec.pids_limit, "memory": spec.memory}
@@ -329,16 +356,19 @@ class FakeEngine(Faults):
                                 f"PermissionDenied desc = network {net.name} not manually "
                                 "attachable", 403)
         config = {"ipv4": ipv4, "ipv6": ipv6, "aliases": list(aliases or []),
-                  "mac": mac if self.api >= (1, 54) else None,
+                  "mac": mac if self.api >= API_MAC_ON_CONNECT else None,
                   "driver_opts": dict(driver_opts or {})}
         ep = FakeEndpoint(network_id=net.id, config=config)
         if not c.running:  # recorded only; made when the container starts
             c.endpoints[net.name] = ep
             return
+        if self.api >= API_CONNECT_VALIDATES_IP and (bad := invalid_settings(net, ipv4, ipv6)):
+            raise InvalidRequest(bad, 400)  # checked first: no entry is left behind
         try:
             self._realise(c, net, ep)
-        except EngineError:
-            if self.api < (1, 48):  # 20.10: the failed endpoint's entry stays behind
+        except EngineError as e:
+            # the failed endpoint's entry stays behind (20.10: whatever failed)
+            if self.api < API_CONNECT_VALIDATES_IP or isinstance(e, AddressInUse):
                 c.endpoints[net.name] = FakeEndpoint(network_id=net.id, config=config)
             raise
         c.endpoints[net.name] = ep
@@ -349,9 +379,9 @@ class FakeEngine(Faults):
         if c is None:
             net = self._network(network)
             if force and container in net.orphans:  # dockerd looks it up as an endpoint name
-                ep = net.orphans.pop(container)
-                net.release(ep.ipv4, ep.ipv6)
-                remove_interface(self.namespaces, ep.mac)
+                orphan = net.orphans.pop(container)
+                net.release(orphan.ipv4, orphan.ipv6)
+                remove_interface(self.namespaces, orphan.mac)
                 return
             if force:
                 raise NotFound(f"endpoint {container} not found", 404)
@@ -379,8 +409,13 @@ class FakeEngine(Faults):
             c.endpoints[net.name] = ep
             return
         assert c.ns is not None
-        wanted = (cfg.get("driver_opts") or {}).get(IFNAME_OPTION)
-        ifname = wanted if wanted and self.api >= (1, 48) and net.builtin else f"eth{c.next_eth}"
+        wanted: str = (cfg.get("driver_opts") or {}).get(IFNAME_OPTION) or ""
+        if wanted and self.api >= API_IFNAME and net.builtin:
+            ifname = wanted
+        elif self.api >= API_IFNAME:  # the first name not in use
+            ifname = next(f"eth{n}" for n in itertools.count() if not c.ns.named(f"eth{n}"))
+        else:  # in connect order, never reused
+            ifname = f"eth{c.next_eth}"
         if c.ns.named(ifname) is not None:
             raise Rejected(f"failed to add interface to sandbox: error renaming interface to "
                            f"{ifname}: file exists", 500)
@@ -405,9 +440,16 @@ class FakeEngine(Faults):
                     c.ns.remove_link(link.index)
 
     def _mac(self, ipv4: str | None) -> str:
-        if ipv4 and self.api < (1, 48):
+        if ipv4 and self.api < API_RANDOM_MAC:
             octets = [int(x) for x in ipv4.split("/")[0].split(".")]
             return "02:42:" + ":".join(f"{o:02x}" for o in octets)
         first = (self.rng.randrange(256) & 0xFC) | 0x02  # locally administered, unicast
         rest = [self.rng.randrange(256) for _ in range(5)]
         return ":".join(f"{o:02x}" for o in [first, *rest])
+
+
+def _dotted(api: tuple[int, int]) -> str:
+    return f"{api[0]}.{api[1]}"
+
+
+_CONFORMS: type[EngineAPI] = FakeEngine  # mypy checks the fake against the protocol

@@ -118,11 +118,6 @@ class FakeNamespaces(netns.Namespaces):
         while another path names it, and with it everything inside."""
         self.paths.pop(path, None)
 
-    def destroy(self, ns: FakeNamespace) -> None:
-        """The namespace is gone for good: every path that named it goes."""
-        for p in [p for p, n in self.paths.items() if n is ns]:
-            del self.paths[p]
-
     def get(self, path: str) -> FakeNamespace:
         ns = self.paths.get(path)
         if ns is None:
@@ -161,7 +156,7 @@ class FakeNamespaces(netns.Namespaces):
     def is_host(self, target: netns.Target) -> bool:
         return self.resolve(target) is self.host
 
-    def open(self, target: netns.Target) -> FakeNetns:  # type: ignore[override]
+    def open(self, target: netns.Target) -> FakeNetns:
         return FakeNetns(self, target)
 
 

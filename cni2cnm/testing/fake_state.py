@@ -60,14 +60,43 @@ class FakeNetwork:
                 self.used.pop(str(ipaddress.ip_interface(cidr).ip), None)
 
 
+def no_static_address(net: FakeNetwork) -> str:
+    """dockerd's words for a static address on a network that takes none."""
+    if net.name == "bridge":
+        return "user specified IP address is supported on user defined networks only"
+    return ("user specified IP address is supported only when connecting to networks with user "
+            "configured subnets")
+
+
+def invalid_settings(net: FakeNetwork, ipv4: str | None, ipv6: str | None) -> str:
+    """What an engine from API_CONNECT_VALIDATES_IP finds wrong with an endpoint's addresses
+    before it connects ("" if nothing), in its words."""
+    problems = []
+    if (ipv4 or ipv6) and not net.user_subnets:
+        problems.append(no_static_address(net))
+    for wanted, subnet in ((ipv4, net.subnet), (ipv6, net.subnet6)):
+        if wanted and not _within(wanted, subnet):
+            problems.append(f"no configured subnet or ip-range contain the IP address {wanted}")
+    if len(problems) > 1:
+        return "invalid endpoint settings:\n" + "\n".join(f"* {p}" for p in problems)
+    return f"invalid endpoint settings:\n{problems[0]}" if problems else ""
+
+
+def _within(address: str, subnet: str | None) -> bool:
+    """`address` is in `subnet`, or is no address at all (refused as such when allocated)."""
+    try:
+        return subnet is not None and ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+    except ValueError:
+        return True
+
+
 def allocate(net: FakeNetwork, owner: str, ipv4: str | None, ipv6: str | None
              ) -> tuple[str | None, str | None]:
     """Addresses (CIDR) for an endpoint, static or the next free; all or nothing."""
     v4 = _pick(net, net.subnet, ipv4, 4) if net.subnet else None
     v6 = _pick(net, net.subnet6, ipv6, 6) if net.subnet6 else None
     if ipv6 and not net.subnet6:
-        raise InvalidRequest("user specified IP address is supported only when connecting to "
-                             "networks with user configured subnets", 400)
+        raise InvalidRequest(no_static_address(net), 400)
     for cidr in (v4, v6):
         if cidr:
             net.used[str(ipaddress.ip_interface(cidr).ip)] = owner
@@ -80,8 +109,7 @@ def _pick(net: FakeNetwork, subnet: str | None, wanted: str | None, version: int
     gateway = net.gateway if version == 4 else net.gateway6
     if wanted:
         if not net.user_subnets:
-            raise InvalidRequest("user specified IP address is supported only when connecting "
-                                 "to networks with user configured subnets", 400)
+            raise InvalidRequest(no_static_address(net), 400)
         try:
             addr = ipaddress.ip_address(wanted)
         except ValueError:
@@ -116,7 +144,6 @@ class FakeEndpoint:
 class FakeContainer:
     id: str
     name: str
-    image: str
     network_mode: str
     labels: dict[str, str]
     state: str = "created"

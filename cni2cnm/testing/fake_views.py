@@ -15,8 +15,7 @@ GWBRIDGE_SUBNET = "172.18.0"
 MAIN = 254
 
 
-def to_container(c: FakeContainer, networks: dict[str, FakeNetwork], sandbox_key: str
-                 ) -> Container:
+def to_container(c: FakeContainer, networks: dict[str, FakeNetwork]) -> Container:
     endpoints = {}
     for name, ep in c.endpoints.items():
         net = networks.get(ep.network_id)
@@ -31,8 +30,8 @@ def to_container(c: FakeContainer, networks: dict[str, FakeNetwork], sandbox_key
             aliases=tuple(ep.config.get("aliases") or ()),
         )
     return Container(id=c.id, name=c.name, running=c.running, status=c.state, pid=c.pid,
-                     network_mode=c.network_mode, sandbox_key=sandbox_key if c.running else "",
-                     endpoints=endpoints, image=c.image, exit=c.exit, labels=dict(c.labels))
+                     network_mode=c.network_mode, endpoints=endpoints, exit=c.exit,
+                     labels=dict(c.labels))
 
 
 def to_network(net: FakeNetwork, members: Iterable[FakeContainer]) -> Network:

@@ -24,13 +24,14 @@ from kubenode import (
     DOCKER_NETWORK,
     REFERENCE_PLUGINS,
     SCRIPTS,
+    Below,
     KubeNode,
     NodeError,
     runtime_env,
-    stop_pid,
     tail,
     wait_for,
 )
+from machine import stop_pid
 
 NODE_IP = "10.233.250.1"
 SERVICE_RANGE = "10.233.251.0/24"
@@ -49,13 +50,8 @@ class ClusterNode(KubeNode):
     bin_dir: Path = Path()
     control: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    @property
-    def cp_dir(self) -> Path:
-        return self.dir / "cp"
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.cp_dir / "kubeconfig"
+    cp_dir = Below("cp")  # the control plane's
+    kubeconfig = Below("cp", "kubeconfig")
 
     # ---- start: the node's steps, the control plane before the kubelet ----------------------
 

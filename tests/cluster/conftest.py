@@ -9,14 +9,13 @@ loopback plugin) makes them skip, or FAIL under CI=true.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from c2ctest import unavailable
+from c2ctest import mark_tests_under, unavailable
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,9 +39,7 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(str(item.path)).resolve().parents:
-            item.add_marker(pytest.mark.cluster)
+    mark_tests_under(HERE, items, pytest.mark.cluster)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -56,13 +53,9 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterNode]:
     """containerd's CRI (proxy sandboxes), or the kubelet's dockershim (Docker-owned pods:
     container mode, CNI_NETNS /proc/<pid>/ns/net)."""
     from cluster import ClusterNode, cluster_bin_dir, image_tarball
-    from kubenode import REFERENCE_PLUGINS, NodeError
+    from kubenode import NodeError, require_node_tools
 
-    for tool in ("containerd", "ctr", "unshare", "nsenter", "ip", "openssl", "docker"):
-        if not shutil.which(tool):
-            unavailable(f"{tool} is missing: run scripts/bootstrap.sh")
-    if not (REFERENCE_PLUGINS / "loopback").exists():
-        unavailable("the loopback CNI plugin is missing (containernetworking-plugins)")
+    require_node_tools("openssl", "docker")
     try:
         bins, tar = cluster_bin_dir(), image_tarball()
     except NodeError as e:

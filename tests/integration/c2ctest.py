@@ -50,6 +50,24 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require(*tools: str, root: str = "") -> None:
+    """unavailable() unless every tool is on PATH and, when `root` says why it is needed,
+    this runs as root."""
+    if root and os.geteuid() != 0:
+        unavailable(root)
+    for tool in tools:
+        if shutil.which(tool) is None:
+            unavailable(f"{tool} is missing: run scripts/bootstrap.sh")
+
+
+def mark_tests_under(directory: Path, items: list[pytest.Item],
+                     mark: pytest.MarkDecorator) -> None:
+    """Give `mark` to every collected test in `directory` (a conftest's own)."""
+    for item in items:
+        if directory in Path(str(item.path)).resolve().parents:
+            item.add_marker(mark)
+
+
 def _worker_index() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     digits = "".join(ch for ch in worker if ch.isdigit())
@@ -135,9 +153,9 @@ class Engine:
                 time.sleep(0.2)
 
 
-class Resources:
+class Resources(contextlib.AbstractContextManager["Resources"]):
     """Creates Docker networks, containers, network namespaces and temporary directories for
-    one test and removes them all in :meth:`close`."""
+    one test and removes them all in :meth:`close` (at the end of a ``with`` block too)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -259,6 +277,16 @@ class Resources:
         )
         return f"/run/netns/{name}"
 
+    def attach_netns(self, container: Any, name: str | None = None) -> str:
+        """``ip netns attach`` the container's namespace, as cnitool users do; returns its
+        path /run/netns/NAME, deleted at teardown (unless the test deleted it)."""
+        name = name or unique_name("ns")
+        container.reload()
+        subprocess.run(["ip", "netns", "attach", name, str(container.attrs["State"]["Pid"])],
+                       check=True)
+        self.netns_names.append(name)
+        return f"/run/netns/{name}"
+
     def tmpdir(self) -> Path:
         """A fresh directory, removed at teardown."""
         d = tempfile.mkdtemp(prefix=PREFIX)
@@ -271,38 +299,18 @@ class Resources:
 
     # -- teardown ------------------------------------------------------------------------
 
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Remove everything; raises after trying all if something could not be removed."""
         if self.closed:
             return
         self.closed = True
-        import docker
-
-        errors: list[str] = []
-
-        for fn in reversed(self._cleanups):
-            try:
-                fn()
-            except Exception as exc:
-                errors.append(f"cleanup {fn!r}: {exc}")
-
-        for c in reversed(self.containers):
-            ref = getattr(c, "id", c)
-            try:
-                self.client.api.remove_container(ref, force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-            except Exception as exc:
-                errors.append(f"container {ref}: {exc}")
-
-        for n in reversed(self.networks):
-            ref = getattr(n, "id", n)
-            try:
-                self._remove_network(ref)
-            except docker.errors.NotFound:
-                pass
-            except Exception as exc:
-                errors.append(f"network {ref}: {exc}")
+        errors = remove_each(self._cleanups, lambda fn: fn(), "cleanup")
+        errors += remove_each(self.containers, lambda ref: self.client.api.remove_container(
+            ref, force=True, v=True), "container")
+        errors += remove_each(self.networks, self._remove_network, "network")
 
         for ns in reversed(self.netns_names):
             if not os.path.exists(f"/run/netns/{ns}"):
@@ -341,19 +349,43 @@ class Resources:
 # --------------------------------------------------------------------------------------------
 
 
+def remove_each(items: list[Any], remove: Callable[[Any], object], what: str) -> list[str]:
+    """remove() each item (a container or network, or its id or name; a cleanup function),
+    the last made first; one that is already gone (404) counts as removed. Returns the
+    errors, one line each, instead of raising the first."""
+    import docker
+
+    errors = []
+    for item in reversed(items):
+        ref = getattr(item, "id", item)
+        try:
+            remove(ref)
+        except docker.errors.NotFound:
+            pass
+        except Exception as exc:
+            errors.append(f"{what} {ref}: {exc}")
+    return errors
+
+
+def pod_labels(name: str, extra: dict[str, str]) -> dict[str, str]:
+    """The labels cri-dockerd gives the sandbox of pod `name` (default namespace), and
+    `extra`."""
+    return {
+        "io.kubernetes.docker.type": "podsandbox",
+        "io.kubernetes.container.name": "POD",
+        "io.kubernetes.pod.name": name,
+        "io.kubernetes.pod.namespace": "default",
+        **extra,
+    }
+
+
 def pause_container(
     resources: Resources, images: Images, name: str | None = None, **kw: Any
 ) -> Any:
     """A pod sandbox as cri-dockerd starts it: the pause image with network mode ``none``
     (the CNI plugin then attaches it to a network)."""
     name = name or unique_name("pod")
-    labels = {
-        "io.kubernetes.docker.type": "podsandbox",
-        "io.kubernetes.container.name": "POD",
-        "io.kubernetes.pod.name": name,
-        "io.kubernetes.pod.namespace": "default",
-        **kw.pop("labels", {}),
-    }
+    labels = pod_labels(name, kw.pop("labels", {}))
     return resources.container(images.pause, name=name, network_mode="none", labels=labels, **kw)
 
 

@@ -25,6 +25,7 @@ from c2ctest import (
     Engine,
     Images,
     Resources,
+    mark_tests_under,
     sweep_session,
     unavailable,
 )
@@ -34,9 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(str(item.path)).resolve().parents:
-            item.add_marker(pytest.mark.integration)
+    mark_tests_under(HERE, items, pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -125,11 +124,8 @@ def engine(docker_host: str, docker_client: Any, resources: Resources) -> Iterat
 @pytest.fixture
 def resources(docker_client: Any) -> Iterator[Resources]:
     """Per-test networks, containers, netns and directories, all removed at teardown."""
-    res = Resources(docker_client)
-    try:
+    with Resources(docker_client) as res:
         yield res
-    finally:
-        res.close()
 
 
 @pytest.fixture
@@ -142,7 +138,7 @@ def net(resources: Resources) -> Any:
 def plugin(docker_host: str, resources: Resources, net: Any) -> Plugin:
     """A runtime's view of a cni2cnm config for `net`, with a state dir of the test's own
     (modules that need another config define their own `plugin`)."""
-    return Plugin(docker_host, str(resources.tmpdir() / "state"), net.name)
+    return Plugin.on(docker_host, resources, net.name)
 
 
 # ---- an engine of a module's own, for tests that kill and restart it ---------------------
@@ -161,18 +157,17 @@ def peng(docker_host: str) -> Iterator[Any]:
 def pres(peng: Any) -> Iterator[Resources]:
     """`resources` on the private engine, which it starts again if a test left it down; the
     proxy sandboxes a failed test left are removed too."""
-    res = Resources(peng.client)
-    try:
-        yield res
-    finally:
+    with Resources(peng.client) as res:
         try:
-            peng.client.ping()
-        except Exception:
-            peng.up()
-        for c in peng.client.containers.list(all=True,
-                                             filters={"label": "io.cni2cnm.sandbox=true"}):
-            c.remove(force=True)
-        res.close()
+            yield res
+        finally:
+            try:
+                peng.client.ping()
+            except Exception:
+                peng.up()
+            for c in peng.client.containers.list(all=True,
+                                                 filters={"label": "io.cni2cnm.sandbox=true"}):
+                c.remove(force=True)
 
 
 @pytest.fixture

@@ -12,9 +12,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from machine import killed_at_the_end
+from pluginrun import Plugin, cri_args, proc_netns, wait_holding
+
+from cni2cnm.store import Store
 
 SOCKET_ENV = "CNI2CNM_DAEMON_SOCKET"
 MODE_ENV = "CNI2CNM_DAEMON"
@@ -40,14 +46,19 @@ class Daemon:
         return self.proc.wait(timeout)
 
 
-def start_daemon(directory: Path, *extra: str) -> Daemon:
+def start_daemon(directory: Path, *extra: str, env: Mapping[str, str] | None = None,
+                 prefix: Sequence[str] = ()) -> Daemon:
+    """`cni2cnm serve` on DIRECTORY/cni2cnm.sock, logging at debug to DIRECTORY/serve.log,
+    with this process's environment but CNI2CNM_LOG_LEVEL (or `env`), its command line after
+    `prefix` (e.g. nsenter); returned once the socket accepts connections."""
     path, log = directory / "cni2cnm.sock", directory / "serve.log"
-    env = {k: v for k, v in os.environ.items() if k != "CNI2CNM_LOG_LEVEL"}
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != "CNI2CNM_LOG_LEVEL"}
     with open(log, "wb") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cni2cnm.daemon", "--socket", str(path), "--log-level",
-             "debug", *extra], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env)
+            [*prefix, sys.executable, "-m", "cni2cnm.daemon", "--socket", str(path),
+             "--log-level", "debug", *extra], stdout=f, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env)
     daemon = Daemon(proc, path, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -62,57 +73,41 @@ def start_daemon(directory: Path, *extra: str) -> Daemon:
     raise AssertionError(f"serve did not come up: {daemon.log_text()}")
 
 
+def add_while_the_daemon_dies(plugin: Plugin, pod: Any, env: dict[str, str],
+                              pid: int) -> None:
+    """An ADD that the daemon `pid` (which `env` points the plugin to) has taken, waiting for
+    the pod's lock (held here), when the daemon is SIGKILLed: the executable runs it again
+    in-process and the pod is attached."""
+    with Store(plugin.state_dir) as store, store.lock(pod.id):
+        proc = plugin.start("ADD", pod.id, proc_netns(pod), cni_args=cri_args(pod.id),
+                            env=env)
+        wait_holding(pid, plugin.lock_path(pod.id))
+        os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    assert "accepted the request but did not reply" in err and "again in-process" in err
+    [rec] = plugin.records()
+    assert rec.state == "attached" and rec.docker_id == pod.id
+
+
 @contextlib.contextmanager
-def running_daemon(*extra: str) -> Iterator[Daemon]:
-    """`cni2cnm serve` on a socket in a fresh directory. At the end, if it still runs (a test
-    may have killed it), it must exit 0 on SIGTERM; after a failure it is killed. The
-    directory is always removed."""
-    directory = Path(tempfile.mkdtemp(prefix="c2cd-"))  # short: socket paths are limited
-    daemon = None
-    try:
-        daemon = start_daemon(directory, *extra)
+def stopped_at_the_end(daemon: Daemon) -> Iterator[Daemon]:
+    """At the end, if it still runs (a test may have killed it), the daemon must exit 0 on
+    SIGTERM; after a failure it is killed."""
+    with killed_at_the_end(daemon.proc, 30):
         yield daemon
         if daemon.proc.poll() is None:
             rc = daemon.stop()
             assert rc == 0, f"serve exited {rc} on SIGTERM: {daemon.log_text()[-2000:]}"
-    finally:
-        if daemon is not None and daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(30)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Pids of the processes whose command line contains `text` (a test's own directory:
-    how the tests find the daemons the plugin started on demand, and only those)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace")
-            if text in cmdline:
-                pids.append(int(entry.name))
-    return pids
-
-
-def kill_all_mentioning(text: str, timeout: float = 10) -> list[int]:
-    """SIGKILL the processes processes_mentioning(text) finds; wait until they are gone."""
-    pids = processes_mentioning(text)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(alive(p) for p in pids):
-        time.sleep(0.05)
-    return pids
-
-
-def alive(pid: int) -> bool:
-    """Running (not gone, not a zombie waiting for its parent)."""
+@contextlib.contextmanager
+def running_daemon(*extra: str) -> Iterator[Daemon]:
+    """`cni2cnm serve` on a socket in a fresh directory, stopped_at_the_end; the directory is
+    always removed."""
+    directory = Path(tempfile.mkdtemp(prefix="c2cd-"))  # short: socket paths are limited
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+        with stopped_at_the_end(start_daemon(directory, *extra)) as daemon:
+            yield daemon
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

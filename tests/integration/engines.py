@@ -1,9 +1,10 @@
 """What differs between the Docker engines the tests run on, read from the engine itself.
 
 Tests branch on the engine's API version (``engine_api``), never on an environment variable:
-each variant asserts what that engine does.  Measured here on bookworm's dockerd 20.10.24
-(API 1.41) and Debian unstable's 28.5.2 (API 1.51) (``C2C_ENGINE``, scripts/engine.sh); the
-boundaries between them are Docker's documented versions, not measured here.
+each variant asserts what that engine does.  The boundaries are cni2cnm.engine.versions' (the
+adapter's and the fake engine's own facts, re-exported here); measured on bookworm's dockerd
+20.10.24 (API 1.41) and Debian unstable's 28.5.2 (API 1.51) (``C2C_ENGINE``,
+scripts/engine.sh), the others are Docker's documented versions.
 """
 
 from __future__ import annotations
@@ -11,17 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-# Docker 25.0: a MAC in EndpointSettings at container create (proxy sandboxes) is applied.
-API_MAC_AT_CREATE = (1, 44)
-# Docker 25.0: connect validates the endpoint's addresses first ("invalid endpoint settings"),
-# so an address outside the subnet no longer leaves a stale Networks entry behind.
-API_CONNECT_VALIDATES_IP = (1, 44)
-# Docker 28.0: the com.docker.network.endpoint.ifname driver option names the interface.
-API_IFNAME = (1, 48)
-# Docker 28.0: endpoints get random MACs (before: 02:42 + the IPv4 address), new on restart.
-API_RANDOM_MAC = (1, 48)
-# Docker 29.3: mac_address on connect is applied (no engine here speaks it).
-API_MAC_ON_CONNECT = (1, 54)
+from cni2cnm.engine import API_IFNAME, API_RANDOM_MAC  # noqa: F401  (for the tests)
 
 
 def engine_api(client: Any) -> tuple[int, int]:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import machine
 
 from cni2cnm.store import Store
 
@@ -87,6 +92,12 @@ class Plugin:
     cni_version: str = "1.0.0"
     conf_extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def on(cls, docker_host: str, resources: Any, network: str, **kw: Any) -> Plugin:
+        """For `network` of the engine at `docker_host`, with a state directory of the test's
+        own (removed with `resources`, a c2ctest.Resources)."""
+        return cls(docker_host, str(resources.tmpdir() / "state"), network, **kw)
+
     def conf(self, **overrides: Any) -> dict[str, Any]:
         conf: dict[str, Any] = {
             "cniVersion": self.cni_version,
@@ -98,23 +109,10 @@ class Plugin:
         conf.update(overrides)
         return {k: v for k, v in conf.items() if v is not None}
 
-    def run(
-        self,
-        command: str,
-        container_id: str,
-        netns: str,
-        ifname: str = "eth0",
-        cni_args: str = "",
-        conf: dict[str, Any] | None = None,
-        prev: dict[str, Any] | None = None,
-        env: dict[str, str] | None = None,
-        timeout: float = 120,
-        executable: str | None = None,
-        stdin: bytes | None = None,
-    ) -> Outcome:
-        doc = dict(conf if conf is not None else self.conf())
-        if prev is not None:
-            doc["prevResult"] = prev
+    def environ(self, command: str, container_id: str, netns: str, ifname: str = "eth0",
+                cni_args: str = "", env: dict[str, str] | None = None) -> dict[str, str]:
+        """The plugin's environment as a runtime sets it, in this pass's daemon mode, then
+        `env`."""
         environ = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "DOCKER_HOST": self.docker_host,
@@ -131,38 +129,133 @@ class Plugin:
         # (mode manual: a test daemon that died is never replaced by one started on demand);
         # else in-process (mode off, no socket), even if a daemon serves the default socket
         # on this machine: neither pass ever starts a daemon.
-        daemon = os.environ.get("CNI2CNM_TEST_DAEMON_SOCKET", "")
+        daemon = daemon_pass_socket()
         environ["CNI2CNM_DAEMON_SOCKET"] = daemon
         environ["CNI2CNM_DAEMON"] = "manual" if daemon else "off"
         environ.update(env or {})
+        return environ
+
+    def netconf_bytes(self, conf: dict[str, Any] | None = None,
+                      prev: dict[str, Any] | None = None) -> bytes:
+        """What a runtime writes to the plugin's stdin: the config (this one's unless given)
+        with `prev` as its prevResult."""
+        doc = dict(conf if conf is not None else self.conf())
+        if prev is not None:
+            doc["prevResult"] = prev
+        return json.dumps(doc).encode()
+
+    def run(
+        self,
+        command: str,
+        container_id: str,
+        netns: str,
+        ifname: str = "eth0",
+        cni_args: str = "",
+        conf: dict[str, Any] | None = None,
+        prev: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        executable: str | None = None,
+        stdin: bytes | None = None,
+    ) -> Outcome:
+        environ = self.environ(command, container_id, netns, ifname, cni_args, env)
         # In the daemon-mode pass every request must reach the daemon: a silent fallback to
         # in-process would make that pass test nothing. (A test stop point runs in-process
         # on purpose; VERSION never goes to the daemon.)
+        daemon = daemon_pass_socket()
         must_forward = (daemon and environ["CNI2CNM_DAEMON_SOCKET"] == daemon
                         and "CNI2CNM_TEST_STOP_AT" not in environ and command != "VERSION")
         if must_forward:
             assert Path(daemon).is_socket(), f"the test daemon's socket {daemon} is gone"
         proc = subprocess.run(
             [executable or plugin_executable()],
-            input=json.dumps(doc).encode() if stdin is None else stdin,
+            input=self.netconf_bytes(conf, prev) if stdin is None else stdin,
             env=environ,
             capture_output=True,
             timeout=timeout,
             check=False,
         )
         out = Outcome(command, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
-        if must_forward:
-            assert "running in-process" not in out.stderr and "running it again" not in \
-                out.stderr, f"{command} did not go through the daemon: {out.stderr}"
-        return out
+        return forwarded(out) if must_forward else out
+
+    def start(self, command: str, container_id: str, netns: str, cni_args: str = "",
+              conf: dict[str, Any] | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """The plugin started as `run` starts it, its stdin written and closed, not waited
+        for: for a test that acts while it runs (communicate() gives its stdout, stderr)."""
+        proc = subprocess.Popen([plugin_executable()], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.environ(command, container_id, netns,
+                                                 cni_args=cni_args, env=env))
+        assert proc.stdin is not None
+        proc.stdin.write(self.netconf_bytes(conf).decode())
+        proc.stdin.close()
+        proc.stdin = None  # written and closed: communicate() must not flush it again
+        return proc
+
+    def start_until(self, point: str, container_id: str, netns: str, cni_args: str = "",
+                    conf: dict[str, Any] | None = None) -> subprocess.Popen[str]:
+        """An ADD that stops itself (SIGSTOP) at a test point of the plugin, in-process (a
+        test point never goes through a daemon); SIGCONT lets it go on."""
+        proc = self.start("ADD", container_id, netns, cni_args=cni_args, conf=conf,
+                          env={**armed_hooks(), "CNI2CNM_TEST_STOP_AT": point})
+        wait_stopped(proc, point)
+        return proc
+
+    def lock_path(self, container_id: str) -> str:
+        """The container's lock file in the state directory (held while a request for it
+        runs)."""
+        digest = hashlib.sha256(container_id.encode()).hexdigest()[:32]
+        return os.path.join(self.state_dir, "locks", digest)
 
     # ---- the store, read directly -----------------------------------------------------
 
     def records(self) -> list[Any]:
-        if not Path(self.state_dir, "attachments.db").exists():
-            return []
-        with Store(self.state_dir) as store:
-            return store.list(self.name)
+        return records(self.state_dir, self.name)
+
+
+def records(state_dir: str, network: str) -> list[Any]:
+    """The attachments the store in `state_dir` holds for `network`."""
+    if not Path(state_dir, "attachments.db").exists():
+        return []
+    with Store(state_dir) as store:
+        return store.list(network)
+
+
+def daemon_pass_socket() -> str:
+    """The socket of the daemon the daemon-mode pass of scripts/test.sh runs every request
+    through, or "" (in-process pass)."""
+    return os.environ.get("CNI2CNM_TEST_DAEMON_SOCKET", "")
+
+
+def forwarded(out: Outcome) -> Outcome:
+    """The executable forwarded the request to the daemon and did not run it in-process."""
+    assert "running in-process" not in out.stderr and "running it again" not in \
+        out.stderr, f"{out.command} did not go through the daemon: {out.stderr}"
+    return out
+
+
+def wait_stopped(proc: subprocess.Popen[str], point: str, timeout: float = 60) -> None:
+    """Until the plugin process has stopped itself (SIGSTOP) at its test point."""
+    deadline = time.monotonic() + timeout
+    while machine.state(proc.pid) != "T":
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"the plugin did not reach {point}: {out!r} {err!r}")
+        time.sleep(0.02)
+
+
+def wait_holding(pid: int, path: str, timeout: float = 30) -> None:
+    """Until process `pid` has `path` open (e.g. a request waiting for a container's lock)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == path:
+                    return
+        time.sleep(0.02)
+    raise TimeoutError(f"pid {pid} never opened {path}")
 
 
 def cri_args(container_id: str, pod: str = "pod", namespace: str = "default") -> str:

@@ -42,6 +42,8 @@ from c2ctest import (
     SCRIPTS,
     SESSION_ID,
     netns_exec,
+    pod_labels,
+    remove_each,
     unavailable,
     unique_name,
 )
@@ -113,13 +115,7 @@ class SwarmNode:
     def pause(self, name: str | None = None, **kw: Any) -> Any:
         """A pod sandbox as cri-dockerd starts it: the pause image, network mode none."""
         name = name or unique_name(f"{self.key}-pod")
-        labels = {
-            "io.kubernetes.docker.type": "podsandbox",
-            "io.kubernetes.container.name": "POD",
-            "io.kubernetes.pod.name": name,
-            "io.kubernetes.pod.namespace": "default",
-            **kw.pop("labels", {}),
-        }
+        labels = pod_labels(name, kw.pop("labels", {}))
         return self.run(PAUSE_IMAGE, name=name, network_mode="none", labels=labels, **kw)
 
     def busybox(self, command: str | list[str] | None = None, **kw: Any) -> Any:
@@ -138,12 +134,7 @@ class SwarmNode:
 
     def cleanup(self) -> list[str]:
         """Remove the containers created through this node; returns the errors."""
-        errors = []
-        for ref in reversed(self.containers):
-            try:
-                self.remove(ref)
-            except Exception as exc:
-                errors.append(f"{self.key}: container {ref}: {exc}")
+        errors = remove_each(self.containers, self.remove, f"{self.key}: container")
         self.containers.clear()
         return errors
 
@@ -255,11 +246,7 @@ class SwarmNodes:
     def cleanup(self) -> None:
         """Remove what the helpers created (containers on both nodes, extra networks)."""
         errors = self.a.cleanup() + self.b.cleanup()
-        for name in reversed(self.networks):
-            try:
-                self._remove_network(name)
-            except Exception as exc:
-                errors.append(f"network {name}: {exc}")
+        errors += remove_each(self.networks, self._remove_network, "network")
         self.networks.clear()
         if errors:
             raise RuntimeError("swarm test resources not cleaned up:\n  " + "\n  ".join(errors))

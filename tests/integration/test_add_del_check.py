@@ -6,7 +6,7 @@ import subprocess
 from typing import Any
 
 import pytest
-from c2ctest import busybox_container, pause_container, unique_name
+from c2ctest import busybox_container, pause_container
 from pluginrun import Plugin, cri_args, endpoint, ip_addrs, proc_netns
 
 ALL_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
@@ -120,11 +120,7 @@ def test_cnitool_style_id_with_proc_netns(plugin: Plugin, pod: Any, net: Any) ->
 def test_ip_netns_bind_mount_of_container(
     plugin: Plugin, pod: Any, net: Any, resources: Any
 ) -> None:
-    name = unique_name("ns")
-    pod.reload()
-    subprocess.run(["ip", "netns", "attach", name, str(pod.attrs["State"]["Pid"])], check=True)
-    resources.netns_names.append(name)
-    netns = f"/run/netns/{name}"
+    netns = resources.attach_netns(pod)
     cid = "cnitool-" + "a1" * 10
     res = plugin.run("ADD", cid, netns).ok().doc
     assert res["interfaces"][0]["sandbox"] == netns

@@ -196,9 +196,7 @@ def test_inspect_ips_differ(c2c: CLI, runtime: Plugin, pod: Any, net: Any,
 
 def test_inspect_netns_gone(c2c: CLI, runtime: Plugin, pod: Any, resources: Any) -> None:
     name = unique_name("ns")
-    subprocess.run(["ip", "netns", "attach", name, str(pod.attrs["State"]["Pid"])], check=True)
-    resources.netns_names.append(name)
-    path = f"/run/netns/{name}"
+    path = resources.attach_netns(pod, name)
     runtime.run("ADD", "cnitool-" + "5e" * 10, path).ok()
     [row] = c2c("inspect", "-o", "json", "--cache-dir", "/nonexistent-cache").json
     assert row["drift"] == [] and row["netnsExists"] is True

@@ -9,7 +9,6 @@ CNI2CNM_TEST_DAEMON_SOCKET (see pluginrun.py)."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import signal
 import stat
@@ -23,9 +22,18 @@ from typing import Any
 
 import pytest
 from c2ctest import network_subnets, pause_container, unique_name
-from daemonrun import SOCKET_ENV, Daemon, running_daemon, start_daemon
+from daemonrun import SOCKET_ENV, Daemon, add_while_the_daemon_dies, running_daemon, start_daemon
 from engines import API_RANDOM_MAC, derived_mac, engine_api
-from pluginrun import Outcome, Plugin, cri_args, endpoint, plugin_executable, proc_netns, served
+from pluginrun import (
+    Outcome,
+    Plugin,
+    cri_args,
+    endpoint,
+    plugin_executable,
+    proc_netns,
+    served,
+    wait_holding,
+)
 
 from cni2cnm.store import Store
 
@@ -50,40 +58,6 @@ def wait_for_log(d: Daemon, text: str, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def lock_path(plugin: Plugin, container_id: str) -> str:
-    digest = hashlib.sha256(container_id.encode()).hexdigest()[:32]
-    return os.path.join(plugin.state_dir, "locks", digest)
-
-
-def wait_holding(pid: int, path: str, timeout: float = 30) -> None:
-    """Until process `pid` has `path` open (a request waiting for the container's lock)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                if os.readlink(fd) == path:
-                    return
-        time.sleep(0.02)
-    raise TimeoutError(f"pid {pid} never opened {path}")
-
-
-def start_add(plugin: Plugin, pod: Any, env: dict[str, str]) -> subprocess.Popen[str]:
-    import json
-
-    environ = {"PATH": os.environ.get("PATH", ""), "DOCKER_HOST": plugin.docker_host,
-               "CNI_COMMAND": "ADD", "CNI_CONTAINERID": pod.id, "CNI_NETNS": proc_netns(pod),
-               "CNI_IFNAME": "eth0", "CNI_ARGS": cri_args(pod.id), "CNI_PATH": "/opt/cni/bin",
-               "CNI2CNM_DAEMON": "off", **env}  # a test that wants a daemon says so in env
-    proc = subprocess.Popen([plugin_executable()], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ,
-                            text=True)
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps(plugin.conf()))
-    proc.stdin.close()
-    proc.stdin = None
-    return proc
-
-
 # ---- the same bytes as in-process -----------------------------------------------------------
 
 
@@ -101,10 +75,7 @@ def test_lifecycle_prints_the_same_bytes(daemon: Daemon, plugin: Plugin, net: An
     macs: dict[str, str] = {}
     for mode, d in (("in-process", None), ("daemon", daemon)):
         pod = pause_container(resources, images)
-        subprocess.run(["ip", "netns", "attach", ns, str(pod.attrs["State"]["Pid"])], check=True)
-        resources.add_cleanup(lambda: subprocess.run(["ip", "netns", "delete", ns],
-                                                     capture_output=True, check=False))
-        netns, args = f"/run/netns/{ns}", cri_args(pod.id)
+        netns, args = resources.attach_netns(pod, ns), cri_args(pod.id)
         add = plugin.run("ADD", cid, netns, cni_args=args, conf=conf, env=via(d)).ok()
         macs[mode] = endpoint(pod, net.name)["MacAddress"]
         assert add.doc["interfaces"][0]["mac"] == macs[mode]
@@ -203,8 +174,9 @@ def test_sigterm_finishes_the_request_in_flight(daemon: Daemon, plugin: Plugin,
     socket at once, new invocations run in-process, and the ADD still completes."""
     pod, other = pause_container(resources, images), pause_container(resources, images)
     with Store(plugin.state_dir) as store, store.lock(pod.id):
-        proc = start_add(plugin, pod, daemon.env)
-        wait_holding(daemon.proc.pid, lock_path(plugin, pod.id))
+        proc = plugin.start("ADD", pod.id, proc_netns(pod), cni_args=cri_args(pod.id),
+                            env=daemon.env)
+        wait_holding(daemon.proc.pid, plugin.lock_path(pod.id))
         daemon.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         while daemon.path.exists() and time.monotonic() < deadline:
@@ -248,16 +220,8 @@ def test_daemon_killed_with_the_request_in_flight(daemon: Daemon, plugin: Plugin
                                                   resources: Any, images: Any) -> None:
     """The daemon took the ADD and died: the executable runs it again in-process."""
     pod = pause_container(resources, images)
-    with Store(plugin.state_dir) as store, store.lock(pod.id):
-        proc = start_add(plugin, pod, daemon.env)
-        wait_holding(daemon.proc.pid, lock_path(plugin, pod.id))
-        daemon.proc.kill()
-        daemon.proc.wait(10)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, (out, err)
-    assert "accepted the request but did not reply" in err and "again in-process" in err
-    [rec] = plugin.records()
-    assert rec.state == "attached" and rec.docker_id == pod.id
+    add_while_the_daemon_dies(plugin, pod, daemon.env, daemon.proc.pid)
+    daemon.proc.wait(10)
 
 
 def test_stopped_daemon_is_bypassed(daemon: Daemon, plugin: Plugin, resources: Any,

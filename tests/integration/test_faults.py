@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from c2ctest import Resources, pause_container, unique_name
 from engines import API_IFNAME, API_RANDOM_MAC, derived_mac, engine_api
-from pluginrun import Plugin, armed_hooks, cri_args, endpoint, plugin_executable, proc_netns
+from pluginrun import Plugin, cri_args, endpoint, proc_netns
 from privateengine import PrivateEngine
 
 from cni2cnm.store import Store
@@ -23,7 +22,7 @@ ALWAYS = {"Name": "always"}
 
 @pytest.fixture
 def pplugin(peng: PrivateEngine, pres: Resources, pnet: Any) -> Plugin:
-    return Plugin(peng.host, str(pres.tmpdir() / "state"), pnet.name)
+    return Plugin.on(peng.host, pres, pnet.name)
 
 
 def networks_of(container: Any) -> list[str]:
@@ -31,44 +30,10 @@ def networks_of(container: Any) -> list[str]:
     return sorted(container.attrs["NetworkSettings"]["Networks"])
 
 
-def wait_stopped(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """Until the plugin process has stopped itself at its test point."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"plugin exited early: {out!r} {err!r}")
-        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "T":
-            return
-        time.sleep(0.02)
-    raise TimeoutError("plugin did not reach its test point")
-
-
-
-
-def start_add_until(plugin: Plugin, pod: Any, point: str) -> subprocess.Popen[bytes]:
+def start_add_until(plugin: Plugin, pod: Any, point: str) -> subprocess.Popen[str]:
     """Start an ADD that stops itself (SIGSTOP) at a test point of the plugin."""
-    env = {
-        **armed_hooks(),
-        "PATH": os.environ.get("PATH", ""),
-        "DOCKER_HOST": plugin.docker_host,
-        "CNI_COMMAND": "ADD",
-        "CNI_CONTAINERID": pod.id,
-        "CNI_NETNS": proc_netns(pod),
-        "CNI_IFNAME": "eth0",
-        "CNI_ARGS": cri_args(pod.id),
-        "CNI_PATH": "/opt/cni/bin",
-        "CNI2CNM_TEST_STOP_AT": point,
-    }
-    proc = subprocess.Popen([plugin_executable()], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps(plugin.conf(dockerTimeout=5)).encode())
-    proc.stdin.close()
-    proc.stdin = None  # written and closed: communicate() must not flush it again
-    wait_stopped(proc)
-    return proc
+    return plugin.start_until(point, pod.id, proc_netns(pod), cni_args=cri_args(pod.id),
+                              conf=plugin.conf(dockerTimeout=5))
 
 
 # ---- 1. engine stopped before ADD -------------------------------------------------------
@@ -197,9 +162,7 @@ def test_del_after_ip_netns_bind_mount_deleted(peng: PrivateEngine, pres: Resour
                                                pplugin: Plugin, pnet: Any) -> None:
     pod = pause_container(pres, peng.images)
     name = unique_name("ns")
-    subprocess.run(["ip", "netns", "attach", name, str(pod.attrs["State"]["Pid"])], check=True)
-    pres.netns_names.append(name)
-    netns = f"/run/netns/{name}"
+    netns = pres.attach_netns(pod, name)
     cid = "cnitool-" + "5e" * 10
     res = pplugin.run("ADD", cid, netns).ok().doc
     subprocess.run(["ip", "netns", "delete", name], check=True)
@@ -274,12 +237,7 @@ def test_read_only_state_dir(peng: PrivateEngine, pres: Resources, pplugin: Plug
 
 
 # ---- 10. a state directory others could write to, links in it -----------------------------
-
-
-@pytest.fixture
-def splugin(docker_host: str, resources: Resources, net: Any) -> Plugin:
-    """On the session's engine: these tests never stop it."""
-    return Plugin(docker_host, str(resources.tmpdir() / "state"), net.name)
+# (on the session's engine, conftest's `plugin`: these tests never stop it)
 
 
 @pytest.mark.parametrize(("owner", "mode", "why"), [
@@ -288,16 +246,16 @@ def splugin(docker_host: str, resources: Resources, net: Any) -> Plugin:
     (0, 0o770, "writable by group or others"),
     (65534, 0o700, "owned by uid 65534"),
 ])
-def test_a_state_dir_others_can_write_is_refused(splugin: Plugin, resources: Resources,
+def test_a_state_dir_others_can_write_is_refused(plugin: Plugin, resources: Resources,
                                                  images: Any, owner: int, mode: int,
                                                  why: str) -> None:
     pod = pause_container(resources, images)
-    state = Path(splugin.state_dir)
+    state = Path(plugin.state_dir)
     state.mkdir()
     os.chown(state, owner, owner)
     state.chmod(mode)
     for command in ("ADD", "DEL"):
-        out = splugin.run(command, pod.id, proc_netns(pod), cni_args=cri_args(pod.id))
+        out = plugin.run(command, pod.id, proc_netns(pod), cni_args=cri_args(pod.id))
         details = out.error(5)["details"] if command == "ADD" else out.stdout
         if command == "ADD":
             assert str(state) in details and why in details
@@ -307,11 +265,11 @@ def test_a_state_dir_others_can_write_is_refused(splugin: Plugin, resources: Res
 
 
 @pytest.mark.parametrize("name", ["attachments.db", "lock"])
-def test_a_symlink_in_the_state_dir_is_refused(splugin: Plugin, resources: Resources,
+def test_a_symlink_in_the_state_dir_is_refused(plugin: Plugin, resources: Resources,
                                                images: Any, net: Any, name: str) -> None:
     pod, other = (pause_container(resources, images) for _ in range(2))
-    splugin.run("ADD", pod.id, proc_netns(pod), cni_args=cri_args(pod.id)).ok()
-    state = Path(splugin.state_dir)
+    plugin.run("ADD", pod.id, proc_netns(pod), cni_args=cri_args(pod.id)).ok()
+    state = Path(plugin.state_dir)
     victim = resources.tmpdir() / "victim"
     victim.write_bytes(b"")
     # the lock file of `other` (made by root, as a pod's operation would find it) or the
@@ -319,27 +277,27 @@ def test_a_symlink_in_the_state_dir_is_refused(splugin: Plugin, resources: Resou
     link = Path(Store(str(state)).lock_file(other.id)) if name == "lock" else state / name
     link.unlink(missing_ok=True)
     link.symlink_to(victim)
-    out = splugin.run("ADD", other.id, proc_netns(other), cni_args=cri_args(other.id))
+    out = plugin.run("ADD", other.id, proc_netns(other), cni_args=cri_args(other.id))
     details = out.error(5)["details"]
     assert str(link) in details and "symbolic link" in details
     assert victim.read_bytes() == b""  # never opened through the link
     assert networks_of(other) == ["none"]
 
 
-def test_log_file_is_private_and_not_followed(splugin: Plugin, resources: Resources,
+def test_log_file_is_private_and_not_followed(plugin: Plugin, resources: Resources,
                                               images: Any) -> None:
     pod = pause_container(resources, images)
     logs = resources.tmpdir()
     log_file = logs / "cni2cnm.log"
-    conf = splugin.conf(logFile=str(log_file), logLevel="debug")
-    res = splugin.run("ADD", pod.id, proc_netns(pod), conf=conf,
+    conf = plugin.conf(logFile=str(log_file), logLevel="debug")
+    res = plugin.run("ADD", pod.id, proc_netns(pod), conf=conf,
                       cni_args=cri_args(pod.id)).ok().doc
     assert log_file.stat().st_mode & 0o777 == 0o600 and log_file.read_text()
     victim = logs / "victim"
     victim.write_text("")
     link = logs / "link.log"
     link.symlink_to(victim)
-    out = splugin.run("DEL", pod.id, proc_netns(pod), prev=res,
-                      conf=splugin.conf(logFile=str(link), logLevel="info"))
+    out = plugin.run("DEL", pod.id, proc_netns(pod), prev=res,
+                      conf=plugin.conf(logFile=str(link), logLevel="info"))
     assert f"{link}: a symbolic link" in out.error(7)["details"]
     assert victim.read_text() == ""

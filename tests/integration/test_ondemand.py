@@ -26,19 +26,19 @@ from typing import Any
 
 import pytest
 from c2ctest import pause_container
-from daemonrun import (
-    MODE_ENV,
-    SOCKET_ENV,
-    alive,
-    kill_all_mentioning,
-    processes_mentioning,
-    running_daemon,
+from daemonrun import MODE_ENV, SOCKET_ENV, add_while_the_daemon_dies, running_daemon
+from machine import alive, kill_all_mentioning, killed_at_the_end, processes_mentioning
+from pluginrun import (
+    Outcome,
+    Plugin,
+    cri_args,
+    plugin_executable,
+    proc_netns,
+    served,
 )
-from pluginrun import Outcome, Plugin, cri_args, plugin_executable, proc_netns, served
 
 from cni2cnm import __version__
 from cni2cnm.daemon import starter, status, wire
-from cni2cnm.store import Store
 
 pytestmark = pytest.mark.own_modes  # chooses its own modes: the daemon-mode pass skips it
 
@@ -141,49 +141,13 @@ def test_daemon_killed_mid_request(ondemand: OnDemand, plugin: Plugin, resources
     status_request(plugin, ondemand.env).silent()  # starts it
     st = ondemand.wait_serving()
     pod = pause_container(resources, images)
-    env = {"PATH": os.environ.get("PATH", ""), "DOCKER_HOST": plugin.docker_host,
-           "CNI_COMMAND": "ADD", "CNI_CONTAINERID": pod.id, "CNI_NETNS": proc_netns(pod),
-           "CNI_IFNAME": "eth0", "CNI_ARGS": cri_args(pod.id), "CNI_PATH": "/opt/cni/bin",
-           **ondemand.env}
-    with Store(plugin.state_dir) as store, store.lock(pod.id):
-        proc = subprocess.Popen([plugin_executable()], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                text=True)
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(plugin.conf()))
-        proc.stdin.close()
-        proc.stdin = None
-        wait_request_in(plugin, pod.id, st.pid)
-        os.kill(st.pid, 9)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, (out, err)
-    assert "accepted the request but did not reply" in err and "again in-process" in err
-    [rec] = plugin.records()
-    assert rec.state == "attached" and rec.docker_id == pod.id
+    add_while_the_daemon_dies(plugin, pod, ondemand.env, st.pid)
     # the stale socket: the next request runs in-process and starts a new daemon
     again = status_request(plugin, ondemand.env).silent()
     assert "connection refused" in again.stderr and "started a daemon" in again.stderr
     assert ondemand.wait_serving().pid != st.pid
     served(plugin.run("DEL", pod.id, proc_netns(pod), cni_args=cri_args(pod.id),
                       env=ondemand.env)).silent()
-
-
-def wait_request_in(plugin: Plugin, container_id: str, pid: int, timeout: float = 30) -> None:
-    """Until the daemon `pid` has the container's lock file open (its request waits for it)."""
-    import hashlib
-
-    digest = hashlib.sha256(container_id.encode()).hexdigest()[:32]
-    path = os.path.join(plugin.state_dir, "locks", digest)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                if os.readlink(fd) == path:
-                    return
-            except OSError:
-                pass
-        time.sleep(0.02)
-    raise TimeoutError(f"pid {pid} never opened {path}")
 
 
 OLD_DAEMON = textwrap.dedent("""
@@ -201,37 +165,34 @@ OLD_DAEMON = textwrap.dedent("""
 """)
 
 
-def test_a_daemon_of_another_version_is_replaced(ondemand: OnDemand, plugin: Plugin) -> None:
+@contextlib.contextmanager
+def old_daemon(ondemand: OnDemand, started: str) -> Iterator[subprocess.Popen[str]]:
+    """A daemon of cni2cnm 0.0.1 (started `started`) on the test's socket, killed at the end
+    if it still runs."""
     ondemand.sock.parent.mkdir(mode=0o700)
-    old = subprocess.Popen([sys.executable, "-c", OLD_DAEMON, str(ondemand.sock)],
+    script = OLD_DAEMON.replace('"on-demand"', f'"{started}"')
+    old = subprocess.Popen([sys.executable, "-c", script, str(ondemand.sock)],
                            stdout=subprocess.PIPE, text=True)
-    try:
+    with killed_at_the_end(old):
         assert old.stdout is not None and old.stdout.readline() == "ready\n"
+        yield old
+
+
+def test_a_daemon_of_another_version_is_replaced(ondemand: OnDemand, plugin: Plugin) -> None:
+    with old_daemon(ondemand, wire.ON_DEMAND) as old:
         out = status_request(plugin, ondemand.env).silent()
         assert "runs cni2cnm 0.0.1" in out.stderr and f"stopped it (pid {old.pid})" in out.stderr
         assert old.wait(10) == -15  # SIGTERM
         st = ondemand.wait_serving()
         assert st.current and st.started == wire.ON_DEMAND
         served(status_request(plugin, ondemand.env)).silent()
-    finally:
-        if old.poll() is None:
-            old.kill()
-            old.wait(10)
 
 
 def test_a_manual_daemon_of_another_version_is_only_bypassed(ondemand: OnDemand,
                                                              plugin: Plugin) -> None:
-    ondemand.sock.parent.mkdir(mode=0o700)
-    script = OLD_DAEMON.replace('"on-demand"', '"manual"')
-    old = subprocess.Popen([sys.executable, "-c", script, str(ondemand.sock)],
-                           stdout=subprocess.PIPE, text=True)
-    try:
-        assert old.stdout is not None and old.stdout.readline() == "ready\n"
+    with old_daemon(ondemand, "manual") as old:
         out = status_request(plugin, ondemand.env).silent()
         assert "restart the daemon" in out.stderr and old.poll() is None
-    finally:
-        old.kill()
-        old.wait(10)
 
 
 def test_install_uninstall_stops_the_daemon_the_plugin_started(ondemand: OnDemand,
@@ -277,7 +238,7 @@ def test_socket_activation_with_systemd_socket_activate(ondemand: OnDemand,
             ["sh", "-c", 'umask 077; exec "$@"', "sh", tool, "-l", str(ondemand.sock),
              sys.executable, "-I", "-c", code, "--socket", str(ondemand.sock)],
             stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
+    with killed_at_the_end(proc):
         deadline = time.monotonic() + 30
         while not ondemand.sock.exists():
             assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
@@ -294,10 +255,6 @@ def test_socket_activation_with_systemd_socket_activate(ondemand: OnDemand,
         proc.terminate()
         assert proc.wait(30) == 0, log.read_text()
         assert "systemd" in log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def free_port() -> int:
@@ -346,7 +303,7 @@ def test_a_daemon_started_by_hand_takes_over_from_an_on_demand_one(ondemand: OnD
         manual = subprocess.Popen([sys.executable, "-m", "cni2cnm.daemon", "--socket",
                                    str(ondemand.sock)], stdout=f, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
-    try:
+    with killed_at_the_end(manual):
         deadline = time.monotonic() + 60
         while (st := status.probe(str(ondemand.sock))).started != wire.MANUAL:
             assert time.monotonic() < deadline and manual.poll() is None, log.read_text()
@@ -359,10 +316,6 @@ def test_a_daemon_started_by_hand_takes_over_from_an_on_demand_one(ondemand: OnD
         served(status_request(plugin, ondemand.env)).silent()
         manual.terminate()
         assert manual.wait(30) == 0
-    finally:
-        if manual.poll() is None:
-            manual.kill()
-            manual.wait(10)
 
 
 def cgroup_of(pid: int, controller: str) -> str:

@@ -44,8 +44,8 @@ def daemon() -> Iterator[Daemon]:
 
 
 def plugin_on(peng: PrivateEngine, pres: Resources, pnet: Any, version: str) -> Plugin:
-    return Plugin(peng.host, str(pres.tmpdir() / "state"), pnet.name, cni_version=version,
-                  conf_extra={"sandboxImage": peng.images.pause, "dockerTimeout": 10})
+    return Plugin.on(peng.host, pres, pnet.name, cni_version=version,
+                     conf_extra={"sandboxImage": peng.images.pause, "dockerTimeout": 10})
 
 
 def no_misread_phrase(doc: dict[str, Any]) -> None:
@@ -122,12 +122,16 @@ def test_pending_del_finished_by_the_daemon_alone(peng: PrivateEngine, pres: Res
 # ---- 2. a proxy pod whose sandbox ends ------------------------------------------------------
 
 
-def proxy_pod(peng: PrivateEngine, plugin: Plugin, ns: str, env: dict[str, str]
-              ) -> tuple[dict[str, Any], Any]:
+def proxy_pod(peng: PrivateEngine, pres: Resources, pnet: Any, env: dict[str, str]
+              ) -> tuple[Plugin, str, dict[str, Any], Any]:
+    """A pod attached in proxy mode (cniVersion 1.0.0), in a namespace of the test's own: the
+    plugin, the namespace, ADD's result and the sandbox."""
+    plugin = plugin_on(peng, pres, pnet, "1.0.0")
+    ns = pres.netns()
     res = plugin.run("ADD", CID, ns, env=env).ok().doc
     [rec] = plugin.records()
     assert ip_addrs(ns)["eth0"]["addrs"] == [res["ips"][0]["address"]]
-    return res, peng.client.containers.get(rec.sandbox_id)
+    return plugin, ns, res, peng.client.containers.get(rec.sandbox_id)
 
 
 def interface_gone(ns: str) -> Callable[[], bool]:
@@ -144,9 +148,7 @@ def assert_del_cleans_up(peng: PrivateEngine, plugin: Plugin, ns: str, res: dict
 
 def test_docker_stop_of_a_sandbox_removes_the_pod_interface_at_once(
         peng: PrivateEngine, pres: Resources, pnet: Any, daemon: Daemon) -> None:
-    plugin = plugin_on(peng, pres, pnet, "1.0.0")
-    ns = pres.netns()
-    res, sandbox = proxy_pod(peng, plugin, ns, daemon.env)
+    plugin, ns, res, sandbox = proxy_pod(peng, pres, pnet, daemon.env)
     t0 = time.monotonic()
     sandbox.stop(timeout=0)
     try:
@@ -168,9 +170,7 @@ def test_docker_stop_of_a_sandbox_removes_the_pod_interface_at_once(
 @pytest.mark.parametrize("how", ["restart", "crash"])
 def test_dockerd_restart_removes_proxy_pod_interfaces_with_a_daemon(
         peng: PrivateEngine, pres: Resources, pnet: Any, daemon: Daemon, how: str) -> None:
-    plugin = plugin_on(peng, pres, pnet, "1.0.0")
-    ns = pres.netns()
-    res, _ = proxy_pod(peng, plugin, ns, daemon.env)
+    plugin, ns, res, _ = proxy_pod(peng, pres, pnet, daemon.env)
     if how == "restart":
         peng.restart()  # SIGTERM, no live-restore: dockerd stops the sandbox as it stops
     else:
@@ -187,9 +187,7 @@ def test_dockerd_restart_removes_proxy_pod_interfaces_with_a_daemon(
 
 def test_without_a_daemon_check_reports_and_removes_an_ended_sandbox(
         peng: PrivateEngine, pres: Resources, pnet: Any) -> None:
-    plugin = plugin_on(peng, pres, pnet, "1.0.0")
-    ns = pres.netns()
-    res, _ = proxy_pod(peng, plugin, ns, IN_PROCESS)
+    plugin, ns, res, _ = proxy_pod(peng, pres, pnet, IN_PROCESS)
     peng.restart()
     assert "eth0" in ip_addrs(ns)  # nothing runs to notice: stale until the next run
     details = plugin.run("CHECK", CID, ns, prev=res, env=IN_PROCESS).error(103)["details"]
@@ -199,9 +197,7 @@ def test_without_a_daemon_check_reports_and_removes_an_ended_sandbox(
 
 def test_del_after_the_sandbox_stopped_removes_the_pod_interface(
         peng: PrivateEngine, pres: Resources, pnet: Any) -> None:
-    plugin = plugin_on(peng, pres, pnet, "1.0.0")
-    ns = pres.netns()
-    res, sandbox = proxy_pod(peng, plugin, ns, IN_PROCESS)
+    plugin, ns, res, sandbox = proxy_pod(peng, pres, pnet, IN_PROCESS)
     sandbox.stop(timeout=0)
     assert "eth0" in ip_addrs(ns)  # Docker leaves it there, with the freed address
     assert_del_cleans_up(peng, plugin, ns, res, IN_PROCESS)

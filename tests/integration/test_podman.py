@@ -15,6 +15,7 @@ from typing import Any
 import docker
 import pytest
 from c2ctest import busybox_container, libcni_state_left_as_found, unavailable
+from machine import unmount_under
 from pluginrun import Plugin, plugin_executable
 
 REFERENCE_PLUGINS = "/usr/lib/cni"
@@ -88,10 +89,7 @@ def podman(docker_host: str, resources: Any) -> Iterator[Podman]:
         pm("rm", "--all", "--force", "--time", "0", check=False)
         for fn in pm.cleanups:
             fn()
-        with open("/proc/mounts") as f:
-            mounts = [line.split()[1] for line in f if f" {root}/" in f" {line.split()[1]}/"]
-        for m in sorted(mounts, reverse=True):
-            subprocess.run(["umount", "-l", m], check=False)
+        unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)
 
 

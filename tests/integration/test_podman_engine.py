@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from c2ctest import PREFIX, SCRIPTS, libcni_state_left_as_found, unavailable, unique_name
+from c2ctest import (
+    PREFIX,
+    SCRIPTS,
+    libcni_state_left_as_found,
+    require,
+    unique_name,
+)
+from machine import stop_pid, unmount_under
 from pluginrun import Plugin
 
 # The engine is podman's service of this module: the daemon-mode pass (which targets
@@ -120,16 +126,9 @@ def podman_service() -> Iterator[PodmanService]:
                         n.remove()
             client.close()
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
-        with open("/proc/mounts") as f:
-            mounts = [line.split()[1] for line in f if f" {root}/" in f" {line.split()[1]}/"]
-        for m in sorted(mounts, reverse=True):
-            subprocess.run(["umount", "-l", m], check=False, capture_output=True)
+            stop_pid(proc.pid, 30)
+            proc.wait(30)
+        unmount_under(root)
         if os.path.exists(f"/run/netns/{ns}"):
             subprocess.run(["ip", "netns", "delete", ns], check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
@@ -137,11 +136,7 @@ def podman_service() -> Iterator[PodmanService]:
 
 @pytest.fixture(scope="module")
 def pme() -> Iterator[PodmanService]:
-    if os.geteuid() != 0:
-        unavailable("podman's service needs root here")
-    for tool in ("podman", "gcc", "nsenter"):
-        if shutil.which(tool) is None:
-            unavailable(f"{tool} is missing: run scripts/bootstrap.sh")
+    require("podman", "gcc", "nsenter", root="podman's service needs root here")
     with libcni_state_left_as_found(), podman_service() as svc:
         yield svc
 

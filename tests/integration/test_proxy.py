@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from c2ctest import busybox_container
-from pluginrun import Plugin, armed_hooks, endpoint, ip_addrs, plugin_executable
+from pluginrun import Plugin, endpoint, ip_addrs
 
 from cni2cnm.store import Store
 
@@ -155,20 +155,25 @@ def test_del_with_namespace_deleted_and_twice(plugin: Plugin, ns: str, net: Any,
     assert again["ips"][0]["address"] == want
 
 
-def test_del_after_sandbox_removed_by_hand(plugin: Plugin, ns: str, net: Any,
-                                           docker_client: Any) -> None:
+def add_then_remove_the_sandbox(plugin: Plugin, ns: str, net: Any,
+                                docker_client: Any) -> dict[str, Any]:
+    """ADD's result, once its sandbox has been removed behind the plugin's back."""
     res = plugin.run("ADD", CID, ns).ok().doc
     [sandbox] = sandboxes(docker_client, net)
     sandbox.remove(force=True)
+    return res
+
+
+def test_del_after_sandbox_removed_by_hand(plugin: Plugin, ns: str, net: Any,
+                                           docker_client: Any) -> None:
+    res = add_then_remove_the_sandbox(plugin, ns, net, docker_client)
     plugin.run("DEL", CID, ns, prev=res).silent()
     assert plugin.records() == []
 
 
 def test_check_fails_when_sandbox_gone(plugin: Plugin, ns: str, net: Any,
                                        docker_client: Any) -> None:
-    res = plugin.run("ADD", CID, ns).ok().doc
-    [sandbox] = sandboxes(docker_client, net)
-    sandbox.remove(force=True)
+    res = add_then_remove_the_sandbox(plugin, ns, net, docker_client)
     out = plugin.run("CHECK", CID, ns, prev=res)
     assert "has ended" in out.error(103)["details"]
     assert "eth0" not in ip_addrs(ns)  # Docker freed its address: the pod must not keep it
@@ -224,7 +229,7 @@ def test_add_failure_removes_the_sandbox(plugin: Plugin, ns: str, net: Any,
     is to take appears in CNI_NETNS while ADD runs) is rolled back: the interface goes back
     into the sandbox, the sandbox is removed and its address released, no record stays.
     (What each engine does with a requested MAC: test_engine_contract.py.)"""
-    proc = start_until(plugin, ns, "after-connect")
+    proc = plugin.start_until("after-connect", CID, ns)
     try:
         [sandbox] = sandboxes(docker_client, net)  # started, endpoint made, nothing moved
         assert endpoint(sandbox, net.name)["EndpointID"]
@@ -243,30 +248,6 @@ def test_add_failure_removes_the_sandbox(plugin: Plugin, ns: str, net: Any,
     assert sorted(links) == ["c2ct-peer", "eth0", "lo"] and links["eth0"]["mac"] == theirs
     net.reload()
     assert net.attrs["Containers"] == {}  # the sandbox's address is released
-
-
-def start_until(plugin: Plugin, netns: str, point: str) -> subprocess.Popen[bytes]:
-    """An ADD (CID into `netns`) that stops itself (SIGSTOP) at a test point of the plugin,
-    in-process (a test point never goes through a daemon)."""
-    env = {**armed_hooks(), "PATH": os.environ.get("PATH", ""),
-           "DOCKER_HOST": plugin.docker_host,
-           "CNI_COMMAND": "ADD", "CNI_CONTAINERID": CID, "CNI_NETNS": netns,
-           "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin", "CNI2CNM_DAEMON_SOCKET": "",
-           "CNI2CNM_TEST_STOP_AT": point}
-    proc = subprocess.Popen([plugin_executable()], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps(plugin.conf()).encode())
-    proc.stdin.close()
-    proc.stdin = None  # written and closed: communicate() must not flush it again
-    deadline = time.monotonic() + 60
-    while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            out, err = proc.communicate()
-            raise AssertionError(f"the plugin did not reach {point}: {out!r} {err!r}")
-        time.sleep(0.02)
-    return proc
 
 
 def cgroup_value(pid: int, controller: str, name: str) -> str:
@@ -351,7 +332,7 @@ def test_add_configures_only_the_namespace_it_checked(plugin: Plugin, resources:
     by CHECK or DEL, which see that the path no longer names what ADD attached)."""
     first, victim = resources.netns(), resources.netns()
     path = bind_namespace(resources, first)
-    proc = start_until(plugin, str(path), "after-connect")
+    proc = plugin.start_until("after-connect", CID, str(path))
     try:
         # lazily: the plugin holds the namespace open (it opened CNI_NETNS once)
         subprocess.run(["umount", "--lazy", str(path)], check=True)

@@ -53,12 +53,9 @@ def retry(fn: Any, until: float) -> Any:
 
 
 def test_soak_with_engine_restart(peng: PrivateEngine) -> None:
-    res = Resources(peng.client)
-    try:
-        with running_daemon() as daemon:  # must exit 0 on SIGTERM at the end
-            run_soak(peng, res, daemon)
-    finally:
-        res.close()
+    # the daemon must exit 0 on SIGTERM at the end
+    with Resources(peng.client) as res, running_daemon() as daemon:
+        run_soak(peng, res, daemon)
 
 
 def run_soak(peng: PrivateEngine, res: Resources, daemon: Daemon) -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import docker
 import pytest
 from c2ctest import Resources
 from pluginrun import Plugin, cri_args, ip_addrs, plugin_executable
@@ -120,19 +121,31 @@ def test_status_for_a_missing_network_on_the_manager(swarm: SwarmNodes,
     assert "c2ct-no-such-overlay" in out.error(50)["details"]
 
 
-def test_worker_add_to_missing_or_unattachable_network(swarm: SwarmNodes,
-                                                       resources: Resources) -> None:
+@pytest.mark.parametrize("attachable", [None, False], ids=["missing", "not-attachable"])
+def test_worker_add_to_a_network_it_cannot_join(swarm: SwarmNodes, resources: Resources,
+                                                attachable: bool | None) -> None:
+    """A worker attaches through the manager's RPC: for a network that exists nowhere, or an
+    overlay that is not attachable, dockerd answers 500 (not 404) with the manager's reason;
+    the plugin makes that error 7 saying why and leaves the pod as it was, still usable."""
     pod = swarm.b.pause()
-    missing = plugin_on(swarm.b, resources, "c2ct-no-such-overlay", mode="container")
-    out = pod_add_raw(swarm.b, missing, pod)
-    assert "c2ct-no-such-overlay not found" in out.error(7)["details"]
-    closed = swarm.create_overlay(attachable=False, subnet="10.121.9.0/24")
-    plugin = plugin_on(swarm.b, resources, closed, mode="container")
+    if attachable is None:
+        network, engine_says = "c2ct-no-such-overlay", "code = NotFound"
+        plugin_says = "c2ct-no-such-overlay not found"
+    else:
+        network = swarm.create_overlay(attachable=False, subnet="10.121.9.0/24")
+        engine_says = plugin_says = "not manually attachable"
+    plugin = plugin_on(swarm.b, resources, network, mode="container")
     out = pod_add_raw(swarm.b, plugin, pod)
-    assert "not manually attachable" in out.error(7)["details"]
+    assert plugin_says in out.error(7)["details"]
     nets = swarm.b.api.inspect_container(pod.id)["NetworkSettings"]["Networks"]
     assert list(nets) == ["none"]  # rolled back: the pod is as it was
-    assert missing.records() == [] and plugin.records() == []
+    assert plugin.records() == []
+    # the engine's own answer, that the plugin translated
+    swarm.b.api.disconnect_container_from_network(pod.id, "none")
+    with pytest.raises(docker.errors.APIError) as err:
+        swarm.b.api.connect_container_to_network(pod.id, network)
+    assert err.value.status_code == 500 and engine_says in err.value.explanation
+    assert swarm.b.attach(pod)["EndpointID"]  # the pod is still usable
 
 
 def pod_add_raw(node: SwarmNode, plugin: Plugin, pod: Any) -> Any:

@@ -8,7 +8,6 @@ CNI error naming the file or the check that failed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from c2ctest import Resources, pause_container, unavailable
+from c2ctest import Resources, pause_container, require
 from daemonrun import Daemon
-from pluginrun import Outcome, endpoint, proc_netns
+from pluginrun import Outcome, endpoint, forwarded, proc_netns, records
 from tlsengine import (
     HOSTILE_ENV,
     PKI,
@@ -29,8 +28,6 @@ from tlsengine import (
     tls_engine,
 )
 
-from cni2cnm.store import Store
-
 # These tests run the plugin in-process and through their own daemon themselves.
 pytestmark = pytest.mark.own_modes
 
@@ -38,11 +35,8 @@ MODES = ["in-process", "daemon"]
 
 
 def _require_tools() -> None:
-    if os.geteuid() != 0:
-        unavailable("TLS engine tests need root (network namespaces, dockerd)")
-    for tool in ("dockerd", "nsenter", "ip"):
-        if shutil.which(tool) is None:
-            unavailable(f"{tool} is missing: run scripts/bootstrap.sh")
+    require("dockerd", "nsenter", "ip",
+            root="TLS engine tests need root (network namespaces, dockerd)")
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +58,8 @@ def tdaemon(teng: TLSEngine) -> Iterator[Daemon]:
 
 @pytest.fixture
 def tres(teng: TLSEngine) -> Iterator[Resources]:
-    res = Resources(teng.client)
-    try:
+    with Resources(teng.client) as res:
         yield res
-    finally:
-        res.close()
 
 
 class Runner:
@@ -92,17 +83,12 @@ class Runner:
     def __call__(self, command: str, conf: dict[str, Any] | None = None, **kw: Any) -> Outcome:
         out = run_plugin(self.teng.netns, command, conf or self.conf(), **kw)
         if self.daemon is not None:
-            assert "running in-process" not in out.stderr and \
-                "running it again" not in out.stderr, \
-                f"{command} did not go through the daemon: {out.stderr}"
+            forwarded(out)
             assert self.daemon.proc.poll() is None, self.daemon.log_text()[-2000:]
         return out
 
     def records(self) -> list[Any]:
-        if not Path(self.state_dir, "attachments.db").exists():
-            return []
-        with Store(self.state_dir) as store:
-            return store.list(self.network)
+        return records(self.state_dir, self.network)
 
 
 @pytest.fixture(params=MODES)
@@ -230,20 +216,16 @@ def test_expired_server_certificate() -> None:
     the engine's certificate has expired. In-process only: no pod is needed, the handshake
     fails at the first engine call."""
     _require_tools()
-    with tls_engine(expired=True, images=False) as eng:
-        res = Resources(eng.client)
-        try:
-            ns = res.netns()
-            state = res.tmpdir() / "state"
-            conf = {"cniVersion": "1.1.0", "name": "c2ct-expired", "type": "cni2cnm",
-                    "stateDir": str(state), "dockerHost": eng.tcp_host,
-                    "tls": eng.tls_conf(), "daemonSocket": ""}
-            out = run_plugin(eng.netns, "ADD", conf, container_id="c2ct-expired",
-                             cni_netns=ns)
-            doc = out.error(7)
-            assert "certificate has expired" in doc["details"], doc
-            assert f"tls.ca {eng.pki.ca}" in doc["details"], doc
-            status = run_plugin(eng.netns, "STATUS", conf).error(50)
-            assert "certificate has expired" in status["details"], status
-        finally:
-            res.close()
+    with tls_engine(expired=True, images=False) as eng, Resources(eng.client) as res:
+        ns = res.netns()
+        state = res.tmpdir() / "state"
+        conf = {"cniVersion": "1.1.0", "name": "c2ct-expired", "type": "cni2cnm",
+                "stateDir": str(state), "dockerHost": eng.tcp_host,
+                "tls": eng.tls_conf(), "daemonSocket": ""}
+        out = run_plugin(eng.netns, "ADD", conf, container_id="c2ct-expired",
+                         cni_netns=ns)
+        doc = out.error(7)
+        assert "certificate has expired" in doc["details"], doc
+        assert f"tls.ca {eng.pki.ca}" in doc["details"], doc
+        status = run_plugin(eng.netns, "STATUS", conf).error(50)
+        assert "certificate has expired" in status["details"], status

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from c2ctest import SCRIPTS, Images
-from daemonrun import Daemon
+from daemonrun import Daemon, start_daemon, stopped_at_the_end
+from machine import unmount_under
 from pluginrun import CRI_DOCKERD_CNI_PATH, Outcome, plugin_executable
 
 PORT = 2376
@@ -246,10 +247,7 @@ def tls_engine(*, expired: bool = False, images: bool = True) -> Iterator[TLSEng
             client.close()
         with contextlib.suppress(AssertionError):
             _dockerd("stop", str(d))
-        mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-                   if f" {d}/" in f" {line.split()[1]}/"]
-        for m in sorted(mounted, reverse=True):
-            subprocess.run(["umount", "-l", m], check=False, capture_output=True)
+        unmount_under(d)
         shutil.rmtree(d, ignore_errors=True)
 
 
@@ -288,38 +286,10 @@ def run_plugin(netns: str, command: str, conf: dict[str, Any], *, container_id: 
 def netns_daemon(netns: str, directory: Path) -> Iterator[Daemon]:
     """`cni2cnm serve` inside the engine's netns, with HOSTILE_ENV in its own environment;
     stopped with SIGTERM (killed after a failure)."""
-    import signal
-    import socket
-    import sys
-    import time
-
     directory.mkdir(mode=0o700, exist_ok=True)
-    path, log = directory / "cni2cnm.sock", directory / "serve.log"
     env = {k: v for k, v in os.environ.items()
            if k not in ("CNI2CNM_LOG_LEVEL", "DOCKER_HOST", "CNI2CNM_DAEMON_SOCKET")}
     env.update(HOSTILE_ENV)
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(
-            ["nsenter", f"--net={netns}", sys.executable, "-m", "cni2cnm.daemon",
-             "--socket", str(path), "--log-level", "debug"],
-            stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    daemon = Daemon(proc, path, log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"serve exited {proc.returncode}: {daemon.log_text()}"
-            if path.exists():
-                with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
-                    s.connect(str(path))
-                    break
-            assert time.monotonic() < deadline, f"serve did not come up: {daemon.log_text()}"
-            time.sleep(0.05)
+    daemon = start_daemon(directory, env=env, prefix=("nsenter", f"--net={netns}"))
+    with stopped_at_the_end(daemon):
         yield daemon
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(60)
-            assert rc == 0, f"serve exited {rc} on SIGTERM: {daemon.log_text()[-2000:]}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from c2ctest import unavailable
-from kubenode import MODES, REFERENCE_PLUGINS, SCRIPTS, KubeNode, kube_node
+from c2ctest import mark_tests_under, unavailable
+from kubenode import MODES, SCRIPTS, KubeNode, kube_node, require_node_tools
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,9 +23,7 @@ TIMINGS: dict[str, dict[str, float | int]] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(str(item.path)).resolve().parents:
-            item.add_marker(pytest.mark.kubelet)
+    mark_tests_under(HERE, items, pytest.mark.kubelet)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -38,13 +36,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def kubelet_bin() -> str:
     """The kubelet, built from Debian's registry by scripts/kubelet.sh (cached in .engines)."""
-    import shutil
-
-    for tool in ("containerd", "ctr", "unshare", "nsenter", "ip"):
-        if not shutil.which(tool):
-            unavailable(f"{tool} is missing: run scripts/bootstrap.sh")
-    if not (REFERENCE_PLUGINS / "loopback").exists():
-        unavailable("the loopback CNI plugin is missing (containernetworking-plugins)")
+    require_node_tools()
     proc = subprocess.run(["bash", str(SCRIPTS / "kubelet.sh"), "bin"], capture_output=True,
                           text=True, timeout=1800, check=False)
     if proc.returncode != 0:

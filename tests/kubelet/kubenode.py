@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from c2ctest import require, unavailable
+from machine import processes_under, stop_pid, unmount_under
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts"
@@ -70,6 +72,14 @@ class NodeError(AssertionError):
     pass
 
 
+def require_node_tools(*extra: str) -> None:
+    """unavailable() unless what a node runs is installed: containerd and its tools, and
+    the reference loopback plugin (and `extra` tools)."""
+    require("containerd", "ctr", "unshare", "nsenter", "ip", *extra)
+    if not (REFERENCE_PLUGINS / "loopback").exists():
+        unavailable("the loopback CNI plugin is missing (containernetworking-plugins)")
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0,
              interval: float = 0.25) -> T:
     """probe() until it returns something other than None/False; NodeError after timeout."""
@@ -86,45 +96,6 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0,
             raise NodeError(f"timed out after {timeout:.0f} s waiting for {what}"
                             + (f" (last error: {last})" if last else ""))
         time.sleep(interval)
-
-
-def pids_mentioning(path: str) -> list[int]:
-    """PIDs of processes one of whose arguments is `path` or a path under it."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            argv = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        for arg in argv[1:]:
-            a = arg.decode(errors="replace")
-            if a == path or a.startswith(path + "/") or f"={path}/" in a or f"={path}" == a:
-                found.append(int(entry))
-                break
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in state
-
-
-def stop_pid(pid: int, timeout: float = 15.0) -> None:
-    """SIGTERM, wait, SIGKILL: one process we started."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        wait_for(f"pid {pid} to die", lambda: not alive(pid), 10)
 
 
 def manifest(name: str, stubborn: bool = False) -> dict[str, Any]:
@@ -153,6 +124,16 @@ class Pod:
     uid: str
 
 
+class Below:
+    """A path under the node's directory, as a read-only attribute of the node."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, node: Any, owner: type | None = None) -> Path:
+        return Path(node.dir, *self.parts)
+
+
 @dataclass
 class KubeNode:
     mode: str
@@ -167,55 +148,23 @@ class KubeNode:
     sysctls_before: dict[str, str] = field(default_factory=dict)
     node_paths_before: dict[str, bool] = field(default_factory=dict)
 
-    # ---- paths -----------------------------------------------------------------------------
+    # ---- paths: all under the node's directory --------------------------------------------
 
-    @property
-    def engine_dir(self) -> Path:
-        return self.dir / "docker"
+    engine_dir = Below("docker")
+    ctrd_dir = Below("ctrd")
+    ctrd_socket = Below("ctrd", "ctrd.sock")
+    kubelet_dir = Below("kubelet")
+    manifests = Below("kubelet", "manifests")
+    cni_bin = Below("cni", "bin")
+    cni_conf = Below("cni", "net.d")
+    state_dir = Below("state")
+    daemon_dir = Below("daemon")
+    kubelet_log = Below("kubelet", "kubelet.log")
+    plugin_log = Below("plugin.log")
 
     @property
     def docker_host(self) -> str:
         return f"unix://{self.engine_dir}/docker.sock"
-
-    @property
-    def ctrd_dir(self) -> Path:
-        return self.dir / "ctrd"
-
-    @property
-    def ctrd_socket(self) -> Path:
-        return self.ctrd_dir / "ctrd.sock"
-
-    @property
-    def kubelet_dir(self) -> Path:
-        return self.dir / "kubelet"
-
-    @property
-    def manifests(self) -> Path:
-        return self.kubelet_dir / "manifests"
-
-    @property
-    def cni_bin(self) -> Path:
-        return self.dir / "cni" / "bin"
-
-    @property
-    def cni_conf(self) -> Path:
-        return self.dir / "cni" / "net.d"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.dir / "state"
-
-    @property
-    def daemon_dir(self) -> Path:
-        return self.dir / "daemon"
-
-    @property
-    def kubelet_log(self) -> Path:
-        return self.kubelet_dir / "kubelet.log"
-
-    @property
-    def plugin_log(self) -> Path:
-        return self.dir / "plugin.log"
 
     # ---- running things inside -------------------------------------------------------------
 
@@ -627,9 +576,9 @@ state = "{d}/state"
                 self._remove_containerd_tasks()
                 stop_pid(self.containerd.pid, 30)
                 self.containerd.wait(10)
-                for pid in pids_mentioning(str(self.ctrd_dir)):  # shims
+                for pid in processes_under(str(self.ctrd_dir)):  # shims
                     stop_pid(pid, 10)
-        for pid in pids_mentioning(str(self.daemon_dir)):  # the plugin's daemon
+        for pid in processes_under(str(self.daemon_dir)):  # the plugin's daemon
             stop_pid(pid, 15)
         if self.docker is not None:
             self.docker.close()
@@ -639,16 +588,14 @@ state = "{d}/state"
                                         str(self.engine_dir)), timeout=180, check=False)
             stop_pid(self.holder.pid, 5)
             self.holder.wait(5)
-        left = pids_mentioning(str(self.dir))
+        left = processes_under(str(self.dir))
         if left:
             problems.append(f"processes left: {left}")
             for pid in left:
                 stop_pid(pid, 5)
-        mounts = [m for m in mounts_under(str(self.dir))]
+        mounts = unmount_under(self.dir)
         if mounts:
             problems.append(f"mounts left: {mounts}")
-            for m in reversed(sorted(mounts)):
-                subprocess.run(["umount", "-l", m], check=False)
         if self.netns and Path("/run/netns", self.netns).exists():
             problems.append(f"netns {self.netns} left on the node")
             subprocess.run(["ip", "netns", "delete", self.netns], check=False)
@@ -692,12 +639,6 @@ def runtime_env() -> dict[str, str]:
 
 def read_sysctls() -> dict[str, str]:
     return {n: Path("/proc/sys", n).read_text().strip() for n in KUBELET_SYSCTLS}
-
-
-def mounts_under(root: str) -> list[str]:
-    with open("/proc/mounts") as f:
-        points = [line.split()[1] for line in f]
-    return [m for m in points if m == root or m.startswith(root + "/")]
 
 
 def tail(path: Path, chars: int = 1500) -> str:

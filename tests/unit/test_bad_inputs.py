@@ -17,7 +17,7 @@ from cni2cnm.testing.fake_netns import FakePinned
 from .fakes import assert_error, env_for, netconf, stdin_of
 
 
-def no_engine(conf: Any, environ: Any) -> Any:
+def no_engine(*_: Any) -> Any:
     raise AssertionError("the engine must not be asked for a refused request")
 
 

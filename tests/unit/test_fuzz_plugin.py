@@ -106,7 +106,7 @@ configs = st.builds(
 @given(environ=environments, conf=configs)
 def test_the_real_plugin_answers_every_input_with_one_known_code(environ: dict[str, str],
                                                                    conf: dict[str, Any]) -> None:
-    plugin = DockerPlugin(environ=environ, engine_factory=lambda c, e: DownEngine(),
+    plugin = DockerPlugin(environ=environ, engine_factory=lambda *_: DownEngine(),
                           namespaces=PodNamespaces())
     out = io.StringIO()
     data = json.dumps(conf).encode("utf-8", "surrogatepass")

@@ -403,7 +403,7 @@ def run_plugin(command: str, state: Path, engine: NoEngine | None = None,
     if command == "CHECK":
         doc["prevResult"] = {"cniVersion": version, "interfaces": [], "ips": []}
     plugin = DockerPlugin(environ=environ, namespaces=namespaces,
-                          engine_factory=lambda c, e: engine or NoEngine())  # type: ignore
+                          engine_factory=lambda *_: engine or NoEngine())  # type: ignore
     out = io.StringIO()
     rc = skel.dispatch(lambda: plugin, environ, io.BytesIO(stdin_of(doc)), out)
     return rc, out.getvalue()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cni2cnm.plugin.config import PluginConf
+from cni2cnm.engine import EngineSettings
 
 from .conftest import (
     UNREACHABLE,
@@ -22,8 +22,7 @@ def test_the_engine_factory_passes_the_pool_and_counts_calls() -> None:
             calls.append((method, error))
 
     pool = eng.ClientPool()
-    conf = PluginConf.model_validate({"cniVersion": "1.0.0", "name": "n", "type": "cni2cnm",
-                                   "dockerTimeout": 7})
+    conf = EngineSettings(timeout=7)
     made = engines.pooled(pool, Counter())(conf, {"DOCKER_HOST": UNREACHABLE})
     assert made.pool is pool and made.base_url == UNREACHABLE and made.timeout == 7
     with pytest.raises(eng.EngineUnavailable):

@@ -5,7 +5,6 @@ test_daemon.py does the same against a real engine."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -19,6 +18,7 @@ from cni2cnm import __version__
 from cni2cnm.daemon import wire
 
 from ..fakes import env_for, netconf, stdin_of
+from ..test_skel import UnreadableStdin
 from .conftest import (
     UNREACHABLE,
     Recorder,
@@ -139,15 +139,8 @@ def test_unreadable_stdin_is_reported_as_in_process(monkeypatch: pytest.MonkeyPa
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from cni2cnm import entry
 
-    class Broken(io.RawIOBase):
-        def readable(self) -> bool:
-            return True
-
-        def read(self, size: int = -1) -> bytes:
-            raise OSError(5, "Input/output error")
-
     class Stdin:
-        buffer = Broken()
+        buffer = UnreadableStdin()
 
     for k, v in env_for("ADD", **{wire.SOCKET_ENV: "/nonexistent.sock"}).items():
         monkeypatch.setenv(k, v)

@@ -13,16 +13,15 @@ from typing import Any
 import pytest
 
 from cni2cnm.cni import skel
-from cni2cnm.engine import Container, EngineAPI
+from cni2cnm.engine import RELEASES, Container, EngineAPI, EngineSettings, engine_host
 from cni2cnm.plugin import DockerPlugin
-from cni2cnm.plugin.config import PluginConf
 from cni2cnm.store import Attachment, Store
 from cni2cnm.testing import FakeEngine, FakeNamespaces
 
 HOST = "unix:///fake/docker.sock"
 DEAD = "unix:///run/no-engine.sock"
 POD_ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web"
-FLAVOURS = {"20.10": (1, 41), "28": (1, 51), "29.3": (1, 54)}
+FLAVOURS = {name: release.api for name, release in RELEASES.items()}
 
 
 @dataclass
@@ -64,8 +63,10 @@ class World:
     engines: dict[str, FakeEngine] = field(default_factory=dict)
     factory_calls: list[str] = field(default_factory=list)
 
-    def engine_factory(self, conf: PluginConf, environ: Mapping[str, str]) -> EngineAPI:
-        host = conf.dockerHost or environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    def engine_factory(self, settings: EngineSettings, environ: Mapping[str, str],
+                       recorded: str = "") -> EngineAPI:
+        """The node's engine at the address the plugin's own rule picks (engine_host)."""
+        host = engine_host(settings, environ, recorded)
         self.factory_calls.append(host)
         if host in self.engines:
             return self.engines[host]

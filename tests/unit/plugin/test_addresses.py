@@ -54,7 +54,7 @@ def test_default_bridge_refuses_static_addresses_and_leaves_nothing(world: World
     world.net_name = "bridge"
     pod = world.pod()
     out = world.run("ADD", pod.id, netns(pod), conf=ask(world, "172.17.0.50"))
-    assert "user configured subnets" in out.error(7)["details"]
+    assert "supported on user defined networks only" in out.error(7)["details"]
     after = world.inspect(pod.id)
     assert list(after.endpoints) == ["none"] and world.records() == []
     cleared = len(world.engine.called("connect")) == 3  # failed, plain, none again

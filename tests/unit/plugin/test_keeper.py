@@ -4,6 +4,7 @@ clears ended proxy sandboxes of every stateDir the daemon served, without any re
 from __future__ import annotations
 
 from cni2cnm.daemon.keeper import Keeper
+from cni2cnm.engine import EngineSettings
 from cni2cnm.plugin.config import PluginConf
 
 from .conftest import HOST, World
@@ -77,9 +78,9 @@ def test_a_state_dir_whose_store_is_gone_is_forgotten_never_created(world: World
 def test_the_keepers_engine_calls_are_short(world: World) -> None:
     seen: list[float] = []
 
-    def factory(conf: PluginConf, environ: dict[str, str]) -> object:
-        seen.append(conf.dockerTimeout)
-        return world.engine_factory(conf, environ)
+    def factory(settings: EngineSettings, environ: dict[str, str], recorded: str = "") -> object:
+        seen.append(settings.timeout)
+        return world.engine_factory(settings, environ, recorded)
 
     pending_del(world)
     keeper = Keeper(factory, namespaces=world.ns)  # type: ignore[arg-type]

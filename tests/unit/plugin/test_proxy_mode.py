@@ -233,7 +233,7 @@ def test_sandbox_that_the_engine_cannot_start_is_removed(pw: World) -> None:
     # refuses it when the sandbox starts, which leaves a created container behind.
     pw.net_name = "bridge"
     out = pw.run("ADD", CID, NS, conf=ask(pw, "172.17.0.50"))
-    assert "user configured subnets" in out.error(7)["details"]
+    assert "supported on user defined networks only" in out.error(7)["details"]
     assert pw.engine.containers == {} and pw.records() == []
 
 
