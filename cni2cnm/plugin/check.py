@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from cni2cnm import netns
 from cni2cnm.cni.env import CNIEnv
 from cni2cnm.cni.errors import CNIError, Code
@@ -10,7 +12,7 @@ from cni2cnm.engine import Endpoint, EngineAPI
 from cni2cnm.store import Attachment
 
 
-def fail_check(details: str) -> None:
+def fail_check(details: str) -> NoReturn:
     raise CNIError(Code.CHECK_FAILED, "attachment check failed", details)
 
 
@@ -20,14 +22,12 @@ def check_attachment(engine: EngineAPI, namespaces: netns.Namespaces, att: Attac
     what = "sandbox container" if att.mode == "proxy" else "Docker container"
     if container is None:
         fail_check(f"{what} {att.docker_name} ({att.docker_id[:12]}) no longer exists")
-        return
     if not container.running:
         fail_check(f"{what} {container.name} is {container.status}")
     ep = container.endpoint_in(att.network_id)
     if ep is None or not ep.attached:
         fail_check(f"{what} {container.name} is not attached to network "
                    f"{att.network_name}")
-        return
     if att.mac and ep.mac and ep.mac != att.mac:
         fail_check(f"endpoint MAC is {ep.mac}, ADD recorded {att.mac}")
     ours = [i for i, iface in enumerate(prev.interfaces)
@@ -44,7 +44,6 @@ def check_attachment(engine: EngineAPI, namespaces: netns.Namespaces, att: Attac
         target = namespaces.pin(env.netns)
     except netns.NetnsError:
         fail_check(f"network namespace {env.netns} does not exist")
-        return
     with target:
         check_interface(namespaces, target, att, prev, ep, env)
 
@@ -64,7 +63,6 @@ def check_interface(namespaces: netns.Namespaces, target: netns.Pinned, att: Att
                    if link is not None and att.mode == "proxy" else set())
     if link is None:
         fail_check(f"no interface {env.ifname} in {env.netns}")
-        return
     if ep.mac and link.mac != ep.mac:
         fail_check(f"{env.ifname} in {env.netns} has MAC {link.mac}, the endpoint {ep.mac}")
     missing = [a for a in ep.addresses if a not in link.addresses]

@@ -191,7 +191,6 @@ class DockerPlugin:
             if att is None or att.state != ATTACHED:
                 fail_check(f"no attachment of {env.container_id}/{env.ifname} to network "
                            f"{conf.name} is recorded (was ADD run?)")
-                return
             with self.engine(conf, att.docker_host) as engine:
                 if att.mode == "proxy" and end_if_sandbox_ended(engine, self.namespaces, store,
                                                                 att):
