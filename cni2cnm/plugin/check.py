@@ -16,6 +16,16 @@ def fail_check(details: str) -> NoReturn:
     raise CNIError(Code.CHECK_FAILED, "attachment check failed", details)
 
 
+def sandbox_gone(att: Attachment) -> str:
+    """CHECK's words for a proxy attachment whose sandbox ended (pending.py removed what
+    was left in the pod, or CHECK itself did: detach.end_if_sandbox_ended)."""
+    return (f"the proxy sandbox {att.sandbox_name or att.sandbox_id[:12]} of "
+            f"{att.container_id}/{att.ifname} has ended (stopped, or dockerd restarted without "
+            "live-restore) and Docker released its address, so cni2cnm removed "
+            f"{att.interface or 'the interface'} from {att.netns or 'the pod'}; DEL and ADD the "
+            "pod's network again (recreate the pod)")
+
+
 def check_attachment(engine: EngineAPI, namespaces: netns.Namespaces, att: Attachment,
                      prev: Result, env: CNIEnv) -> None:
     container = engine.container(att.docker_id)

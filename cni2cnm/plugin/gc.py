@@ -11,8 +11,8 @@ from cni2cnm import netns
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.engine import EngineAPI, EngineError, EngineUnavailable
 from cni2cnm.plugin import proxy
-from cni2cnm.plugin.attach import detach
 from cni2cnm.plugin.config import PluginConf
+from cni2cnm.plugin.detach import detach_record
 from cni2cnm.store import Attachment, Store, StoreError
 
 log = logging.getLogger("cni2cnm.plugin")
@@ -33,8 +33,7 @@ def collect(engine_of: Callable[[str], EngineAPI], namespaces: netns.Namespaces,
                 if (att.container_id, att.ifname) in valid and still_there(engine, namespaces,
                                                                            current):
                     continue
-                detach(engine, namespaces, current)
-                store.delete(*att.key)
+                detach_record(engine, namespaces, store, current)
                 log.info("GC removed %s/%s", att.container_id, att.ifname)
         except EngineError as e:
             unavailable = unavailable or isinstance(e, EngineUnavailable)
