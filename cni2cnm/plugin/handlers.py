@@ -28,7 +28,6 @@ from cni2cnm.engine import (
     DEFAULT_HOST,
     Engine,
     EngineAPI,
-    EngineConfigError,
     EngineError,
     EngineUnavailable,
     TLSSettings,
@@ -40,7 +39,7 @@ from cni2cnm.plugin.check import check_attachment, fail_check, sandbox_gone
 from cni2cnm.plugin.config import PluginConf
 from cni2cnm.plugin.context import AddContext
 from cni2cnm.plugin.detach import detach_record, end_if_sandbox_ended, finish_interrupted_add
-from cni2cnm.plugin.errors import boundary, pending_del
+from cni2cnm.plugin.errors import boundary, pending_del, status_error
 from cni2cnm.plugin.gc import collect
 from cni2cnm.plugin.pending import reconcile
 from cni2cnm.plugin.request import endpoint_request
@@ -203,8 +202,7 @@ class DockerPlugin:
         try:
             store = Store(conf.stateDir).open()
         except StoreError as e:
-            raise CNIError(Code.NOT_AVAILABLE, "state store unavailable",
-                           f"{e}; fix stateDir so ADD can record attachments") from None
+            raise status_error(e) from None
         with store, boundary("STATUS"), self.engine(conf) as engine:  # an unusable address: 7
             try:
                 api = engine.api_version()
@@ -214,10 +212,7 @@ class DockerPlugin:
                                    f"needs {MIN_API[0]}.{MIN_API[1]} or newer (Docker 19.03+)")
                 network = engine.network(conf.docker_network)
             except EngineError as e:
-                fix = ("fix the config's tls settings" if isinstance(e, EngineConfigError)
-                       else "start dockerd or fix dockerHost/DOCKER_HOST")
-                raise CNIError(Code.NOT_AVAILABLE, "Docker engine not available",
-                               f"{e.explanation}; {fix}") from None
+                raise status_error(e) from None
             if network is not None:
                 return
             if engine_is_worker(engine):
