@@ -10,6 +10,7 @@ import pytest
 from cni2cnm.engine import CONTAINER_NAME, Labelled
 from cni2cnm.netns import RouteEntry
 from cni2cnm.plugin import proxy
+from cni2cnm.store import Attachment, Store
 
 from ..fakes import ALL_VERSIONS
 from .conftest import World
@@ -350,3 +351,24 @@ def test_add_changes_only_the_namespace_it_checked(pw: World, swap_to_host: bool
     monkeypatch.setattr(FakeNetns, "move_link", lambda self, *a: moves.append(self.path))
     pw.run("DEL", CID, NS, prev=res).silent()
     assert sandboxes(pw) == [] and pw.records() == [] and moves == []
+
+
+def test_add_records_each_step_before_the_next_changes_anything(
+        pw: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """intent -> the sandbox (DEL removes it) -> its MAC (DEL finds the moved interface by
+    it) -> attached: the rows an interrupted ADD leaves for DEL and GC."""
+    writes: list[tuple[str, bool, str, str, str]] = []
+    put = Store.put
+
+    def spy(self: Store, att: Attachment) -> Attachment:
+        writes.append((att.state, bool(att.sandbox_id), att.mac, att.interface,
+                       att.sandbox_ifname))
+        return put(self, att)
+
+    monkeypatch.setattr(Store, "put", spy)
+    pw.run("ADD", CID, NS).ok()
+    [rec] = pw.records()
+    assert writes == [("adding", False, "", "", ""), ("adding", True, "", "", ""),
+                      ("adding", True, rec.mac, "", ""),
+                      ("attached", True, rec.mac, "eth0", rec.sandbox_ifname)]
+    assert rec.mac and rec.sandbox_ifname
