@@ -27,8 +27,7 @@ from cni2cnm.engine import (
     NotFound,
 )
 from cni2cnm.plugin.proxy import ProxyError
-from cni2cnm.statefiles import StoreBusy
-from cni2cnm.store import StoreError
+from cni2cnm.store import StoreBusy, StoreError
 
 log = logging.getLogger("cni2cnm.plugin")
 
@@ -58,9 +57,11 @@ class Row:
     note: str = ""  # added to the details at the boundary
 
 
-# Lower-layer failures by type, most specific first.
-# GC keeps going past its problems and reports them together: code 11 when any of them is 11
-# in the `code` column (a retry can fix it), 100 otherwise (gc_code).
+# Lower-layer failures by type, most specific first. Columns: code and msg, every handler's
+# (its boundary); status, STATUS's where it asks the engine or opens the store (an engine
+# address it cannot use at all is the boundary's 7). GC keeps going past its problems and
+# reports them together: code 11 when any of them is 11 in the `code` column (a retry can
+# fix it), 100 otherwise (gc_code).
 TABLE: tuple[Row, ...] = (
     Row(EngineUnavailable, Code.TRY_AGAIN_LATER, "Docker engine unavailable", ENGINE_DOWN,
         "; {op} can be retried once dockerd answers"),
