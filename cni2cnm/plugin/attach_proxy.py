@@ -41,6 +41,10 @@ def add_proxy(ctx: AddContext, plan: AddPlan) -> Attached:
             att = dataclasses.replace(att, sandbox_ifname=moved.sandbox_ifname)
             attached = Attached(endpoint=endpoint, link=moved.link, routes=moved.routes)
             check_requested(ctx.engine, plan, attached)
+            # Verified: should even the write of "attached" fail, the rollback deletes an
+            # interface that did not go back by the name and MAC the move gave it.
+            att = dataclasses.replace(att, interface=moved.link.name, mac=moved.link.mac,
+                                      ips=list(endpoint.addresses))
         except Exception:
             name_an_exited_sandbox(ctx, plan, att)
             raise
