@@ -1,11 +1,13 @@
 """What the store records: one Attachment per (CNI network, CNI container ID, ifname), and
-its SQLite schema."""
+its SQLite schema. Records are values (frozen): a change is a new record, written by one of
+the store's named transitions."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 ADDING = "adding"  # ADD's intent: written before the engine is changed
 ATTACHED = "attached"
@@ -45,7 +47,7 @@ CREATE INDEX IF NOT EXISTS attachments_state ON attachments (state, mode);
 """
 
 
-@dataclass
+@dataclass(frozen=True)
 class Attachment:
     network: str
     container_id: str
@@ -80,7 +82,7 @@ class Attachment:
 COLUMNS = [f.name for f in dataclasses.fields(Attachment)]
 
 
-def attachment_of(row: tuple) -> Attachment:
+def attachment_of(row: tuple[Any, ...]) -> Attachment:
     data = dict(zip(COLUMNS, row, strict=True))
     data["ips"] = json.loads(data["ips"] or "[]")
     data["none_detached"] = bool(data["none_detached"])

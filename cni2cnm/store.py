@@ -22,6 +22,7 @@ the files in it are opened without following symbolic links.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,7 +31,8 @@ import sqlite3
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from cni2cnm.records import ADDING as ADDING
 from cni2cnm.records import ATTACHED as ATTACHED
@@ -67,6 +69,12 @@ SWEPT = ".swept"  # in locks/: the lock files older versions left (one per conta
 LOCK_TIMEOUT = 60.0  # seconds a per-container lock is waited for before "busy" (code 11)
 KEEP_CORRUPT = 3  # attachments.db.corrupt-* copies kept; older ones are deleted
 CORRUPT_INFIX = ".corrupt-"
+
+# Spelled out here: in the class body `list` is Store.list.
+Records = list[Attachment]
+Rows = list[tuple[Any, ...]]
+Params = Sequence[object]
+
 
 class Store:
     def __init__(self, state_dir: str, lock_timeout: float | None = None) -> None:
@@ -346,7 +354,7 @@ class Store:
         )
         return attachment_of(row[0]) if row else None
 
-    def list(self, network: str | None = None) -> list[Attachment]:
+    def list(self, network: str | None = None) -> Records:
         sql = f"SELECT {', '.join(COLUMNS)} FROM attachments"
         params: tuple[str, ...] = ()
         if network is not None:
@@ -355,8 +363,7 @@ class Store:
         sql += " ORDER BY created"
         return [attachment_of(r) for r in self._query(sql, params)]
 
-    def in_state(self, state: str, mode: str | None = None, limit: int = -1
-                 ) -> list[Attachment]:
+    def in_state(self, state: str, mode: str | None = None, limit: int = -1) -> Records:
         """The records in `state` (and `mode`), oldest change first: one indexed query."""
         sql = f"SELECT {', '.join(COLUMNS)} FROM attachments WHERE state = ?"
         params: tuple[object, ...] = (state,)
@@ -366,19 +373,46 @@ class Store:
         return [attachment_of(r) for r in self._query(sql + " ORDER BY updated LIMIT ?",
                                                       (*params, limit))]
 
-    def mark(self, att: Attachment, state: str) -> None:
-        """A named transition of a record that exists: attached/adding -> deleting (a DEL
-        the engine could not answer), attached -> sandbox-gone (its proxy sandbox ended)."""
-        att.state = state
-        att.updated = time.time()
+    # ---- transitions: adding -> attached -> deleting / sandbox-gone -------
+
+    def record_intent(self, intent: Attachment) -> Attachment:
+        """ADD's first write, before it changes the engine: the whole record, state "adding",
+        so that DEL or GC can finish an ADD killed at any later step."""
+        return self.put(dataclasses.replace(intent, state=ADDING))
+
+    def connected(self, att: Attachment, sandbox_id: str) -> Attachment:
+        """Proxy mode, still "adding": the sandbox ADD started (on the network now), written
+        before anything else changes, so that DEL or GC of an interrupted ADD removes it."""
+        return self.put(dataclasses.replace(att, docker_id=sandbox_id, sandbox_id=sandbox_id))
+
+    def moving(self, att: Attachment, network_id: str, network_name: str, mac: str
+               ) -> Attachment:
+        """Proxy mode, still "adding": the network as inspected after the connect and the
+        endpoint's MAC, written before its interface moves into the pod (DEL of an interrupted
+        ADD finds the interface there by this MAC)."""
+        return self.put(dataclasses.replace(att, network_id=network_id,
+                                            network_name=network_name, mac=mac))
+
+    def attached(self, att: Attachment, endpoint_id: str, interface: str, mac: str,
+                 ips: Sequence[str]) -> Attachment:
+        """"adding" -> "attached": what ADD made, as verified in CNI_NETNS."""
+        return self.put(dataclasses.replace(att, state=ATTACHED, endpoint_id=endpoint_id,
+                                            interface=interface, mac=mac, ips=[*ips]))
+
+    def mark(self, att: Attachment, state: str) -> Attachment:
+        """A record that exists changes state only: attached/adding -> deleting (a DEL the
+        engine could not answer), attached -> sandbox-gone (its proxy sandbox ended)."""
+        marked = dataclasses.replace(att, state=state, updated=time.time())
         self._execute("UPDATE attachments SET state = ?, updated = ? "
                       "WHERE network = ? AND container_id = ? AND ifname = ?",
-                      (state, att.updated, *att.key))
+                      (state, marked.updated, *att.key))
+        return marked
 
     def put(self, att: Attachment) -> Attachment:
+        """The whole record as given (created and updated stamped): the transitions above
+        write through it; tests and tools seed stores with it."""
         now = time.time()
-        att.created = att.created or now
-        att.updated = now
+        att = dataclasses.replace(att, created=att.created or now, updated=now)
         values = [getattr(att, c) for c in COLUMNS]
         values[COLUMNS.index("ips")] = json.dumps(att.ips)
         values[COLUMNS.index("none_detached")] = int(att.none_detached)
@@ -395,13 +429,13 @@ class Store:
             (network, container_id, ifname),
         )
 
-    def _query(self, sql: str, params: tuple[object, ...] | list[object]) -> list[tuple]:
+    def _query(self, sql: str, params: Params) -> Rows:
         try:
             return self.db.execute(sql, params).fetchall()
         except sqlite3.Error as e:
             raise StoreError(f"cannot read state database {self.path}: {e}", self.path) from None
 
-    def _execute(self, sql: str, params: tuple[object, ...] | list[object]) -> None:
+    def _execute(self, sql: str, params: Params) -> None:
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")

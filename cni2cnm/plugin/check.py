@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from cni2cnm import netns
 from cni2cnm.cni.env import CNIEnv
 from cni2cnm.cni.errors import CNIError, Code
@@ -10,8 +12,18 @@ from cni2cnm.engine import Endpoint, EngineAPI
 from cni2cnm.store import Attachment
 
 
-def fail_check(details: str) -> None:
+def fail_check(details: str) -> NoReturn:
     raise CNIError(Code.CHECK_FAILED, "attachment check failed", details)
+
+
+def sandbox_gone(att: Attachment) -> str:
+    """CHECK's words for a proxy attachment whose sandbox ended (pending.py removed what
+    was left in the pod, or CHECK itself did: detach.end_if_sandbox_ended)."""
+    return (f"the proxy sandbox {att.sandbox_name or att.sandbox_id[:12]} of "
+            f"{att.container_id}/{att.ifname} has ended (stopped, or dockerd restarted without "
+            "live-restore) and Docker released its address, so cni2cnm removed "
+            f"{att.interface or 'the interface'} from {att.netns or 'the pod'}; DEL and ADD the "
+            "pod's network again (recreate the pod)")
 
 
 def check_attachment(engine: EngineAPI, namespaces: netns.Namespaces, att: Attachment,
@@ -20,14 +32,12 @@ def check_attachment(engine: EngineAPI, namespaces: netns.Namespaces, att: Attac
     what = "sandbox container" if att.mode == "proxy" else "Docker container"
     if container is None:
         fail_check(f"{what} {att.docker_name} ({att.docker_id[:12]}) no longer exists")
-        return
     if not container.running:
         fail_check(f"{what} {container.name} is {container.status}")
     ep = container.endpoint_in(att.network_id)
     if ep is None or not ep.attached:
         fail_check(f"{what} {container.name} is not attached to network "
                    f"{att.network_name}")
-        return
     if att.mac and ep.mac and ep.mac != att.mac:
         fail_check(f"endpoint MAC is {ep.mac}, ADD recorded {att.mac}")
     ours = [i for i, iface in enumerate(prev.interfaces)
@@ -44,7 +54,6 @@ def check_attachment(engine: EngineAPI, namespaces: netns.Namespaces, att: Attac
         target = namespaces.pin(env.netns)
     except netns.NetnsError:
         fail_check(f"network namespace {env.netns} does not exist")
-        return
     with target:
         check_interface(namespaces, target, att, prev, ep, env)
 
@@ -64,7 +73,6 @@ def check_interface(namespaces: netns.Namespaces, target: netns.Pinned, att: Att
                    if link is not None and att.mode == "proxy" else set())
     if link is None:
         fail_check(f"no interface {env.ifname} in {env.netns}")
-        return
     if ep.mac and link.mac != ep.mac:
         fail_check(f"{env.ifname} in {env.netns} has MAC {link.mac}, the endpoint {ep.mac}")
     missing = [a for a in ep.addresses if a not in link.addresses]

@@ -1,5 +1,6 @@
-"""One ADD's context: what the runtime asked and what the plugin works with, so the steps
-take one argument instead of eight."""
+"""ADD's values: the plan the preflight builds once (what to attach, where, how), the tools
+that carry it out, and what the attach steps found. All frozen: a step returns what it did,
+it never changes what an earlier step decided."""
 
 from __future__ import annotations
 
@@ -8,29 +9,39 @@ from dataclasses import dataclass, field
 
 from cni2cnm import netns
 from cni2cnm.cni.env import CNIEnv
-from cni2cnm.engine import Endpoint, EngineAPI, Network
+from cni2cnm.engine import Container, Endpoint, EngineAPI, Network
 from cni2cnm.plugin.config import PluginConf
 from cni2cnm.plugin.request import EndpointRequest
 from cni2cnm.store import Store
 
 
-@dataclass
-class AddContext:
+@dataclass(frozen=True)
+class AddPlan:
+    """What ADD attaches, where and how: decided before anything changes, never changed."""
+
     env: CNIEnv
     conf: PluginConf
+    request: EndpointRequest  # the addresses, MAC, aliases and driver options asked for
+    network: Network  # as found before connecting (on a swarm worker maybe by name only)
+    target: netns.Pinned  # CNI_NETNS, opened once: every step uses it, never the path
+    links_before: frozenset[str]  # the interfaces in CNI_NETNS before anything changed
+    container: Container | None  # container mode: the container owning CNI_NETNS; None: proxy
+    detach_none: bool = False  # container mode: disconnect it from `none` first
+
+
+@dataclass(frozen=True)
+class AddContext:
+    """What ADD works with, so the steps take one argument instead of five."""
+
     engine: EngineAPI
     store: Store
     namespaces: netns.Namespaces
     environ: Mapping[str, str]
-    request: EndpointRequest
-    network: Network
-    target: netns.Pinned  # CNI_NETNS, opened once: every step uses it, never the path
-    links_before: set[str] = field(default_factory=set)  # interfaces in CNI_NETNS before
 
 
-@dataclass
+@dataclass(frozen=True)
 class Attached:
-    """What ADD learned from the engine and the namespace after connecting."""
+    """What ADD found in the engine and the namespace after connecting."""
 
     endpoint: Endpoint
     link: netns.Link

@@ -8,11 +8,12 @@ import logging
 from collections.abc import Callable
 
 from cni2cnm import netns
-from cni2cnm.cni.errors import CNIError, Code
-from cni2cnm.engine import EngineAPI, EngineError, EngineUnavailable
+from cni2cnm.cni.errors import CNIError
+from cni2cnm.engine import EngineAPI, EngineError
 from cni2cnm.plugin import proxy
-from cni2cnm.plugin.attach import detach
 from cni2cnm.plugin.config import PluginConf
+from cni2cnm.plugin.detach import detach_record
+from cni2cnm.plugin.errors import explanation, gc_code
 from cni2cnm.store import Attachment, Store, StoreError
 
 log = logging.getLogger("cni2cnm.plugin")
@@ -21,8 +22,7 @@ log = logging.getLogger("cni2cnm.plugin")
 def collect(engine_of: Callable[[str], EngineAPI], namespaces: netns.Namespaces, store: Store,
             conf: PluginConf) -> None:
     valid = conf.valid_attachment_keys() or set()
-    errors: list[str] = []
-    unavailable = False
+    problems: list[tuple[str, Exception]] = []
     for att in store.list(conf.name):
         engine = engine_of(att.docker_host)
         try:
@@ -33,17 +33,10 @@ def collect(engine_of: Callable[[str], EngineAPI], namespaces: netns.Namespaces,
                 if (att.container_id, att.ifname) in valid and still_there(engine, namespaces,
                                                                            current):
                     continue
-                detach(engine, namespaces, current)
-                store.delete(*att.key)
+                detach_record(engine, namespaces, store, current)
                 log.info("GC removed %s/%s", att.container_id, att.ifname)
-        except EngineError as e:
-            unavailable = unavailable or isinstance(e, EngineUnavailable)
-            errors.append(f"{att.container_id}/{att.ifname}: {e.explanation}")
-        except (CNIError, StoreError, netns.NetnsError) as e:
-            # A container busy with another operation: the runtime should retry GC (11).
-            unavailable = unavailable or (isinstance(e, StoreError) and e.busy) or (
-                isinstance(e, CNIError) and e.code == Code.TRY_AGAIN_LATER)
-            errors.append(f"{att.container_id}/{att.ifname}: {e}")
+        except (EngineError, CNIError, StoreError, netns.NetnsError) as e:
+            problems.append((f"{att.container_id}/{att.ifname}", e))
     engine = engine_of("")
     try:
         for sandbox_id, cid, ifname in proxy.labelled_sandboxes(engine, conf.name,
@@ -53,11 +46,11 @@ def collect(engine_of: Callable[[str], EngineAPI], namespaces: netns.Namespaces,
             log.info("GC removes orphan sandbox %s of %s/%s", sandbox_id[:12], cid, ifname)
             engine.remove_container(sandbox_id)
     except EngineError as e:
-        unavailable = unavailable or isinstance(e, EngineUnavailable)
-        errors.append(f"orphan sandboxes: {e.explanation}")
-    if errors:
-        raise CNIError(Code.TRY_AGAIN_LATER if unavailable else Code.ENGINE_REFUSED,
-                       f"GC could not finish: {len(errors)} problem(s)", "; ".join(errors))
+        problems.append(("orphan sandboxes", e))
+    if problems:
+        raise CNIError(gc_code(e for _, e in problems),
+                       f"GC could not finish: {len(problems)} problem(s)",
+                       "; ".join(f"{what}: {explanation(e)}" for what, e in problems))
 
 
 def still_there(engine: EngineAPI, namespaces: netns.Namespaces, att: Attachment) -> bool:

@@ -27,7 +27,6 @@ from cni2cnm.cni.result import Result, parse_result
 from cni2cnm.engine import (
     MIN_API,
     EngineAPI,
-    EngineConfigError,
     EngineError,
     EngineFactory,
     EngineSettings,
@@ -35,19 +34,20 @@ from cni2cnm.engine import (
     TLSSettings,
     choose_engine,
 )
-from cni2cnm.plugin import preflight, proxy
-from cni2cnm.plugin.attach import add_container, detach, rollback
+from cni2cnm.plugin import preflight
+from cni2cnm.plugin.attach import add_container
 from cni2cnm.plugin.attach_proxy import add_proxy
-from cni2cnm.plugin.check import check_attachment, fail_check
+from cni2cnm.plugin.check import check_attachment, fail_check, sandbox_gone
 from cni2cnm.plugin.config import PluginConf
 from cni2cnm.plugin.context import AddContext
-from cni2cnm.plugin.errors import boundary, pending_del
+from cni2cnm.plugin.detach import detach_record, end_if_sandbox_ended, finish_interrupted_add
+from cni2cnm.plugin.errors import boundary, pending_del, status_error
 from cni2cnm.plugin.gc import collect
-from cni2cnm.plugin.pending import clear_ended_sandbox, reconcile
+from cni2cnm.plugin.pending import reconcile
 from cni2cnm.plugin.request import endpoint_request
 from cni2cnm.plugin.result import build_result
 from cni2cnm.plugin.unrecorded import delete_unrecorded
-from cni2cnm.store import ATTACHED, DELETING, SANDBOX_GONE, Attachment, Store, StoreError
+from cni2cnm.store import ATTACHED, DELETING, SANDBOX_GONE, Store, StoreError
 
 log = logging.getLogger("cni2cnm.plugin")
 
@@ -124,20 +124,13 @@ class DockerPlugin:
                 self.engine(conf) as engine:
             self._pass(store, conf)
             finish_interrupted_add(engine, self.namespaces, store, env, conf)
-            container = preflight.sandbox_for(engine, self.namespaces, env, conf, target)
-            ctx = AddContext(env=env, conf=conf, engine=engine, store=store,
-                             namespaces=self.namespaces, environ=self.environ,
-                             request=request, target=target,
-                             network=preflight.find_network(engine, conf.docker_network))
-            ctx.links_before = preflight.refuse_taken_ifname(self.namespaces, env, target)
-            preflight.refuse_unusable_addresses(ctx.network, request)
-            if container is None:
-                attached = add_proxy(ctx)
+            plan = preflight.plan_add(engine, self.namespaces, env, conf, request, target)
+            ctx = AddContext(engine=engine, store=store, namespaces=self.namespaces,
+                             environ=self.environ)
+            if plan.container is None:
+                attached = add_proxy(ctx, plan)
             else:
-                preflight.refuse_shared_namespace(container)
-                preflight.refuse_existing_endpoint(container, ctx.network)
-                preflight.refuse_unnameable(engine, env)
-                attached = add_container(ctx, container)
+                attached = add_container(ctx, plan, plan.container)
         return build_result(prev, env, conf, attached)
 
     # ==== DEL ================================================================
@@ -160,12 +153,11 @@ class DockerPlugin:
                     return
                 try:
                     with self.engine(conf, att.docker_host) as engine:
-                        detach(engine, self.namespaces, att)
+                        detach_record(engine, self.namespaces, store, att)
                 except EngineUnavailable as e:
                     if att.state != DELETING:
                         store.mark(att, DELETING)
                     raise pending_del(e, conf.dockerHost or att.docker_host) from None
-                store.delete(*att.key)
 
     # ==== CHECK ==============================================================
 
@@ -185,7 +177,6 @@ class DockerPlugin:
             if att is None or att.state != ATTACHED:
                 fail_check(f"no attachment of {env.container_id}/{env.ifname} to network "
                            f"{conf.name} is recorded (was ADD run?)")
-                return
             with self.engine(conf, att.docker_host) as engine:
                 if att.mode == "proxy" and end_if_sandbox_ended(engine, self.namespaces, store,
                                                                 att):
@@ -205,8 +196,7 @@ class DockerPlugin:
         try:
             store = Store(conf.stateDir).open()
         except StoreError as e:
-            raise CNIError(Code.NOT_AVAILABLE, "state store unavailable",
-                           f"{e}; fix stateDir so ADD can record attachments") from None
+            raise status_error(e) from None
         with store, boundary("STATUS"), self.engine(conf) as engine:  # an unusable address: 7
             try:
                 api = engine.api_version()
@@ -216,10 +206,7 @@ class DockerPlugin:
                                    f"needs {MIN_API[0]}.{MIN_API[1]} or newer (Docker 19.03+)")
                 network = engine.network(conf.docker_network)
             except EngineError as e:
-                fix = ("fix the config's tls settings" if isinstance(e, EngineConfigError)
-                       else "start dockerd or fix dockerHost/DOCKER_HOST")
-                raise CNIError(Code.NOT_AVAILABLE, "Docker engine not available",
-                               f"{e.explanation}; {fix}") from None
+                raise status_error(e) from None
             if network is not None:
                 return
             if engine_is_worker(engine):
@@ -237,46 +224,6 @@ class DockerPlugin:
                        + (f"; {recorded} recorded attachment(s) may have lost connectivity"
                           if recorded else "")
                        + "; create it with `docker network create`")
-
-
-def finish_interrupted_add(engine: EngineAPI, namespaces: netns.Namespaces, store: Store,
-                           env: CNIEnv, conf: PluginConf) -> None:
-    """A completed attachment is refused; an interrupted ADD's leftovers are undone first."""
-    key = (conf.name, env.container_id, env.ifname)
-    existing = store.get(*key)
-    if existing is not None and existing.state == ATTACHED:
-        raise CNIError(Code.INTERFACE_EXISTS, "attachment already exists",
-                       f"{env.container_id}/{env.ifname} is already attached to network "
-                       f"{existing.network_name}; DEL it before adding it again")
-    if existing is not None and existing.state in (DELETING, SANDBOX_GONE):
-        log.warning("finishing the DEL of %s/%s (%s) first", *key[1:], existing.state)
-        detach(engine, namespaces, existing)
-        store.delete(*key)
-    elif existing is not None:
-        log.warning("finishing an interrupted ADD of %s/%s first", *key[1:])
-        rollback(engine, namespaces, store, existing)  # as it was before: `none` back too
-        if store.get(*key) is not None:
-            raise CNIError(Code.TRY_AGAIN_LATER, "interrupted ADD not undone",
-                           f"the leftovers of an interrupted ADD of {env.container_id}/"
-                           f"{env.ifname} could not be removed yet; retry once dockerd answers")
-
-
-def end_if_sandbox_ended(engine: EngineAPI, namespaces: netns.Namespaces, store: Store,
-                         att: Attachment) -> bool:
-    """CHECK of a proxy attachment whose sandbox no longer runs: the pod's interface is
-    removed at once (Docker has freed its address) and the record marked; True then."""
-    if not proxy.sandbox_ended(engine, att, set()):
-        return False
-    clear_ended_sandbox(namespaces, store, att)
-    return True
-
-
-def sandbox_gone(att: Attachment) -> str:
-    return (f"the proxy sandbox {att.sandbox_name or att.sandbox_id[:12]} of "
-            f"{att.container_id}/{att.ifname} has ended (stopped, or dockerd restarted without "
-            "live-restore) and Docker released its address, so cni2cnm removed "
-            f"{att.interface or 'the interface'} from {att.netns or 'the pod'}; DEL and ADD the "
-            "pod's network again (recreate the pod)")
 
 
 def engine_is_worker(engine: EngineAPI) -> bool:

@@ -3,7 +3,8 @@
 - Pending DELs: a DEL that found its record but could not reach the engine marks the record
   "deleting" (code 11 for the runtime). Runtimes do not all send that DEL again (the dockershim
   and cri-dockerd take some errors for "already gone"), so the next pass that reaches the
-  engine detaches it exactly as DEL does (attach.detach: only what the record describes).
+  engine detaches it exactly as DEL does (detach.detach_record: only what the record
+  describes).
 - Ended proxy sandboxes: when a proxy sandbox stops (`docker stop`, dockerd restarted without
   live-restore), Docker frees its address, but the interface ADD moved into the pod still
   carries it. The pass deletes that interface (identified by the recorded name, MAC and
@@ -24,8 +25,8 @@ from collections.abc import Callable
 from cni2cnm import netns
 from cni2cnm.engine import EngineAPI, EngineError, EngineUnavailable
 from cni2cnm.plugin import proxy
-from cni2cnm.plugin.attach import detach
-from cni2cnm.store import ATTACHED, DELETING, SANDBOX_GONE, Attachment, Store, StoreError
+from cni2cnm.plugin.detach import clear_ended_sandbox, detach_record
+from cni2cnm.store import ATTACHED, DELETING, Attachment, Store, StoreError
 
 log = logging.getLogger("cni2cnm.plugin")
 
@@ -57,8 +58,7 @@ def finish_pending(engine_of: EngineOf, namespaces: netns.Namespaces, store: Sto
 def _finish_one(engine_of: EngineOf, namespaces: netns.Namespaces, store: Store,
                 att: Attachment, down: set[str]) -> bool:
     def finish(current: Attachment) -> None:
-        detach(engine_of(current.docker_host), namespaces, current)
-        store.delete(*current.key)
+        detach_record(engine_of(current.docker_host), namespaces, store, current)
         log.warning("finished the pending DEL of %s/%s (network %s)", current.container_id,
                     current.ifname, current.network)
 
@@ -92,14 +92,6 @@ def clear_ended_sandboxes(engine_of: EngineOf, namespaces: netns.Namespaces, sto
                        lambda current: clear_ended_sandbox(namespaces, store, current), down):
             left += 1
     return left
-
-
-def clear_ended_sandbox(namespaces: netns.Namespaces, store: Store, att: Attachment) -> None:
-    """The proxy sandbox of `att` has ended and Docker freed its address: the interface ADD
-    moved into the pod goes, the record becomes "sandbox-gone" (CHECK reports it, DEL and GC
-    remove the rest). Called with the record's lock held."""
-    proxy.remove_moved(namespaces, att)
-    store.mark(att, SANDBOX_GONE)
 
 
 def _locked(store: Store, att: Attachment, state: str, work: Callable[[Attachment], None],

@@ -13,9 +13,28 @@ from cni2cnm.cni.env import CNIEnv
 from cni2cnm.cni.errors import CNIError, Code
 from cni2cnm.engine import Container, EngineAPI, Network
 from cni2cnm.plugin.config import PluginConf
+from cni2cnm.plugin.context import AddPlan
 from cni2cnm.plugin.request import EndpointRequest
 
 log = logging.getLogger("cni2cnm.plugin")
+
+
+def plan_add(engine: EngineAPI, namespaces: netns.Namespaces, env: CNIEnv, conf: PluginConf,
+             request: EndpointRequest, target: netns.Pinned) -> AddPlan:
+    """What ADD will do, once every refusal has been checked (in this order, so the first
+    problem a runtime hears of stays the same): the plan the attach steps carry out."""
+    container = sandbox_for(engine, namespaces, env, conf, target)
+    network = find_network(engine, conf.docker_network)
+    links_before = refuse_taken_ifname(namespaces, env, target)
+    refuse_unusable_addresses(network, request)
+    if container is not None:
+        refuse_shared_namespace(container)
+        refuse_existing_endpoint(container, network)
+        refuse_unnameable(engine, env)
+    return AddPlan(env=env, conf=conf, request=request, network=network, target=target,
+                   links_before=frozenset(links_before), container=container,
+                   detach_none=container is not None and conf.detachNone
+                   and "none" in container.endpoints)
 
 
 @contextlib.contextmanager
@@ -120,18 +139,6 @@ def find_network(engine: EngineAPI, ref: str) -> Network:
     raise CNIError(Code.INVALID_CONFIG, "Docker network not found",
                    f"network {ref!r} does not exist on {engine.shown}; create it with "
                    "`docker network create` or set \"network\" in the config")
-
-
-def visible(engine: EngineAPI, network: Network) -> Network:
-    """After a connect on a swarm worker the network can be inspected."""
-    if network.id:
-        return network
-    found = engine.network(network.name)
-    if found is None:
-        raise CNIError(Code.ENGINE_REFUSED, "network not visible after connect",
-                       f"network {network.name} is still unknown to {engine.shown} after "
-                       "connecting to it")
-    return found
 
 
 def refuse_existing_endpoint(container: Container, network: Network) -> None:

@@ -42,7 +42,7 @@ def endpoint_request(env: CNIEnv, conf: PluginConf) -> EndpointRequest:
 
 def _runtime(conf: PluginConf, capability: str) -> object | None:
     rc = conf.runtimeConfig
-    value = getattr(rc, capability, None) if rc is not None else None
+    value: object = getattr(rc, capability, None) if rc is not None else None
     if value is None:
         return None
     if not conf.capability(capability):

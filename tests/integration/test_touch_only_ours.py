@@ -5,12 +5,14 @@ engine."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from c2ctest import pause_container, unique_name
-from pluginrun import Plugin, cri_args, endpoint, proc_netns
+from pluginrun import Outcome, Plugin, cri_args, endpoint, proc_netns
+from test_proxy import start_until
 
 
 def on_network(c: Any, net: Any) -> bool:
@@ -125,9 +127,21 @@ def exiting_image(resources: Any, images: Any, docker_client: Any) -> str:
 
 def test_proxy_sandbox_whose_image_exits_is_named_and_rolled_back(
         plugin: Plugin, resources: Any, images: Any, net: Any, docker_client: Any) -> None:
+    """ADD stops once the sandbox runs (a test point) until its command has exited: run
+    straight through, the move can finish before `sh` exits (under load) and ADD succeed."""
     image = exiting_image(resources, images, docker_client)
     ns = resources.netns()
-    out = plugin.run("ADD", "c2ct-exits", ns, conf=plugin.conf(mode="proxy", sandboxImage=image))
+    proxy = Plugin(plugin.docker_host, plugin.state_dir, plugin.name,
+                   conf_extra={"mode": "proxy", "sandboxImage": image})
+    proc = start_until(proxy, ns, "after-connect")
+    try:
+        [sandbox] = docker_client.containers.list(
+            all=True, filters={"label": "io.cni2cnm.sandbox"})
+        assert sandbox.wait(timeout=60)["StatusCode"] == 3
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    stdout, stderr = proc.communicate(timeout=120)
+    out = Outcome("ADD", proc.returncode, stdout.decode(), stderr.decode())
     details = out.error(100)["details"]
     assert image in details and "exited with code 3" in details and "pause" in details
     assert docker_client.containers.list(all=True, filters={"label": "io.cni2cnm.sandbox"}) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import stat
@@ -623,3 +624,35 @@ def test_per_container_lock_files_of_older_versions_are_removed_once(tmp_path: P
     with Store(str(tmp_path)):
         pass
     assert (locks / f"{7:032x}").exists()
+
+
+# ---- the named transitions: each a new record, the one given unchanged -----------------
+
+
+def test_transitions_write_what_changes_and_leave_the_given_record_as_it_was(
+        tmp_path: Path) -> None:
+    with Store(str(tmp_path)) as store:
+        given = att(state=ATTACHED, network_id="n1")  # an intent is "adding", whatever it says
+        intent = store.record_intent(given)
+        assert (given.state, given.created) == (ATTACHED, 0.0)
+        assert intent.state == "adding" and intent.created > 0
+        assert store.get(*intent.key) == intent
+        connected = store.connected(intent, "sb1")
+        assert (connected.docker_id, connected.sandbox_id) == ("sb1", "sb1")
+        assert intent.docker_id == "" and store.get(*intent.key) == connected
+        moving = store.moving(connected, "n2", "pods", "02:00:00:00:00:01")
+        assert (moving.network_id, moving.network_name, moving.mac, moving.state) == (
+            "n2", "pods", "02:00:00:00:00:01", "adding")
+        done = store.attached(moving, endpoint_id="ep", interface="eth0",
+                              mac="02:00:00:00:00:02", ips=("10.0.0.2/24",))
+        assert (done.state, done.endpoint_id, done.interface, done.mac, done.ips) == (
+            ATTACHED, "ep", "eth0", "02:00:00:00:00:02", ["10.0.0.2/24"])
+        assert done.created == intent.created and store.get(*done.key) == done
+        marked = store.mark(done, "deleting")
+        assert done.state == ATTACHED and marked.state == "deleting"
+        assert store.get(*done.key) == marked
+
+
+def test_records_are_values() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        att().state = ATTACHED  # type: ignore[misc]

@@ -356,3 +356,19 @@ def test_a_second_network_for_a_container_on_the_default_bridge(world: World) ->
     world.run("DEL", c.id, netns(c), ifname="eth1", prev=res).silent()
     assert world.networks_of(c.id) == ["bridge"]
     assert set(world.links(netns(c))) == {"lo", "eth0"}
+
+
+def test_add_records_the_intent_then_the_attachment(world: World,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[tuple[str, str, str]] = []
+    put = Store.put
+
+    def spy(self: Store, att: Attachment) -> Attachment:
+        writes.append((att.state, att.docker_id, att.endpoint_id))
+        return put(self, att)
+
+    monkeypatch.setattr(Store, "put", spy)
+    pod = world.pod()
+    world.add(pod)
+    [rec] = world.records()
+    assert writes == [("adding", pod.id, ""), ("attached", pod.id, rec.endpoint_id)]

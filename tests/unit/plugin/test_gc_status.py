@@ -3,6 +3,7 @@ STATUS (can ADD be served?), CNI 1.1.0."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,7 @@ def test_gc_without_a_list_sweeps_only_this_network(world: World) -> None:
     with Store(world.state_dir) as store:
         [rec] = store.list()
         store.delete(*rec.key)
-        rec.network, rec.docker_network = "othernet", "other"
-        store.put(rec)
+        store.put(dataclasses.replace(rec, network="othernet", docker_network="other"))
     pods = attach(world, "p1", "p2")
     gc(world).silent()
     assert [r.docker_id for r in world.records()] == [theirs.id]

@@ -10,6 +10,7 @@ import pytest
 from cni2cnm.engine import CONTAINER_NAME, Labelled
 from cni2cnm.netns import RouteEntry
 from cni2cnm.plugin import proxy
+from cni2cnm.store import Attachment, Store, StoreError
 
 from ..fakes import ALL_VERSIONS
 from .conftest import World
@@ -350,3 +351,43 @@ def test_add_changes_only_the_namespace_it_checked(pw: World, swap_to_host: bool
     monkeypatch.setattr(FakeNetns, "move_link", lambda self, *a: moves.append(self.path))
     pw.run("DEL", CID, NS, prev=res).silent()
     assert sandboxes(pw) == [] and pw.records() == [] and moves == []
+
+
+def test_add_records_each_step_before_the_next_changes_anything(
+        pw: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """intent -> the sandbox (DEL removes it) -> its MAC (DEL finds the moved interface by
+    it) -> attached: the rows an interrupted ADD leaves for DEL and GC."""
+    writes: list[tuple[str, bool, str, str, str]] = []
+    put = Store.put
+
+    def spy(self: Store, att: Attachment) -> Attachment:
+        writes.append((att.state, bool(att.sandbox_id), att.mac, att.interface,
+                       att.sandbox_ifname))
+        return put(self, att)
+
+    monkeypatch.setattr(Store, "put", spy)
+    pw.run("ADD", CID, NS).ok()
+    [rec] = pw.records()
+    assert writes == [("adding", False, "", "", ""), ("adding", True, "", "", ""),
+                      ("adding", True, rec.mac, "", ""),
+                      ("attached", True, rec.mac, "eth0", rec.sandbox_ifname)]
+    assert rec.mac and rec.sandbox_ifname
+
+
+def test_when_the_write_of_attached_fails_the_rollback_removes_the_moved_interface(
+        pw: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADD's last write ("attached") fails, and the sandbox has ended meanwhile: the
+    interface cannot go back, so the rollback deletes it from the pod by the name and MAC
+    the move gave it (its address is free in Docker again)."""
+    put = Store.put
+
+    def failing(self: Store, att: Attachment) -> Attachment:
+        if att.state == "attached":
+            pw.engine.stop(att.sandbox_id)
+            raise StoreError(f"cannot write state database {self.path}: disk I/O error",
+                             self.path)
+        return put(self, att)
+
+    monkeypatch.setattr(Store, "put", failing)
+    assert "disk I/O error" in pw.run("ADD", CID, NS).error(5)["details"]
+    assert_clean(pw)

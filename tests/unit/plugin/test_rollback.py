@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from cni2cnm.engine import EngineUnavailable, Rejected
-from cni2cnm.plugin.attach import detach, rollback
+from cni2cnm.plugin.detach import detach, rollback
 from cni2cnm.store import ADDING, ATTACHED, Attachment, Store
 
 from .conftest import World, cri_args, netns
