@@ -117,12 +117,14 @@ def _is_net(fd: int) -> bool:
         return False
 
 
+# The node's own network: the namespace this process runs in and PID 1's.
+HOST_PATHS = ("/proc/self/ns/net", of_pid(1))
+
+
 def is_host(target: Target) -> bool:
-    """True when it is the namespace this process runs in or PID 1's: the node's own
-    network, which the plugin must never change."""
+    """True when it is one of HOST_PATHS' namespaces, which the plugin must never change."""
     ident = identity(target)
-    return ident is not None and ident in {identity("/proc/self/ns/net"),
-                                           identity("/proc/1/ns/net")}
+    return ident is not None and ident in {identity(p) for p in HOST_PATHS}
 
 
 @dataclass(frozen=True)

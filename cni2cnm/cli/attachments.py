@@ -56,13 +56,12 @@ def inspect_cmd(ctx: click.Context, target: str | None, network: str | None, out
     enough), Docker container name or ID, CID/IFNAME, or an absolute network namespace
     path.
 
-    DRIFT: incomplete (an interrupted ADD), engine-unreachable, network-gone,
-    container-gone, recorded-not-attached, ips-differ, netns-gone,
-    runtime-differs (the runtime's cache has other addresses), runtime-only (the
-    runtime's cache holds a cni2cnm attachment the store does not know).
+    DRIFT names what disagrees (an interrupted ADD, an unreachable engine, a network,
+    container or namespace gone, addresses that differ, the runtime's cache holding
+    something else); `cni2cnm inspect --schema` lists every kind with its meaning.
 
     -o json prints a list of objects, every key always present; the keys are
-    listed by `cni2cnm inspect --schema`.
+    listed by `cni2cnm inspect --schema` too.
 
     Exit status: 0 no drift, 1 drift, 2 errors (with an unreachable engine the
     store's view is still printed, with drift engine-unreachable).

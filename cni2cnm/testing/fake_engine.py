@@ -104,7 +104,7 @@ class FakeEngine(Faults):
         self.shown = redact(base_url)
         self.down = down
         self.role: str | None = None  # "manager" / "worker" on a swarm node
-        self.daemon_netns = "/proc/1/ns/net"  # dockerd's own namespace: host-mode containers'
+        self.daemon_netns = netns.of_pid(1)  # dockerd's own namespace: host-mode containers'
         self.rng = random.Random(seed)
         self.networks: dict[str, FakeNetwork] = {}
         self.containers: dict[str, FakeContainer] = {}

@@ -19,7 +19,7 @@ from types import TracebackType
 from cni2cnm import netns
 from cni2cnm.netns import Link, NetnsError, RouteEntry
 
-HOST_PATHS = ("/proc/self/ns/net", "/proc/1/ns/net")
+HOST_PATHS = netns.HOST_PATHS
 NSFS_DEV = 4  # every namespace file lives on nsfs: one device
 
 
