@@ -135,7 +135,7 @@ def cri_args(c: Container) -> str:
     return f"{POD_ARGS};K8S_POD_INFRA_CONTAINER_ID={c.id}"
 
 
-def make_world(tmp_path: Path, api: tuple[int, int] = (1, 41)) -> World:
+def make_world(tmp_path: Path, api: tuple[int, int] = RELEASES["20.10"].api) -> World:
     ns = FakeNamespaces()
     engine = FakeEngine(ns, api=api, base_url=HOST)
     engine.add_network("pods", subnet="10.240.0.0/24")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cni2cnm.engine import EngineUnavailable, NotFound
+from cni2cnm.engine.versions import API_RANDOM_MAC, RELEASES
 from cni2cnm.store import ADDING, Attachment, Store
 
 from ..fakes import ALL_VERSIONS
@@ -56,7 +57,7 @@ def test_each_engine_flavour_names_and_addresses_the_interface(any_world: World)
     mac = any_world.inspect(pod.id).endpoints["pods"].mac
     assert iface["name"] == "eth0" and iface["mac"] == mac
     derived = mac == "02:42:0a:f0:00:02"
-    assert derived == (any_world.engine.api < (1, 48))
+    assert derived == (any_world.engine.api < API_RANDOM_MAC)
 
 
 def test_prev_result_is_merged(world: World) -> None:
@@ -111,7 +112,7 @@ def test_existing_interface_name_is_an_error(world: World) -> None:
 
 
 def test_container_already_on_the_network_is_not_ours(world: World) -> None:
-    world.engine.api = (1, 51)
+    world.engine.api = RELEASES["28"].api
     c = world.pod("db", network_mode="pods")
     out = world.run("ADD", c.id, netns(c), ifname="net1")
     assert "not by cni2cnm" in out.error(101)["details"]
@@ -306,7 +307,8 @@ def interrupted(world: World, pod_id: str) -> None:
     assert [r.state for r in world.records()] == [ADDING]
 
 
-@pytest.mark.parametrize("api", [(1, 51), (1, 54)])  # 20.10: see ..._is_finished_first
+# 20.10: see ..._is_finished_first
+@pytest.mark.parametrize("api", [RELEASES["28"].api, RELEASES["29.3"].api])
 def test_an_interrupted_add_is_undone_then_done_again(world: World,
                                                       api: tuple[int, int]) -> None:
     world.engine.api = api

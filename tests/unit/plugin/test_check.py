@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from cni2cnm.engine.versions import RELEASES
+
 from ..fakes import ALL_VERSIONS
 from .conftest import DEAD, World, netns
 
@@ -117,7 +119,7 @@ def test_check_fails_when_prev_result_differs(world: World,
 
 def test_check_after_an_engine_restart(world: World) -> None:
     # A restart without live-restore: new process, new namespace, a new endpoint.
-    world.engine.api = (1, 51)  # random MACs: the new endpoint's differs from the record
+    world.engine.api = RELEASES["28"].api  # random MACs: the new endpoint's differs from the record
     pod = world.pod()
     res = world.add(pod)
     world.engine.restart(pod.id)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from cni2cnm.engine import Container, Rejected, SandboxSpec
+from cni2cnm.engine.versions import MIN_API
 from cni2cnm.plugin import proxy
 from cni2cnm.store import Store
 from cni2cnm.testing import FakeEngine
@@ -158,8 +159,8 @@ def test_status_engine_unreachable(world: World) -> None:
 
 
 def test_status_engine_too_old(world: World) -> None:
-    world.engine.api = (1, 39)
-    assert "API 1.39" in status(world).error(50)["details"]
+    world.engine.api = too_old = (MIN_API[0], MIN_API[1] - 1)
+    assert f"API {too_old[0]}.{too_old[1]}" in status(world).error(50)["details"]
 
 
 def test_status_network_missing(world: World) -> None:

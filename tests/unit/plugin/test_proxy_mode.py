@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from cni2cnm.engine import CONTAINER_NAME, Labelled
+from cni2cnm.engine.versions import API_MAC_AT_CREATE
 from cni2cnm.netns import RouteEntry
 from cni2cnm.plugin import proxy
 from cni2cnm.store import Attachment, Store, StoreError
@@ -150,7 +151,7 @@ def test_mac_request(any_world: World) -> None:
     world.ns.create(NS)
     conf = world.conf(capabilities={"mac": True}, runtimeConfig={"mac": "02:42:aa:bb:cc:01"})
     out = world.run("ADD", CID, NS, conf=conf)
-    if world.engine.api >= (1, 44):  # applied at container create from API 1.44
+    if world.engine.api >= API_MAC_AT_CREATE:  # applied at container create
         assert out.ok()["interfaces"][0]["mac"] == "02:42:aa:bb:cc:01"
         return
     assert "1.54" in out.error(102)["details"]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from cni2cnm.engine import IFNAME_OPTION
+from cni2cnm.engine.versions import RELEASES
 
 from .conftest import World, netns
 
@@ -75,7 +76,7 @@ def test_invalid_requests_are_refused_before_any_engine_call(
 ])
 def test_mac_precedence_on_an_engine_that_applies_it(world: World, args: str,
                                                      conf: dict[str, Any], want: str) -> None:
-    world.engine.api = (1, 54)
+    world.engine.api = RELEASES["29.3"].api
     res = add_with(world, args, **conf)
     assert res["interfaces"][0]["mac"] == want
     assert world.inspect(world.records()[0].docker_id).endpoints["pods"].mac == want
@@ -96,7 +97,8 @@ def test_runtime_aliases_need_the_capability(world: World) -> None:
     assert world.inspect(pod.id).endpoints["pods"].aliases == ("db",)
 
 
-@pytest.mark.parametrize(("api", "ifname_opt"), [((1, 41), False), ((1, 51), True)])
+@pytest.mark.parametrize(("api", "ifname_opt"),
+                         [(RELEASES["20.10"].api, False), (RELEASES["28"].api, True)])
 def test_driver_options_and_the_ifname_option(world: World, api: tuple[int, int],
                                               ifname_opt: bool) -> None:
     world.engine.api = api

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from cni2cnm.engine import EngineUnavailable, Rejected
+from cni2cnm.engine.versions import API_IFNAME, API_MAC_ON_CONNECT
 from cni2cnm.plugin.detach import detach, rollback
 from cni2cnm.store import ADDING, ATTACHED, Attachment, Store
 
@@ -92,7 +93,7 @@ def test_unnameable_interface_refused_before_connecting(world: World) -> None:
 
 
 def test_any_interface_name_from_docker_28(any_world: World) -> None:
-    if any_world.engine.api < (1, 48):
+    if any_world.engine.api < API_IFNAME:
         assert any_world.run("ADD", (p := any_world.pod()).id, netns(p), ifname="net1").error(102)
         return
     pod = any_world.pod()
@@ -104,7 +105,7 @@ def test_mac_request_ignored_before_api_1_54(any_world: World) -> None:
     pod = any_world.pod()
     conf = any_world.conf(capabilities={"mac": True}, runtimeConfig={"mac": "02:42:aa:bb:cc:dd"})
     out = any_world.run("ADD", pod.id, netns(pod), conf=conf)
-    if any_world.engine.api >= (1, 54):
+    if any_world.engine.api >= API_MAC_ON_CONNECT:
         assert out.ok()["interfaces"][0]["mac"] == "02:42:aa:bb:cc:dd"
         return
     details = out.error(102)["details"]

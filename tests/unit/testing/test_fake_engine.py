@@ -19,10 +19,11 @@ from cni2cnm.engine import (
     SandboxSpec,
     classify,
 )
+from cni2cnm.engine.versions import RELEASES
 from cni2cnm.testing import FakeEngine
 
 
-def node(api: tuple[int, int] = (1, 41)) -> tuple[FakeEngine, str]:
+def node(api: tuple[int, int] = RELEASES["20.10"].api) -> tuple[FakeEngine, str]:
     engine = FakeEngine(api=api)
     engine.add_network("pods", subnet="10.240.0.0/24")
     return engine, engine.create_container("web")
@@ -84,7 +85,7 @@ def test_down_faults_and_hooks() -> None:
     with pytest.raises(Rejected):
         engine.container(cid)
     engine.then("api_version", lambda: setattr(engine, "down", True))
-    assert engine.api_version() == (1, 41)
+    assert engine.api_version() == RELEASES["20.10"].api
     with pytest.raises(EngineUnavailable):
         engine.api_version()
     assert [m for m, _ in engine.calls] == ["container"] * 4 + [
