@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from c2ctest import pause_container, unique_name
 from pluginrun import Outcome, Plugin, cri_args, endpoint, proc_netns
-from test_proxy import start_until
 
 
 def on_network(c: Any, net: Any) -> bool:
@@ -133,7 +132,7 @@ def test_proxy_sandbox_whose_image_exits_is_named_and_rolled_back(
     ns = resources.netns()
     proxy = Plugin(plugin.docker_host, plugin.state_dir, plugin.name,
                    conf_extra={"mode": "proxy", "sandboxImage": image})
-    proc = start_until(proxy, ns, "after-connect")
+    proc = proxy.start_until("after-connect", "c2ct-exits", ns)
     try:
         [sandbox] = docker_client.containers.list(
             all=True, filters={"label": "io.cni2cnm.sandbox"})
@@ -141,7 +140,7 @@ def test_proxy_sandbox_whose_image_exits_is_named_and_rolled_back(
     finally:
         proc.send_signal(signal.SIGCONT)
     stdout, stderr = proc.communicate(timeout=120)
-    out = Outcome("ADD", proc.returncode, stdout.decode(), stderr.decode())
+    out = Outcome("ADD", proc.returncode, stdout, stderr)
     details = out.error(100)["details"]
     assert image in details and "exited with code 3" in details and "pause" in details
     assert docker_client.containers.list(all=True, filters={"label": "io.cni2cnm.sandbox"}) == []
