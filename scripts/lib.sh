@@ -52,6 +52,11 @@ command_and_dir() {  # creating max-length command dir (CREATING: commands, spac
         *" $cmd "*) DIR=$(resolve_dir "$2" create) ;;
         *) DIR=$(resolve_dir "$2") ;;
     esac
+    # Everything below DIR is ours to kill, unmount and remove: never a system directory.
+    case $DIR in
+        / | /tmp | /root | /var | /var/lib | /var/run | /run | /home | /etc | /usr | /opt | /srv)
+            die "refusing DIR '$DIR'" ;;
+    esac
     if [ ${#DIR} -gt "$max" ]; then
         die "DIR '$DIR' is too long (${#DIR} chars); unix socket paths are limited to 108 bytes"
     fi

@@ -212,12 +212,15 @@ class ClusterNode(KubeNode):
 
     def close(self) -> list[str]:
         """The control plane first (by PID), then the node (KubeNode.close)."""
-        for name in reversed(CONTROL_PLANE):
-            proc = self.control.get(name)
-            if proc is not None and proc.poll() is None:
-                stop_pid(proc.pid, 15)
-                proc.wait(5)
-        return super().close()
+        try:
+            for name in reversed(CONTROL_PLANE):
+                proc = self.control.get(name)
+                if proc is not None and proc.poll() is None:
+                    stop_pid(proc.pid, 15)
+                    proc.wait(5)
+        finally:  # the node is torn down even when a component would not stop
+            problems = super().close()
+        return problems
 
 
 def cluster_bin_dir() -> str:

@@ -29,13 +29,21 @@ from c2ctest import (
     sweep_session,
     unavailable,
 )
-from pluginrun import Plugin
+from pluginrun import Plugin, kill_started
 
 HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     mark_tests_under(HERE, items, pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def no_plugin_left() -> Iterator[None]:
+    """No plugin process a test started (stopped at a test point, say) outlives the test,
+    whether it passed or failed."""
+    yield
+    kill_started()
 
 
 @pytest.fixture(scope="session")

@@ -187,6 +187,7 @@ class Plugin:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=self.environ(command, container_id, netns,
                                                  cni_args=cni_args, env=env))
+        STARTED.append(proc)
         assert proc.stdin is not None
         proc.stdin.write(self.netconf_bytes(conf).decode())
         proc.stdin.close()
@@ -212,6 +213,22 @@ class Plugin:
 
     def records(self) -> list[Any]:
         return records(self.state_dir, self.name)
+
+
+# Every plugin process `Plugin.start` made: a test that fails while one is stopped at a test
+# point (SIGSTOP) would otherwise leave it stopped for ever, holding its container's lock
+# (the conftest's autouse `no_plugin_left` kills what is still running after each test).
+STARTED: list[subprocess.Popen[str]] = []
+
+
+def kill_started() -> list[int]:
+    """SIGKILL and reap every process Plugin.start made that still runs; their PIDs."""
+    left = [p for p in STARTED if p.poll() is None]
+    for proc in left:
+        proc.kill()
+        proc.communicate(timeout=30)
+    STARTED.clear()
+    return [p.pid for p in left]
 
 
 def records(state_dir: str, network: str) -> list[Any]:

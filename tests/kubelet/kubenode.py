@@ -568,26 +568,35 @@ state = "{d}/state"
     def close(self) -> list[str]:
         """Stop everything by PID, remove the directory; return what was found left over."""
         problems: list[str] = []
-        for label, proc in (("kubelet", self.kubelet), ("containerd", None)):
+
+        def attempt(what: str, step: Callable[[], object]) -> None:
+            """One step of the teardown: a failure is reported, and the next steps still run."""
+            try:
+                step()
+            except Exception as e:
+                problems.append(f"{what}: {e!r}")
+
+        def stop(proc: subprocess.Popen[Any] | None, timeout: float) -> None:
             if proc is not None:
-                stop_pid(proc.pid, 30)
+                stop_pid(proc.pid, timeout)
                 proc.wait(10)
-            if label == "containerd" and self.containerd is not None:
-                self._remove_containerd_tasks()
-                stop_pid(self.containerd.pid, 30)
-                self.containerd.wait(10)
-                for pid in processes_under(str(self.ctrd_dir)):  # shims
-                    stop_pid(pid, 10)
+
+        attempt("kubelet", lambda: stop(self.kubelet, 30))
+        if self.containerd is not None:
+            attempt("containerd tasks", self._remove_containerd_tasks)
+            attempt("containerd", lambda: stop(self.containerd, 30))
+            for pid in processes_under(str(self.ctrd_dir)):  # shims
+                attempt(f"shim {pid}", lambda pid=pid: stop_pid(pid, 10))
         for pid in processes_under(str(self.daemon_dir)):  # the plugin's daemon
-            stop_pid(pid, 15)
+            attempt(f"daemon {pid}", lambda pid=pid: stop_pid(pid, 15))
         if self.docker is not None:
-            self.docker.close()
+            attempt("docker client", self.docker.close)
         if self.holder is not None:
             if self.netns:
-                self.run(self.in_mounts("bash", str(SCRIPTS / "dockerd.sh"), "stop",
-                                        str(self.engine_dir)), timeout=180, check=False)
-            stop_pid(self.holder.pid, 5)
-            self.holder.wait(5)
+                attempt("dockerd", lambda: self.run(
+                    self.in_mounts("bash", str(SCRIPTS / "dockerd.sh"), "stop",
+                                   str(self.engine_dir)), timeout=180, check=False))
+            attempt("namespace holder", lambda: stop(self.holder, 5))
         left = processes_under(str(self.dir))
         if left:
             problems.append(f"processes left: {left}")
